@@ -1,0 +1,18 @@
+# Hedwig: `make run` serves the app, `make test` runs the tests. Both set up .venv first.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/flask --app hedwig run
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest

@@ -1,0 +1,547 @@
+"""Hedwig: a self-hosted feedback log for teams that support their customers in Intercom.
+
+Read top to bottom, this module follows the tutorial: configuration and the app, sign-in, the
+feedback pages, Connect with Intercom, the OAuth callback, the Canvas Kit Inbox app, the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask.cli import with_appcontext
+from sqlalchemy import event, or_, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from models import (
+    DESCRIPTION_MAX,
+    TITLE_MAX,
+    Feedback,
+    IntercomConnection,
+    User,
+    db,
+)
+
+PER_PAGE = 50
+PASSWORD_MIN = 8
+SECRET_KEY_MIN = 32
+
+DEFAULTS: dict[str, Any] = {
+    "INTERCOM_OAUTH_URL": "https://app.intercom.com/oauth",
+    "INTERCOM_API_URL": "https://api.intercom.io",
+    "INTERCOM_CLIENT_ID": "",
+    "INTERCOM_CLIENT_SECRET": "",
+    "BASE_URL": "",
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+}
+# Settings read from the environment as text, even when they look like numbers.
+TEXT_SETTINGS = (
+    "SECRET_KEY",
+    "TOKEN_KEY",
+    "DATABASE_URL",
+    "INTERCOM_CLIENT_ID",
+    "INTERCOM_CLIENT_SECRET",
+    "INTERCOM_OAUTH_URL",
+    "INTERCOM_API_URL",
+    "BASE_URL",
+)
+
+
+# --- Configuration and the app ---------------------------------------------------------------
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then HEDWIG_* environment variables, then ``config``."""
+    config = dict(config or {})
+    instance_path = config.pop("INSTANCE_PATH", None) or os.environ.get("HEDWIG_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    app.config.update(DEFAULTS)
+    app.config.from_prefixed_env("HEDWIG")
+    app.config.update(config)
+    for name in TEXT_SETTINGS:
+        if app.config.get(name) is not None:
+            app.config[name] = str(app.config[name])
+
+    app.config["SECRET_KEY"] = secret_key(app)
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config.get("DATABASE_URL") or (
+        "sqlite:///" + os.path.join(app.instance_path, "hedwig.db")
+    )
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+
+    app.before_request(load_signed_in_user)
+    app.before_request(require_sign_in)
+    app.before_request(check_csrf_token)
+    app.after_request(add_security_headers)
+    app.context_processor(template_globals)
+    app.add_template_filter(format_datetime, "datetime")
+    for code in (400, 403, 404, 405, 413, 500, 503):
+        app.register_error_handler(code, error_page)
+
+    register_routes(app)
+    app.cli.add_command(init_db_command)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(backup_command)
+    return app
+
+
+def secret_key(app: Flask) -> str:
+    """The configured key, else one generated once and kept in the instance folder."""
+    configured = app.config.get("SECRET_KEY")
+    if configured:
+        if len(configured) < SECRET_KEY_MIN:
+            raise RuntimeError(
+                f"HEDWIG_SECRET_KEY is too short ({len(configured)} characters): use at least "
+                f"{SECRET_KEY_MIN}, e.g. the output of: python -c 'import secrets; "
+                "print(secrets.token_hex(32))'"
+            )
+        return configured
+    return instance_secret(app, "secret_key", lambda: secrets.token_hex(32))
+
+
+def instance_secret(app: Flask, name: str, generate: Callable[[], str]) -> str:
+    """Read a secret file from the instance folder, creating it (mode 0600) the first time."""
+    path = Path(app.instance_path, name)
+    try:
+        # O_EXCL: two workers starting at once must not each write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(generate())
+    return path.read_text().strip()
+
+
+@event.listens_for(Engine, "connect")
+def tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite only: WAL so readers never wait for the writer, and a wait instead of
+    "database is locked" when two workers write at once."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def add_security_headers(response: Response) -> Response:
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def error_page(error: Any) -> tuple[str, int]:
+    code = getattr(error, "code", 500) or 500
+    description = getattr(error, "description", "Something went wrong on our side.")
+    return render_template("error.html", code=code, description=description), code
+
+
+def format_datetime(value: datetime | None) -> str:
+    """Absolute dates, as Intercom's design rules ask: "Jan 8, 2019 at 1:05 PM UTC"."""
+    if value is None:
+        return ""
+    return value.strftime("%b %-d, %Y at %-I:%M %p UTC")
+
+
+def external_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL for links that leave this browser: OAuth redirect_uri, canvas links.
+
+    Behind ngrok or a proxy, HEDWIG_BASE_URL names the public https origin; forwarded headers
+    are never trusted.
+    """
+    base = current_app.config["BASE_URL"].rstrip("/")
+    if base:
+        return base + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
+# --- Sign-in -------------------------------------------------------------------------------
+
+# Everything else needs a signed-in user.
+PUBLIC_ENDPOINTS = {
+    "login",
+    "healthz",
+    "static",
+    "intercom_callback",
+    "canvas_initialize",
+    "canvas_submit",
+}
+# Intercom cannot send our CSRF token: its body signature is checked instead.
+CSRF_EXEMPT_ENDPOINTS = {"canvas_initialize", "canvas_submit"}
+
+
+def load_signed_in_user() -> None:
+    user_id = session.get("user_id")
+    g.user = db.session.get(User, user_id) if user_id is not None else None
+
+
+def require_sign_in() -> Response | None:
+    if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS and request.endpoint:
+        return redirect(url_for("login", next=request.full_path.rstrip("?")))
+    return None
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never another host, scheme or protocol-relative URL."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return url_for("index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target:
+        return url_for("index")
+    return target
+
+
+def csrf_token() -> str:
+    if "csrf_token" not in session:
+        session["csrf_token"] = secrets.token_urlsafe(32)
+    return session["csrf_token"]
+
+
+def check_csrf_token() -> None:
+    if request.method != "POST" or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
+        return
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf_token", "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(
+            400, "This form has expired or did not come from Hedwig. Reload the page and try again."
+        )
+
+
+def template_globals() -> dict[str, Any]:
+    connections: list[IntercomConnection] = []
+    if g.get("user") is not None:
+        connections = list(
+            db.session.scalars(select(IntercomConnection).order_by(IntercomConnection.id))
+        )
+    return {"csrf_token": csrf_token, "connections": connections}
+
+
+def validate_credentials(email: str, password: str) -> str | None:
+    if "@" not in email or len(email) > 254:
+        return "Enter a valid email address."
+    if len(password) < PASSWORD_MIN:
+        return f"The password must be at least {PASSWORD_MIN} characters."
+    return None
+
+
+def add_user(email: str, password: str) -> User:
+    user = User(email=email.strip().lower(), password_hash=generate_password_hash(password))
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def no_user_yet() -> bool:
+    return db.session.scalar(select(User.id).limit(1)) is None
+
+
+def sign_in(user: User) -> None:
+    session.clear()  # a fresh session: nothing from before sign-in carries over
+    session["user_id"] = user.id
+
+
+# --- Routes ----------------------------------------------------------------------------------
+
+
+def register_routes(app: Flask) -> None:
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        first_account = no_user_yet()
+        next_url = safe_next(request.values.get("next"))
+        if request.method == "GET":
+            return render_template("login.html", first_account=first_account, next_url=next_url)
+
+        email = request.form.get("email", "").strip().lower()
+        password = request.form.get("password", "")
+        if first_account:
+            error = validate_credentials(email, password)
+            if not error and password != request.form.get("confirm", ""):
+                error = "The two passwords differ."
+            if error:
+                return render_template(
+                    "login.html", first_account=True, next_url=next_url, error=error, email=email
+                ), 400
+            try:
+                user = add_user(email, password)
+            except IntegrityError:
+                db.session.rollback()
+                abort(400, "That account exists already: sign in instead.")
+            sign_in(user)
+            flash("Welcome to Hedwig. Your account is ready.")
+            return redirect(next_url)
+
+        user = db.session.scalar(select(User).where(User.email == email))
+        if user is None or not check_password_hash(user.password_hash, password):
+            return render_template(
+                "login.html",
+                first_account=False,
+                next_url=next_url,
+                error="Wrong email or password.",
+                email=email,
+            ), 401
+        sign_in(user)
+        return redirect(next_url)
+
+    @app.post("/logout")
+    def logout() -> Response:
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        try:
+            db.session.execute(select(1))
+        except SQLAlchemyError:
+            return {"status": "database unavailable"}, 503
+        return {"status": "ok"}, 200
+
+    # --- The feedback log ----------------------------------------------------------------------
+
+    @app.get("/")
+    def index() -> str:
+        q = request.args.get("q", "").strip()
+        page = request.args.get("page", 1, type=int)
+        statement = search(select(Feedback), q).order_by(
+            Feedback.created_at.desc(), Feedback.id.desc()
+        )
+        pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+        return render_template("index.html", pagination=pagination, q=q)
+
+    @app.get("/feedback/<int:feedback_id>")
+    def show_feedback(feedback_id: int) -> str:
+        feedback = db.get_or_404(Feedback, feedback_id)
+        return render_template(
+            "show.html",
+            feedback=feedback,
+            conversation_url=conversation_url(feedback.workspace_id, feedback.conversation_id),
+        )
+
+    @app.route("/feedback/new", methods=["GET", "POST"])
+    def new_feedback() -> Any:
+        if request.method == "GET":
+            return render_template("new.html", values={}, errors={})
+        values = {
+            name: request.form.get(name, "").strip()
+            for name in ("title", "description", "customer_name", "customer_email")
+        }
+        errors = validate_feedback(values)
+        if errors:
+            return render_template("new.html", values=values, errors=errors), 400
+        feedback = Feedback(**values, source="web", created_by_id=g.user.id)
+        db.session.add(feedback)
+        db.session.commit()
+        flash(f"Feedback #{feedback.id} saved.")
+        return redirect(url_for("show_feedback", feedback_id=feedback.id))
+
+    @app.get("/feedback.csv")
+    def export_csv() -> Response:
+        q = request.args.get("q", "").strip()
+        statement = search(select(Feedback), q).order_by(
+            Feedback.created_at.desc(), Feedback.id.desc()
+        )
+        response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="hedwig-feedback.csv"'
+        return response
+
+
+def search(statement: Any, q: str) -> Any:
+    """Narrow a Feedback query to rows whose text fields contain ``q`` (any case)."""
+    if not q:
+        return statement
+    return statement.where(
+        or_(
+            *(
+                column.icontains(q, autoescape=True)
+                for column in (
+                    Feedback.title,
+                    Feedback.description,
+                    Feedback.customer_name,
+                    Feedback.customer_email,
+                )
+            )
+        )
+    )
+
+
+def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
+    """Field name → message, for every invalid field; empty when all is well."""
+    errors = {}
+    if not values["title"]:
+        errors["title"] = "A title is required."
+    elif len(values["title"]) > TITLE_MAX:
+        errors["title"] = f"Keep the title to {TITLE_MAX} characters ({len(values['title'])} now)."
+    if len(values.get("description", "")) > DESCRIPTION_MAX:
+        errors["description"] = f"Keep the details to {DESCRIPTION_MAX} characters."
+    email = values.get("customer_email", "")
+    if email and ("@" not in email or len(email) > 254):
+        errors["customer_email"] = "Enter a valid email address, or leave it empty."
+    if len(values.get("customer_name", "")) > 255:
+        errors["customer_name"] = "Keep the name to 255 characters."
+    return errors
+
+
+def conversation_url(workspace_id: str | None, conversation_id: str | None) -> str | None:
+    """The Intercom Inbox link to a conversation; Intercom documents no permalink, so this is
+    the form public code uses, kept in this one place."""
+    if not workspace_id or not conversation_id:
+        return None
+    return f"https://app.intercom.com/a/inbox/{workspace_id}/inbox/conversation/{conversation_id}"
+
+
+# --- CSV export ------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "title",
+    "description",
+    "customer_name",
+    "customer_email",
+    "source",
+    "workspace_id",
+    "conversation_id",
+    "contact_id",
+    "admin_id",
+    "admin_name",
+    "admin_email",
+    "conversation_url",
+)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """Text a spreadsheet shows as text: a leading ' defuses formula injection."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def csv_row(feedback: Feedback) -> list[str]:
+    values = {
+        **{column: getattr(feedback, column, None) for column in CSV_COLUMNS},
+        "created_at": feedback.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "conversation_url": conversation_url(feedback.workspace_id, feedback.conversation_id),
+    }
+    return [csv_cell(values[column]) for column in CSV_COLUMNS]
+
+
+def csv_lines(statement: Any) -> Iterator[str]:
+    """The export, a line at a time, reading the rows in batches so memory stays flat."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(CSV_COLUMNS)
+    yield flush()
+    for feedback in db.session.scalars(statement.execution_options(yield_per=500)):
+        writer.writerow(csv_row(feedback))
+        yield flush()
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db_command() -> None:
+    """Create the database tables (safe to run again)."""
+    db.create_all()
+    click.echo("The database is ready.")
+
+
+@click.command("create-user")
+@with_appcontext
+@click.argument("email")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="At least 8 characters.",
+)
+def create_user_command(email: str, password: str) -> None:
+    """Create a user who can sign in to Hedwig."""
+    email = email.strip().lower()
+    error = validate_credentials(email, password)
+    if error:
+        raise click.ClickException(error)
+    try:
+        add_user(email, password)
+    except IntegrityError:
+        db.session.rollback()
+        raise click.ClickException(f"A user with the email {email} exists already.") from None
+    click.echo(f"Created user {email}.")
+
+
+@click.command("backup")
+@with_appcontext
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+def backup_command(path: str) -> None:
+    """Write a consistent copy of the SQLite database to PATH, safe while Hedwig serves."""
+    if db.engine.url.get_backend_name() != "sqlite":
+        raise click.ClickException(
+            "backup copies SQLite databases only; for another database use its own tools "
+            "(e.g. pg_dump for PostgreSQL)."
+        )
+    with db.engine.connect() as connection:
+        source = connection.connection.driver_connection
+        target = sqlite3.connect(path)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    click.echo(f"Backed up the database to {path}.")
+
+
+def __getattr__(name: str) -> Flask:
+    """``hedwig.app`` for ``flask --app hedwig`` and ``gunicorn hedwig:app``, built on first
+    use so that importing this module (as the tests do) touches no files or database."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

@@ -1,0 +1,546 @@
+"""Hedwig's behaviour, as a user (or Intercom) would notice it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import sqlite3
+import stat
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+import hedwig
+from models import Feedback, User, db
+
+SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+
+
+# --- Fixtures and helpers ----------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests configure Hedwig themselves: no HEDWIG_* setting leaks in from the shell."""
+    for name in list(os.environ):
+        if name.startswith("HEDWIG_"):
+            monkeypatch.delenv(name)
+
+
+def make_app(tmp_path: Any, **overrides: Any) -> Flask:
+    config = {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
+        "BASE_URL": "https://hedwig.example",
+    }
+    config.update(overrides)
+    return hedwig.create_app(config)
+
+
+@pytest.fixture
+def app(tmp_path: Any) -> Flask:
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def csrf(client: FlaskClient) -> str:
+    with client.session_transaction() as session:
+        session.setdefault("csrf_token", "csrf-token-for-tests")
+        return session["csrf_token"]
+
+
+def post(client: FlaskClient, url: str, data: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """A form POST as the browser sends it: with the page's CSRF token."""
+    return client.post(url, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
+
+
+def create_user(app: Flask, email: str = "ada@example.com", password: str = PASSWORD) -> int:
+    with app.app_context():
+        return hedwig.add_user(email, password).id
+
+
+def sign_in(client: FlaskClient, email: str = "ada@example.com") -> None:
+    response = post(client, "/login", {"email": email, "password": PASSWORD})
+    assert response.status_code == 302
+
+
+@pytest.fixture
+def signed_in(app: Flask, client: FlaskClient) -> FlaskClient:
+    create_user(app)
+    sign_in(client)
+    return client
+
+
+def add_feedback(app: Flask, count: int = 1, **fields: Any) -> list[int]:
+    with app.app_context():
+        rows = [
+            Feedback(**{"title": f"Feedback {n}", "source": "web", **fields}) for n in range(count)
+        ]
+        db.session.add_all(rows)
+        db.session.commit()
+        return [row.id for row in rows]
+
+
+def feedback_count(app: Flask) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count(Feedback.id)))
+
+
+def page_text(response: Any) -> str:
+    return response.get_data(as_text=True)
+
+
+# --- Configuration -----------------------------------------------------------------------------
+
+
+def test_secret_key_is_generated_once_kept_private_and_reused(tmp_path: Any) -> None:
+    first = make_app(tmp_path, SECRET_KEY=None)
+    key_file = tmp_path / "instance" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first.secret_key) >= 32
+    second = make_app(tmp_path, SECRET_KEY=None)
+    assert second.secret_key == first.secret_key
+
+
+def test_short_secret_key_is_refused_at_start(tmp_path: Any) -> None:
+    with pytest.raises(RuntimeError, match="HEDWIG_SECRET_KEY is too short"):
+        make_app(tmp_path, SECRET_KEY="short")
+
+
+def test_settings_come_from_hedwig_environment_variables(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEDWIG_INTERCOM_CLIENT_ID", "12345")
+    monkeypatch.setenv("HEDWIG_DATABASE_URL", f"sqlite:///{tmp_path / 'from-env.db'}")
+    app = hedwig.create_app({"INSTANCE_PATH": str(tmp_path / "i"), "SECRET_KEY": SECRET_KEY})
+    assert app.config["INTERCOM_CLIENT_ID"] == "12345"  # text, though it looks like a number
+    assert (tmp_path / "from-env.db").exists()
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(tmp_path: Any) -> None:
+    app = make_app(tmp_path, DATABASE_URL=None)
+    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("instance/hedwig.db")
+    assert (tmp_path / "instance" / "hedwig.db").exists()
+
+
+def test_html_pages_carry_security_headers(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert "script-src" not in response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    response = post(client, "/login", {"email": "ada@example.com", "password": PASSWORD})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie
+
+
+def test_session_cookie_is_secure_when_configured(tmp_path: Any) -> None:
+    app = make_app(tmp_path, SESSION_COOKIE_SECURE=True)
+    create_user(app)
+    client = app.test_client()
+    response = post(client, "/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+# --- Sign-in -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/feedback/new", "/feedback/1", "/feedback.csv"])
+def test_anonymous_visitor_is_sent_to_sign_in(app: Flask, client: FlaskClient, path: str) -> None:
+    create_user(app)
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_sign_in_returns_to_the_page_asked_for(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    response = post(
+        client,
+        "/login",
+        {"email": "ADA@example.com", "password": PASSWORD, "next": "/feedback/new"},
+    )
+    assert response.headers["Location"] == "/feedback/new"
+    assert client.get("/feedback/new").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)", ""],
+)
+def test_next_never_leads_off_site(app: Flask, client: FlaskClient, next_url: str) -> None:
+    create_user(app)
+    response = post(
+        client, "/login", {"email": "ada@example.com", "password": PASSWORD, "next": next_url}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_wrong_password_is_refused(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    response = post(client, "/login", {"email": "ada@example.com", "password": "wrong password"})
+    assert response.status_code == 401
+    assert "Wrong email or password." in page_text(response)
+    assert client.get("/").status_code == 302
+
+
+def test_unknown_email_is_refused_with_the_same_message(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    response = post(client, "/login", {"email": "bob@example.com", "password": PASSWORD})
+    assert response.status_code == 401
+    assert "Wrong email or password." in page_text(response)
+
+
+def test_sign_out_ends_the_session(signed_in: FlaskClient) -> None:
+    assert post(signed_in, "/logout").status_code == 302
+    assert signed_in.get("/").status_code == 302
+
+
+def test_fresh_install_offers_the_first_account(app: Flask, client: FlaskClient) -> None:
+    assert "Create the first account" in page_text(client.get("/login"))
+    response = post(
+        client,
+        "/login",
+        {"email": "Ada@Example.com", "password": PASSWORD, "confirm": PASSWORD},
+    )
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200  # signed in straight away
+    with app.app_context():
+        assert db.session.scalar(select(User.email)) == "ada@example.com"
+
+
+def test_first_account_form_is_gone_once_a_user_exists(app: Flask, client: FlaskClient) -> None:
+    post(client, "/login", {"email": "ada@example.com", "password": PASSWORD, "confirm": PASSWORD})
+    other = app.test_client()
+    assert "Create the first account" not in page_text(other.get("/login"))
+    response = post(
+        other, "/login", {"email": "eve@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert response.status_code == 401
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 1
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "confirm", "message"),
+    [
+        ("not-an-email", PASSWORD, PASSWORD, "Enter a valid email address."),
+        ("ada@example.com", "short", "short", "at least 8 characters"),
+        ("ada@example.com", PASSWORD, "something else", "The two passwords differ."),
+    ],
+)
+def test_first_account_form_validates(
+    app: Flask, client: FlaskClient, email: str, password: str, confirm: str, message: str
+) -> None:
+    response = post(client, "/login", {"email": email, "password": password, "confirm": confirm})
+    assert response.status_code == 400
+    assert message in page_text(response)
+    with app.app_context():
+        assert no_users()
+
+
+def no_users() -> bool:
+    return db.session.scalar(select(func.count(User.id))) == 0
+
+
+def test_post_without_csrf_token_is_refused_and_changes_nothing(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    response = signed_in.post("/feedback/new", data={"title": "Sneaky"})
+    assert response.status_code == 400
+    response = signed_in.post("/feedback/new", data={"title": "Sneaky", "csrf_token": "forged"})
+    assert response.status_code == 400
+    assert feedback_count(app) == 0
+
+
+def test_first_account_needs_a_csrf_token_too(app: Flask, client: FlaskClient) -> None:
+    response = client.post(
+        "/login", data={"email": "ada@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert response.status_code == 400
+    with app.app_context():
+        assert no_users()
+
+
+# --- The feedback log --------------------------------------------------------------------------
+
+
+def test_add_feedback_by_hand_and_read_it(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(
+        signed_in,
+        "/feedback/new",
+        {
+            "title": "Dark mode, please",
+            "description": "Our night shift\nreads the reports at 3am.",
+            "customer_name": "Casey Customer",
+            "customer_email": "casey@example.com",
+        },
+    )
+    assert response.status_code == 302
+    page = page_text(signed_in.get(response.headers["Location"]))
+    assert "Dark mode, please" in page
+    assert "reads the reports at 3am." in page
+    assert "Casey Customer" in page
+    assert "ada@example.com" in page  # who added it
+    with app.app_context():
+        feedback = db.session.scalar(select(Feedback))
+        assert feedback.source == "web"
+        assert feedback.created_by.email == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    ("title", "message"),
+    [("", "A title is required."), ("   ", "A title is required."), ("x" * 201, "200 characters")],
+)
+def test_invalid_title_shows_the_form_again_with_values_kept(
+    app: Flask, signed_in: FlaskClient, title: str, message: str
+) -> None:
+    response = post(
+        signed_in,
+        "/feedback/new",
+        {"title": title, "description": "Kept details", "customer_name": "Kept Name"},
+    )
+    assert response.status_code == 400
+    page = page_text(response)
+    assert message in page
+    assert "Kept details" in page
+    assert 'value="Kept Name"' in page
+    assert feedback_count(app) == 0
+
+
+def test_title_of_exactly_200_characters_is_accepted(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "x" * 200})
+    assert response.status_code == 302
+    assert feedback_count(app) == 1
+
+
+def test_invalid_customer_email_is_refused(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "Hi", "customer_email": "nope"})
+    assert response.status_code == 400
+    assert "Enter a valid email address" in page_text(response)
+    assert feedback_count(app) == 0
+
+
+def test_unknown_feedback_is_404(signed_in: FlaskClient) -> None:
+    assert signed_in.get("/feedback/999").status_code == 404
+    assert signed_in.get("/feedback/abc").status_code == 404
+
+
+def test_html_in_feedback_is_shown_as_text(app: Flask, signed_in: FlaskClient) -> None:
+    (feedback_id,) = add_feedback(
+        app, title="<script>alert(1)</script>", customer_name="<b>Bold</b>"
+    )
+    for page in (
+        page_text(signed_in.get("/")),
+        page_text(signed_in.get(f"/feedback/{feedback_id}")),
+    ):
+        assert "<script>alert(1)</script>" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "<b>Bold</b>" not in page
+
+
+def test_list_is_newest_first_with_a_total(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Older")
+    add_feedback(app, title="Newer")
+    page = page_text(signed_in.get("/"))
+    assert page.index("Newer") < page.index("Older")
+    assert "2 records" in page
+
+
+def test_empty_list_says_so(signed_in: FlaskClient) -> None:
+    page = page_text(signed_in.get("/"))
+    assert "No feedback yet." in page
+    assert "0 records" in page
+
+
+def listed_ids(response: Any) -> list[int]:
+    return [int(n) for n in re.findall(r'href="/feedback/(\d+)"', page_text(response))]
+
+
+@pytest.mark.parametrize(("rows", "pages"), [(50, 1), (51, 2), (100, 2), (101, 3)])
+def test_pagination_boundaries(app: Flask, signed_in: FlaskClient, rows: int, pages: int) -> None:
+    add_feedback(app, rows)
+    seen = []
+    for page in range(1, pages + 1):
+        response = signed_in.get(f"/?page={page}")
+        assert f"Page {page} of {pages}" in page_text(response)
+        assert ('rel="next"' in page_text(response)) == (page < pages)
+        assert ('rel="prev"' in page_text(response)) == (page > 1)
+        seen += listed_ids(response)
+    assert len(seen) == rows
+    assert seen == sorted(seen, reverse=True)
+    assert listed_ids(signed_in.get(f"/?page={pages + 1}")) == []
+
+
+def test_search_looks_in_title_description_and_customer(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Export is slow")
+    add_feedback(app, title="Other", description="the EXPORT button")
+    add_feedback(app, title="Third", customer_name="Exporter Inc")
+    add_feedback(app, title="Fourth", customer_email="export@example.com")
+    add_feedback(app, title="Unrelated")
+    response = signed_in.get("/?q=export")
+    page = page_text(response)
+    assert "4 records matching" in page
+    assert "Unrelated" not in page
+
+
+def test_search_treats_wildcards_literally(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="100% broken")
+    add_feedback(app, title="1000 users")
+    page = page_text(signed_in.get("/?q=100%25"))
+    assert "1 record matching" in page
+    assert "1000 users" not in page
+
+
+def test_search_keeps_its_query_across_pages(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, 60, description="needle")
+    add_feedback(app, 5)
+    page = page_text(signed_in.get("/?q=needle"))
+    assert "60 records" in page
+    assert "/?q=needle&amp;page=2" in page
+
+
+def test_healthz_answers_without_sign_in(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(app: Flask, tmp_path: Any) -> None:
+    with app.app_context():
+        db.engine.dispose()
+    for path in tmp_path.glob("hedwig.db*"):
+        path.unlink()
+    (tmp_path / "hedwig.db").mkdir()  # where the database was, nothing SQLite can open
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json == {"status": "database unavailable"}
+
+
+# --- CSV export --------------------------------------------------------------------------------
+
+
+def export(client: FlaskClient, query: str = "") -> list[dict[str, str]]:
+    response = client.get(f"/feedback.csv{query}")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    return list(csv.DictReader(io.StringIO(page_text(response))))
+
+
+def test_csv_quotes_commas_quotes_and_newlines(app: Flask, signed_in: FlaskClient) -> None:
+    tricky = 'Commas, "quotes"\nand a newline'
+    add_feedback(app, title="Tricky", description=tricky)
+    (row,) = export(signed_in)
+    assert row["description"] == tricky
+    assert row["title"] == "Tricky"
+
+
+@pytest.mark.parametrize("dangerous", ["=HYPERLINK(1)", "+1+1", "-2+3", "@SUM(A1)"])
+def test_csv_neutralises_formulas(app: Flask, signed_in: FlaskClient, dangerous: str) -> None:
+    add_feedback(app, title=dangerous, customer_name=dangerous)
+    (row,) = export(signed_in)
+    assert row["title"] == "'" + dangerous
+    assert row["customer_name"] == "'" + dangerous
+
+
+def test_csv_holds_provenance_and_conversation_url(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(
+        app,
+        title="From the Inbox",
+        source="intercom",
+        workspace_id="abc12def",
+        conversation_id="215471234567890",
+        contact_id="65f0",
+        admin_id="5551234",
+        admin_name="Alex Agent",
+        admin_email="alex@example.com",
+    )
+    (row,) = export(signed_in)
+    assert row["source"] == "intercom"
+    assert row["admin_name"] == "Alex Agent"
+    assert row["contact_id"] == "65f0"
+    assert row["conversation_url"] == (
+        "https://app.intercom.com/a/inbox/abc12def/inbox/conversation/215471234567890"
+    )
+
+
+def test_csv_follows_the_search(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Export is slow")
+    add_feedback(app, title="Unrelated")
+    assert [row["title"] for row in export(signed_in, "?q=export")] == ["Export is slow"]
+    assert len(export(signed_in)) == 2
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_create_user_from_the_command_line(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["create-user", "Ada@Example.com", "--password", PASSWORD]
+    )
+    assert result.exit_code == 0, result.output
+    client = app.test_client()
+    sign_in(client)
+    assert client.get("/").status_code == 200
+
+
+def test_create_user_prompts_for_a_hidden_confirmed_password(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["create-user", "ada@example.com"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create-user", "ada@example.com", "--password", "short"], "at least 8 characters"),
+        (["create-user", "ADA@example.com", "--password", PASSWORD], "exists already"),
+    ],
+)
+def test_create_user_refusals(app: Flask, args: list[str], message: str) -> None:
+    create_user(app)
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 1
+    assert message in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 1
+
+
+def test_init_db_is_idempotent(app: Flask) -> None:
+    add_feedback(app)
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0
+    assert feedback_count(app) == 1
+
+
+def test_backup_yields_a_database_that_opens_and_holds_the_rows(app: Flask, tmp_path: Any) -> None:
+    add_feedback(app, 3)
+    target = tmp_path / "backup.db"
+    result = app.test_cli_runner().invoke(args=["backup", str(target)])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT count(*) FROM feedback").fetchone() == (3,)
