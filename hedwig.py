@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import click
+import requests
+from cryptography.fernet import Fernet, InvalidToken
 from flask import (
     Flask,
     Response,
@@ -34,6 +36,7 @@ from flask import (
     url_for,
 )
 from flask.cli import with_appcontext
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import event, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -44,6 +47,7 @@ from models import (
     TITLE_MAX,
     Feedback,
     IntercomConnection,
+    UsedOAuthState,
     User,
     db,
 )
@@ -62,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
 }
 # Settings read from the environment as text, even when they look like numbers.
 TEXT_SETTINGS = (
@@ -110,7 +115,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for code in (400, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(code, error_page)
 
+    app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
     register_routes(app)
+    register_intercom_routes(app)
     app.cli.add_command(init_db_command)
     app.cli.add_command(create_user_command)
     app.cli.add_command(backup_command)
@@ -254,7 +261,12 @@ def template_globals() -> dict[str, Any]:
         connections = list(
             db.session.scalars(select(IntercomConnection).order_by(IntercomConnection.id))
         )
-    return {"csrf_token": csrf_token, "connections": connections}
+    return {
+        "csrf_token": csrf_token,
+        "connections": connections,
+        "decrypt_token": decrypt_token,
+        "intercom_configured": intercom_configured(),
+    }
 
 
 def validate_credentials(email: str, password: str) -> str | None:
@@ -481,6 +493,259 @@ def csv_lines(statement: Any) -> Iterator[str]:
     for feedback in db.session.scalars(statement.execution_options(yield_per=500)):
         writer.writerow(csv_row(feedback))
         yield flush()
+
+
+# --- Connect with Intercom (OAuth) -----------------------------------------------------------
+#
+# The browser goes to Intercom with a signed `state`, comes back to /intercom/callback with a
+# `code`, and Hedwig trades the code for a token and asks /me which workspace granted it.
+
+STATE_MAX_AGE = 10 * 60  # seconds
+STATE_SALT = "hedwig.intercom-oauth-state"
+INTERCOM_API_VERSION = "2.11"
+STATE_REFUSED = (
+    "This connection request expired or did not start in this browser. "
+    "Go back to Hedwig and click Connect with Intercom again."
+)
+
+
+class OAuthStateError(Exception):
+    """The callback's state is not one this browser's user asked for just now."""
+
+
+class IntercomError(Exception):
+    """A call to Intercom failed. The message names the failure and is safe to log and show:
+    it never holds the client secret, the code or a token."""
+
+
+def intercom_configured() -> bool:
+    return bool(
+        current_app.config["INTERCOM_CLIENT_ID"] and current_app.config["INTERCOM_CLIENT_SECRET"]
+    )
+
+
+def state_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt=STATE_SALT)
+
+
+def new_oauth_state(user: User) -> str:
+    """A state naming the user and a nonce that only this browser's session also holds."""
+    nonce = secrets.token_urlsafe(24)
+    session["oauth_nonce"] = nonce
+    return state_serializer().dumps({"user_id": user.id, "nonce": nonce})
+
+
+def spend_oauth_state(state: str) -> None:
+    """Accept the state once: signed by us, at most 10 minutes old, made for the signed-in user
+    in this browser, and never used before. Raise OAuthStateError otherwise."""
+    expected_nonce = session.pop("oauth_nonce", None)
+    try:
+        payload = state_serializer().loads(state, max_age=STATE_MAX_AGE)
+    except SignatureExpired:  # a subclass of BadSignature, so it is caught first
+        raise OAuthStateError(
+            "This connection request expired: it must be completed within 10 minutes. "
+            "Click Connect with Intercom again."
+        ) from None
+    except BadSignature:
+        raise OAuthStateError(STATE_REFUSED) from None
+    if not (
+        isinstance(payload, dict)
+        and g.user is not None
+        and payload.get("user_id") == g.user.id
+        and isinstance(expected_nonce, str)
+        and hmac.compare_digest(str(payload.get("nonce", "")), expected_nonce)
+    ):
+        raise OAuthStateError(STATE_REFUSED)
+    # The session is a cookie the browser keeps: an old copy of it still holds the nonce, so
+    # single use is settled by the database's unique key, not by the session.
+    db.session.add(UsedOAuthState(nonce=expected_nonce))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise OAuthStateError(STATE_REFUSED) from None
+
+
+def call_intercom(method: str, path: str, token: str | None = None, **kwargs: Any) -> dict:
+    """One request to Intercom's API, returning its JSON object or raising IntercomError."""
+    headers = {"Accept": "application/json", "Intercom-Version": INTERCOM_API_VERSION}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = current_app.config["INTERCOM_API_URL"].rstrip("/") + path
+    timeout = current_app.config["INTERCOM_TIMEOUT"]
+    try:
+        response = requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
+    except requests.Timeout:
+        raise IntercomError(f"Intercom did not answer {path} within {timeout} seconds") from None
+    except requests.RequestException as error:
+        raise IntercomError(
+            f"could not reach Intercom for {path} ({type(error).__name__})"
+        ) from None
+    if response.status_code != 200:
+        raise IntercomError(f"Intercom answered {path} with HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise IntercomError(f"Intercom's answer to {path} was not JSON") from None
+    if not isinstance(body, dict):
+        raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
+    return body
+
+
+def exchange_code_for_token(code: str) -> str:
+    """Trade the callback's code, byte for byte (it may end in "="), for an access token."""
+    body = call_intercom(
+        "POST",
+        "/auth/eagle/token",
+        data={
+            "code": code,
+            "client_id": current_app.config["INTERCOM_CLIENT_ID"],
+            "client_secret": current_app.config["INTERCOM_CLIENT_SECRET"],
+        },
+    )
+    token = body.get("token") or body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise IntercomError("Intercom's token answer held no token")
+    return token
+
+
+def fetch_me(token: str) -> dict[str, str | None]:
+    """Ask Intercom who granted the token: the workspace (app.id_code) and the admin."""
+    body = call_intercom("GET", "/me", token=token)
+    workspace = body.get("app") if isinstance(body.get("app"), dict) else {}
+    workspace_id = workspace.get("id_code")
+    if not isinstance(workspace_id, str) or not workspace_id:
+        raise IntercomError("Intercom's /me answer named no workspace (app.id_code)")
+    return {
+        "workspace_id": workspace_id,
+        "workspace_name": text_or_none(workspace.get("name")) or workspace_id,
+        "admin_id": text_or_none(body.get("id")),
+        "admin_name": text_or_none(body.get("name")),
+        "admin_email": text_or_none(body.get("email")),
+    }
+
+
+def text_or_none(value: Any, limit: int = 255) -> str | None:
+    """A JSON value as bounded text: numbers become text, anything else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value)[:limit] or None
+
+
+def token_cipher() -> Fernet:
+    return current_app.extensions["hedwig_token_cipher"]
+
+
+def load_token_cipher(app: Flask) -> Fernet:
+    """The key that encrypts Intercom tokens at rest: kept outside the database, so a copy of
+    the database alone (a backup, say) holds no usable token."""
+    key = app.config.get("TOKEN_KEY") or instance_secret(
+        app, "token_key", lambda: Fernet.generate_key().decode()
+    )
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise RuntimeError(
+            "HEDWIG_TOKEN_KEY is not a Fernet key: make one with python -c 'from "
+            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+
+
+def decrypt_token(connection: IntercomConnection) -> str | None:
+    """The connection's token, or None when it no longer decrypts (the key changed)."""
+    try:
+        return token_cipher().decrypt(connection.encrypted_token.encode()).decode()
+    except InvalidToken:
+        return None
+
+
+def save_connection(
+    details: Mapping[str, str | None], token: str, user: User
+) -> IntercomConnection:
+    """Store the token for its workspace: connecting again updates the row in place."""
+    for attempt in range(2):
+        connection = db.session.scalar(
+            select(IntercomConnection).where(
+                IntercomConnection.workspace_id == details["workspace_id"]
+            )
+        ) or IntercomConnection(workspace_id=details["workspace_id"])
+        for name, value in details.items():
+            setattr(connection, name, value)
+        connection.encrypted_token = token_cipher().encrypt(token.encode()).decode()
+        connection.connected_by_id = user.id
+        db.session.add(connection)
+        try:
+            db.session.commit()
+            return connection
+        except IntegrityError:  # another request created the row first: update that one
+            db.session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def register_intercom_routes(app: Flask) -> None:
+    @app.get("/intercom/connect")
+    def intercom_connect() -> Response:
+        if not intercom_configured():
+            abort(503, SETTINGS_MISSING)
+        query = urlencode(
+            {
+                "client_id": current_app.config["INTERCOM_CLIENT_ID"],
+                "state": new_oauth_state(g.user),
+                "redirect_uri": external_url("intercom_callback"),
+            }
+        )
+        return redirect(f"{current_app.config['INTERCOM_OAUTH_URL']}?{query}")
+
+    @app.get("/intercom/callback")
+    def intercom_callback() -> Any:
+        try:
+            spend_oauth_state(request.args.get("state", ""))
+        except OAuthStateError as error:
+            current_app.logger.warning("Connect with Intercom refused: bad state (%s)", error)
+            return render_template("intercom_failed.html", message=str(error)), 400
+        code = request.args.get("code")
+        if not code:
+            current_app.logger.warning(
+                "Connect with Intercom: no code in the callback (error=%r)",
+                request.args.get("error", "")[:100],
+            )
+            return render_template(
+                "intercom_failed.html",
+                message="Intercom did not grant access, so nothing was connected. "
+                "To connect, click Connect with Intercom again and choose Authorize.",
+            ), 400
+        try:
+            token = exchange_code_for_token(code)
+            details = fetch_me(token)
+        except IntercomError as error:
+            current_app.logger.warning("Connect with Intercom failed: %s", error)
+            return render_template(
+                "intercom_failed.html",
+                message=f"Connecting failed: {error}. Nothing was stored; please try again.",
+            ), 502
+        connection = save_connection(details, token, g.user)
+        current_app.logger.info("Connected Intercom workspace %s", connection.workspace_id)
+        flash(f"Connected to {connection.workspace_name}.")
+        return redirect(url_for("index"))
+
+    @app.post("/intercom/disconnect")
+    def intercom_disconnect() -> Response:
+        connection = db.get_or_404(
+            IntercomConnection, request.form.get("connection_id", type=int) or 0
+        )
+        name = connection.workspace_name
+        db.session.delete(connection)
+        db.session.commit()
+        flash(f"Disconnected from {name}. Its token is forgotten.")
+        return redirect(url_for("index"))
+
+
+SETTINGS_MISSING = (
+    "Connecting needs your Intercom app's credentials: set HEDWIG_INTERCOM_CLIENT_ID and "
+    "HEDWIG_INTERCOM_CLIENT_SECRET, then restart Hedwig."
+)
 
 
 # --- CLI -------------------------------------------------------------------------------------

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import os
 import re
+import socket
 import sqlite3
 import stat
+import time
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select
+from werkzeug import Request, Response
 
 import hedwig
-from models import Feedback, User, db
+from models import Feedback, IntercomConnection, User, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
@@ -544,3 +552,380 @@ def test_backup_yields_a_database_that_opens_and_holds_the_rows(app: Flask, tmp_
     with sqlite3.connect(target) as copy:
         assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert copy.execute("SELECT count(*) FROM feedback").fetchone() == (3,)
+
+
+# --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback ----------------
+
+CLIENT_ID = "hedwig-test-client"
+CLIENT_SECRET = "client-secret-that-must-never-show-0123456789"
+CODE = "Y29kZS1mcm9tLWludGVyY29t=="  # Intercom's codes can end in "="
+TOKEN = "dG9rOmV4YW1wbGUtbm90LWEtcmVhbC10b2tlbi0wMDAxOjE6MA=="
+WORKSPACE_ID = "abc12def"
+ME = {
+    "type": "admin",
+    "id": "5551234",
+    "email": "alex.agent@example.com",
+    "name": "Alex Agent",
+    "email_verified": True,
+    "app": {
+        "type": "app",
+        "id_code": WORKSPACE_ID,
+        "name": "Example Co workspace",
+        "created_at": 1661876617,
+        "secure": True,
+        "identity_verification": True,
+        "timezone": "Europe/Dublin",
+        "region": "US",
+    },
+    "avatar": {"type": "avatar", "image_url": "https://static.intercomassets.com/a.png"},
+    "has_inbox_seat": True,
+}
+
+
+@pytest.fixture
+def intercom_app(tmp_path: Any, httpserver: HTTPServer) -> Flask:
+    """Hedwig with Intercom settings, its API pointed at the loopback stand-in."""
+    return make_app(
+        tmp_path,
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_OAUTH_URL="https://intercom.example/oauth",
+        INTERCOM_API_URL=httpserver.url_for("/").rstrip("/"),
+        INTERCOM_TIMEOUT=1,
+    )
+
+
+@pytest.fixture
+def agent(intercom_app: Flask) -> FlaskClient:
+    """A signed-in browser on the Intercom-configured Hedwig."""
+    create_user(intercom_app)
+    client = intercom_app.test_client()
+    sign_in(client)
+    return client
+
+
+def token_answer(request: Request) -> Response:
+    """Intercom's token endpoint: only the exact code, client id and secret get a token."""
+    form = request.form
+    if (form.get("code"), form.get("client_id"), form.get("client_secret")) != (
+        CODE,
+        CLIENT_ID,
+        CLIENT_SECRET,
+    ):
+        return Response('{"type": "error.list", "errors": [{"code": "unauthorized"}]}', 401)
+    body = {"token_type": "Bearer", "token": TOKEN, "access_token": TOKEN}
+    return Response(json.dumps(body), 200, content_type="application/json")
+
+
+def me_answer(request: Request) -> Response:
+    if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        return Response('{"type": "error.list"}', 401, content_type="application/json")
+    return Response(json.dumps(ME), 200, content_type="application/json")
+
+
+def serve_intercom(httpserver: HTTPServer, token: Any = token_answer, me: Any = me_answer) -> None:
+    httpserver.expect_request("/auth/eagle/token", method="POST").respond_with_handler(token)
+    httpserver.expect_request("/me", method="GET").respond_with_handler(me)
+
+
+def start_connect(client: FlaskClient) -> str:
+    """Click Connect with Intercom; return the state Intercom would be handed."""
+    response = client.get("/intercom/connect")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == (
+        "https://intercom.example/oauth"
+    )
+    query = parse_qs(location.query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["redirect_uri"] == ["https://hedwig.example/intercom/callback"]
+    return query["state"][0]
+
+
+def callback(client: FlaskClient, state: str, code: str | None = CODE) -> Any:
+    params = {"state": state, **({"code": code} if code is not None else {})}
+    return client.get("/intercom/callback?" + urlencode(params))
+
+
+def connections(app: Flask) -> list[IntercomConnection]:
+    with app.app_context():
+        return list(db.session.scalars(select(IntercomConnection)))
+
+
+def test_connect_end_to_end(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    assert "Connect with Intercom" in page_text(agent.get("/"))
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 302
+    page = page_text(agent.get("/"))
+    assert "Connected to Example Co workspace" in page
+    assert "Disconnect" in page
+    (connection,) = connections(intercom_app)
+    assert connection.workspace_id == WORKSPACE_ID
+    assert (connection.admin_id, connection.admin_name, connection.admin_email) == (
+        "5551234",
+        "Alex Agent",
+        "alex.agent@example.com",
+    )
+    with intercom_app.app_context():
+        assert hedwig.decrypt_token(connection) == TOKEN
+        assert connection.encrypted_token != TOKEN
+
+
+def test_code_reaches_intercom_with_its_trailing_equals_intact(
+    agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    token_request = next(req for req, _ in httpserver.log if req.path == "/auth/eagle/token")
+    assert token_request.form["code"] == CODE
+    assert token_request.mimetype == "application/x-www-form-urlencoded"
+    assert token_request.headers["Accept"] == "application/json"
+
+
+def assert_refused_without_exchange(
+    response: Any,
+    app: Flask,
+    httpserver: HTTPServer,
+    message: str = "did not start in this browser",
+) -> None:
+    assert response.status_code == 400
+    assert message in page_text(response)
+    assert [req.path for req, _ in httpserver.log if req.path == "/auth/eagle/token"] == []
+    assert connections(app) == []
+
+
+def test_tampered_state_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+    assert_refused_without_exchange(callback(agent, tampered), intercom_app, httpserver)
+
+
+def test_expired_state_is_refused_with_its_own_message(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    eleven_minutes_later = time.time() + 11 * 60
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: eleven_minutes_later)
+    response = callback(agent, state)
+    assert_refused_without_exchange(response, intercom_app, httpserver, "expired")
+    assert "within 10 minutes" in page_text(response)
+
+
+def test_state_works_once(intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    assert callback(agent, state).status_code == 302
+    httpserver.clear_log()
+    response = callback(agent, state)
+    assert response.status_code == 400
+    assert [req for req, _ in httpserver.log] == []
+
+
+def test_replay_with_an_old_copy_of_the_session_cookie_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    old_cookie = agent.get_cookie("session").value  # still holds the state's nonce
+    assert callback(agent, state).status_code == 302
+    httpserver.clear_log()
+    agent.set_cookie("session", old_cookie)
+    response = callback(agent, state)
+    assert response.status_code == 400
+    assert [req for req, _ in httpserver.log] == []
+
+
+def test_state_made_for_another_users_session_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    create_user(intercom_app, "mallory@example.com")
+    mallory = intercom_app.test_client()
+    sign_in(mallory, "mallory@example.com")
+    assert_refused_without_exchange(callback(mallory, state), intercom_app, httpserver)
+
+
+def test_callback_in_a_signed_out_browser_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    stranger = intercom_app.test_client()
+    assert_refused_without_exchange(callback(stranger, state), intercom_app, httpserver)
+
+
+def test_denied_authorization_is_explained_and_nothing_is_exchanged(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    response = agent.get("/intercom/callback?" + urlencode({"state": state, "error": "denied"}))
+    assert_refused_without_exchange(response, intercom_app, httpserver, "did not grant access")
+
+
+def slow_answer(request: Request) -> Response:
+    time.sleep(2)  # longer than the app's INTERCOM_TIMEOUT of 1 second
+    return token_answer(request)
+
+
+@pytest.mark.parametrize(
+    ("token_endpoint", "message"),
+    [
+        (lambda request: Response('{"type": "error.list"}', 401), "HTTP 401"),
+        (lambda request: Response("Internal error", 500), "HTTP 500"),
+        (lambda request: Response("<html>not json</html>", 200), "not JSON"),
+        (lambda request: Response('["a list"]', 200), "not a JSON object"),
+        (lambda request: Response('{"token_type": "Bearer"}', 200), "held no token"),
+        (slow_answer, "did not answer"),
+    ],
+)
+def test_failed_token_exchange_explains_and_stores_nothing(
+    intercom_app: Flask,
+    agent: FlaskClient,
+    httpserver: HTTPServer,
+    token_endpoint: Any,
+    message: str,
+) -> None:
+    serve_intercom(httpserver, token=token_endpoint)
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert message in page_text(response)
+    assert "Nothing was stored" in page_text(response)
+    assert connections(intercom_app) == []
+    assert "/me" not in [req.path for req, _ in httpserver.log]
+
+
+@pytest.mark.parametrize(
+    "me_endpoint",
+    [
+        lambda request: Response('{"type": "error.list"}', 401),
+        lambda request: Response('{"type": "admin", "id": "1"}', 200),  # no app.id_code
+    ],
+)
+def test_failed_me_call_stores_nothing(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, me_endpoint: Any
+) -> None:
+    serve_intercom(httpserver, me=me_endpoint)
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert connections(intercom_app) == []
+
+
+def test_unreachable_intercom_is_explained(tmp_path: Any) -> None:
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    app = make_app(
+        tmp_path,
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=f"http://127.0.0.1:{closed_port}",
+    )
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    state = parse_qs(urlsplit(client.get("/intercom/connect").headers["Location"]).query)["state"]
+    response = callback(client, state[0])
+    assert response.status_code == 502
+    assert "could not reach Intercom" in page_text(response)
+    assert connections(app) == []
+
+
+def test_reconnecting_updates_the_workspace_in_place(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (first,) = connections(intercom_app)
+    renamed = {**ME, "app": {**ME["app"], "name": "Renamed workspace"}}
+    httpserver.clear()
+    serve_intercom(httpserver, me=lambda request: Response(json.dumps(renamed), 200))
+    callback(agent, start_connect(agent))
+    (second,) = connections(intercom_app)
+    assert second.id == first.id
+    assert second.workspace_name == "Renamed workspace"
+    assert "Connected to Renamed workspace" in page_text(agent.get("/"))
+
+
+def test_database_files_and_backups_hold_no_usable_token(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    backup = tmp_path / "backup.db"
+    assert intercom_app.test_cli_runner().invoke(args=["backup", str(backup)]).exit_code == 0
+    for path in [*tmp_path.glob("hedwig.db*"), backup]:
+        assert TOKEN.encode() not in path.read_bytes()
+        assert TOKEN.rstrip("=").encode() not in path.read_bytes()
+
+
+def test_token_that_no_longer_decrypts_asks_to_reconnect(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (tmp_path / "instance" / "token_key").unlink()  # the key is lost: a new one is made
+    restarted = make_app(tmp_path, INTERCOM_CLIENT_ID=CLIENT_ID, INTERCOM_CLIENT_SECRET="x")
+    client = restarted.test_client()
+    sign_in(client)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Reconnect" in page_text(response)
+
+
+def test_secrets_never_reach_logs_pages_or_urls(
+    intercom_app: Flask,
+    agent: FlaskClient,
+    httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    serve_intercom(httpserver)
+    response = agent.get("/intercom/connect")
+    seen.append(response.headers["Location"])
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    response = callback(agent, state)
+    seen += [response.headers["Location"], page_text(agent.get(response.headers["Location"]))]
+    # and a failing exchange, whose log line names the failure
+    httpserver.clear()
+    serve_intercom(httpserver, token=lambda request: Response("no", 500))
+    seen.append(page_text(callback(agent, start_connect(agent))))
+    assert "HTTP 500" in caplog.text
+    for secret in (TOKEN, CODE, CLIENT_SECRET):
+        assert secret not in caplog.text
+        assert all(secret not in text for text in seen)
+
+
+def test_disconnect_forgets_the_token(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (connection,) = connections(intercom_app)
+    assert (
+        agent.post("/intercom/disconnect", data={"connection_id": connection.id}).status_code == 400
+    )
+    assert len(connections(intercom_app)) == 1
+    response = post(agent, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    assert response.status_code == 302
+    assert connections(intercom_app) == []
+    assert "Connect with Intercom" in page_text(agent.get("/"))
+    assert post(agent, "/intercom/disconnect", {"connection_id": "999"}).status_code == 404
+
+
+def test_connect_without_credentials_says_which_settings_to_set(signed_in: FlaskClient) -> None:
+    page = page_text(signed_in.get("/"))
+    assert "HEDWIG_INTERCOM_CLIENT_ID" in page
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page
+    response = signed_in.get("/intercom/connect")
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
