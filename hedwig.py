@@ -7,13 +7,18 @@ feedback pages, Connect with Intercom, the OAuth callback, the Canvas Kit Inbox 
 from __future__ import annotations
 
 import csv
+import hashlib
 import hmac
 import io
+import json
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -37,7 +42,7 @@ from flask import (
 )
 from flask.cli import with_appcontext
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -112,12 +117,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.after_request(add_security_headers)
     app.context_processor(template_globals)
     app.add_template_filter(format_datetime, "datetime")
-    for code in (400, 403, 404, 405, 413, 500, 503):
+    for code in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(code, error_page)
 
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
     register_routes(app)
     register_intercom_routes(app)
+    register_canvas_routes(app)
     app.cli.add_command(init_db_command)
     app.cli.add_command(create_user_command)
     app.cli.add_command(backup_command)
@@ -177,9 +183,11 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-def error_page(error: Any) -> tuple[str, int]:
+def error_page(error: Any) -> tuple[Any, int]:
     code = getattr(error, "code", 500) or 500
     description = getattr(error, "description", "Something went wrong on our side.")
+    if request.endpoint in CANVAS_ENDPOINTS:  # Intercom reads JSON, not pages
+        return {"error": description}, code
     return render_template("error.html", code=code, description=description), code
 
 
@@ -214,7 +222,8 @@ PUBLIC_ENDPOINTS = {
     "canvas_submit",
 }
 # Intercom cannot send our CSRF token: its body signature is checked instead.
-CSRF_EXEMPT_ENDPOINTS = {"canvas_initialize", "canvas_submit"}
+CANVAS_ENDPOINTS = {"canvas_initialize", "canvas_submit"}
+CSRF_EXEMPT_ENDPOINTS = CANVAS_ENDPOINTS
 
 
 def load_signed_in_user() -> None:
@@ -746,6 +755,386 @@ SETTINGS_MISSING = (
     "Connecting needs your Intercom app's credentials: set HEDWIG_INTERCOM_CLIENT_ID and "
     "HEDWIG_INTERCOM_CLIENT_SECRET, then restart Hedwig."
 )
+
+
+# --- The Inbox app (Canvas Kit) --------------------------------------------------------------
+#
+# Intercom POSTs signed JSON to /intercom/canvas/initialize (every time an agent opens a
+# conversation) and /intercom/canvas/submit (when a button is clicked); Hedwig answers with a
+# canvas: a list of components. The routes only verify, parse and pick a canvas; each canvas is
+# one function returning plain data, built from the small component helpers below.
+
+CANVAS_LIST_LIMIT = 3
+ID_MAX = 64
+NONCE_BYTES = 24
+
+
+def verify_canvas_signature(body: bytes, signature: str | None, secret: str) -> bool:
+    """True only for the exact hex HMAC-SHA256 of the raw body, keyed with the client secret."""
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), (signature or "").encode())
+
+
+def read_canvas_request() -> dict[str, Any]:
+    """The verified JSON object Intercom sent, or an abort: 413, 503, 401, 400 in that order."""
+    body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before anything else
+    secret = current_app.config["INTERCOM_CLIENT_SECRET"]
+    if not secret:
+        current_app.logger.error("Canvas request refused: HEDWIG_INTERCOM_CLIENT_SECRET is not set")
+        abort(503, "Hedwig has no Intercom client secret configured, so it cannot verify requests.")
+    # The signature comes first: nothing of an unverified body is parsed or trusted.
+    if not verify_canvas_signature(body, request.headers.get("X-Body-Signature"), secret):
+        abort(401, "The request's X-Body-Signature does not match its body.")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        abort(400, "The request body is not JSON.")
+    if not isinstance(payload, dict):
+        abort(400, "The request body must be a JSON object.")
+    return payload
+
+
+def field(data: Any, *path: str) -> Any:
+    """data[path[0]][path[1]]…, or None where a step is missing or not an object: real payloads
+    leave out or null any field."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def id_or_none(value: Any) -> str | None:
+    """An Intercom id as text (conversation ids come as strings or integers)."""
+    text = text_or_none(value, limit=ID_MAX + 1)
+    return text if text and len(text) <= ID_MAX else None
+
+
+@dataclass(frozen=True)
+class InboxContext:
+    """What a canvas request says about where the agent is: workspace, conversation, customer."""
+
+    workspace_id: str | None
+    conversation_id: str | None
+    contact_id: str | None
+    customer_name: str
+    customer_email: str
+    admin_id: str | None
+    admin_name: str | None
+    admin_email: str | None
+    opening_message: str
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> InboxContext:
+        # Older apps get `customer` instead of `contact`; `context` may be absent.
+        contact = payload.get("contact")
+        if not isinstance(contact, dict):
+            contact = payload.get("customer")
+        author = field(payload, "conversation", "source", "author")
+        body = field(payload, "conversation", "source", "body")
+        return cls(
+            workspace_id=id_or_none(payload.get("workspace_id")),
+            conversation_id=id_or_none(field(payload, "conversation", "id"))
+            or id_or_none(field(payload, "context", "conversation_id")),
+            contact_id=id_or_none(field(contact, "id")),
+            customer_name=text_or_none(field(contact, "name"))
+            or text_or_none(field(author, "name"))
+            or "",
+            customer_email=text_or_none(field(contact, "email"), 254)
+            or text_or_none(field(author, "email"), 254)
+            or "",
+            admin_id=id_or_none(field(payload, "admin", "id")),
+            admin_name=text_or_none(field(payload, "admin", "name")),
+            admin_email=text_or_none(field(payload, "admin", "email"), 254),
+            opening_message=html_to_text(body)[:DESCRIPTION_MAX] if isinstance(body, str) else "",
+        )
+
+
+class _TextExtractor(HTMLParser):
+    BLOCKS = frozenset({"p", "div", "li", "tr", "blockquote", "pre", "h1", "h2", "h3", "h4"})
+    SKIPPED = frozenset({"script", "style"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in self.SKIPPED:
+            self.skipping += 1
+        elif tag == "br":
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIPPED:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """The customer's message as plain text: tags dropped, entities decoded, blank runs folded."""
+    extractor = _TextExtractor()
+    extractor.feed(html)
+    extractor.close()
+    lines = [" ".join(line.split()) for line in "".join(extractor.parts).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def clean_text(value: Any, limit: int) -> str:
+    """An input value as text: control characters (but newlines and tabs) dropped, trimmed."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c for c in value[: limit * 2] if c in "\n\t" or c.isprintable()).strip()
+
+
+def markdown_escape(text: str) -> str:
+    """Customer-supplied text in a markdown `text` component must not become a link or emphasis."""
+    return re.sub(r"([\\`*_\[\]<>])", r"\\\1", text)
+
+
+# Canvas components, one helper each, so a canvas reads as the list of what the agent sees.
+
+
+def text(value: str, style: str = "paragraph") -> dict[str, Any]:
+    return {"type": "text", "text": value, "style": style}
+
+
+def button(component_id: str, label: str, style: str = "secondary", url: str | None = None) -> dict:
+    action = {"type": "url", "url": url} if url else {"type": "submit"}
+    return {"type": "button", "id": component_id, "label": label, "style": style, "action": action}
+
+
+def feedback_list(records: list[Feedback]) -> dict[str, Any]:
+    return {
+        "type": "list",
+        "items": [
+            {
+                "type": "item",
+                "id": f"feedback-{record.id}",
+                "title": record.title,
+                "subtitle": f"#{record.id} · {format_datetime(record.created_at)}",
+                "action": {"type": "url", "url": feedback_url(record)},
+            }
+            for record in records
+        ],
+    }
+
+
+def canvas(components: list[dict[str, Any]], stored_data: dict | None = None) -> dict[str, Any]:
+    return {"canvas": {"content": {"components": components}, "stored_data": stored_data or {}}}
+
+
+def feedback_url(record: Feedback) -> str:
+    return external_url("show_feedback", feedback_id=record.id)
+
+
+# The canvases.
+
+
+def not_connected_canvas() -> dict[str, Any]:
+    return canvas(
+        [
+            text("This Intercom workspace is not connected to Hedwig yet.", "muted"),
+            button("connect", "Connect in Hedwig", url=external_url("intercom_connect")),
+        ]
+    )
+
+
+def newest_feedback(condition: Any) -> tuple[list[Feedback], int]:
+    """Up to CANVAS_LIST_LIMIT matching records, newest first, and how many match in all:
+    one indexed query, however long the history."""
+    rows = db.session.execute(
+        select(Feedback, func.count().over())
+        .where(condition)
+        .order_by(Feedback.id.desc())
+        .limit(CANVAS_LIST_LIMIT)
+    ).all()
+    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+
+
+def first_canvas(context: InboxContext) -> dict[str, Any]:
+    """What this conversation and this customer already gave, and a Record button. It is sent
+    on every conversation switch: two indexed queries, no outside calls, no primary button."""
+    components = [text("Feedback from this conversation", "header")]
+    if context.conversation_id:
+        in_conversation, total = newest_feedback(
+            (Feedback.workspace_id == context.workspace_id)
+            & (Feedback.conversation_id == context.conversation_id)
+        )
+    else:
+        in_conversation, total = [], 0
+    if in_conversation:
+        components.append(feedback_list(in_conversation))
+        if total > len(in_conversation):
+            components.append(text(f"+{total - len(in_conversation)} more in Hedwig", "muted"))
+    else:
+        components.append(text("Nothing recorded from this conversation yet.", "muted"))
+
+    same_customer = []
+    if context.contact_id:
+        same_customer.append(
+            (Feedback.workspace_id == context.workspace_id)
+            & (Feedback.contact_id == context.contact_id)
+        )
+    if context.customer_email:
+        same_customer.append(Feedback.customer_email == context.customer_email)
+    if same_customer:
+        elsewhere = or_(
+            Feedback.conversation_id.is_(None),
+            Feedback.conversation_id != (context.conversation_id or ""),
+        )
+        from_customer, total = newest_feedback(or_(*same_customer) & elsewhere)
+        if from_customer:
+            who = markdown_escape(context.customer_name or context.customer_email)
+            components.append(text(f"More from {who}", "header"))
+            components.append(feedback_list(from_customer))
+            if total > len(from_customer):
+                components.append(text(f"+{total - len(from_customer)} more in Hedwig", "muted"))
+    components.append(button("record", "Record feedback"))
+    return canvas(components)
+
+
+def form_canvas(
+    context: InboxContext,
+    title: str = "",
+    description: str | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The form, prefilled with the customer's opening message so their words are kept."""
+    errors = errors or {}
+    customer = " · ".join(filter(None, [context.customer_name, context.customer_email]))
+    components = [
+        text("Record feedback", "header"),
+        text(f"From {markdown_escape(customer)}" if customer else "Customer unknown", "muted"),
+    ]
+    components += [text(message, "error") for message in errors.values()]
+    title_input: dict[str, Any] = {
+        "type": "input",
+        "id": "title",
+        "label": "Title",
+        "placeholder": "What do they ask for, in a line?",
+        "value": title,
+    }
+    if "title" in errors:
+        title_input["save_state"] = "failed"
+    components.append(title_input)
+    components.append(
+        {
+            "type": "textarea",
+            "id": "description",
+            "label": "Details",
+            "placeholder": "In the customer's words",
+            "value": context.opening_message if description is None else description,
+            "error": "description" in errors,
+        }
+    )
+    components += [
+        button("save", "Save feedback", "primary"),
+        button("back", "Back", "link"),
+    ]
+    # The nonce makes this form single use: a second submit finds the record the first made.
+    return canvas(components, {"nonce": secrets.token_urlsafe(NONCE_BYTES)})
+
+
+def saved_canvas(record: Feedback) -> dict[str, Any]:
+    return canvas(
+        [
+            text(f"Feedback #{record.id} saved", "header"),
+            text(markdown_escape(record.title)),
+            button("open", "Open in Hedwig", url=feedback_url(record)),
+            button("another", "Record another", "link"),
+            button("done", "Done", "link"),
+        ]
+    )
+
+
+def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Store the submitted form once, however often it arrives, and show it saved."""
+    inputs = payload.get("input_values")
+    title = clean_text(field(inputs, "title"), TITLE_MAX)
+    description = clean_text(field(inputs, "description"), DESCRIPTION_MAX)
+    errors = validate_feedback({"title": title, "description": description})
+    nonce = field(payload, "current_canvas", "stored_data", "nonce")
+    if not isinstance(nonce, str) or not 16 <= len(nonce) <= ID_MAX:
+        errors["form"] = "This form has expired. Check the details and save again."
+    if errors:
+        return form_canvas(context, title[:TITLE_MAX], description[:DESCRIPTION_MAX], errors=errors)
+
+    record = Feedback(
+        title=title,
+        description=description,
+        customer_name=context.customer_name,
+        customer_email=context.customer_email,
+        source="intercom",
+        workspace_id=context.workspace_id,
+        conversation_id=context.conversation_id,
+        contact_id=context.contact_id,
+        admin_id=context.admin_id,
+        admin_name=context.admin_name,
+        admin_email=context.admin_email,
+        submit_nonce=nonce,
+    )
+    db.session.add(record)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same form again (double click, retry, replay, another worker): the unique nonce
+        # refused a second row, so answer with the record the first submit made.
+        db.session.rollback()
+        record = db.session.scalar(select(Feedback).where(Feedback.submit_nonce == nonce))
+        if record is None or record.workspace_id != context.workspace_id:
+            raise
+    return saved_canvas(record)
+
+
+def find_connection(payload: Mapping[str, Any]) -> IntercomConnection | None:
+    workspace_id = id_or_none(payload.get("workspace_id"))
+    if workspace_id is None:
+        return None
+    return db.session.scalar(
+        select(IntercomConnection).where(IntercomConnection.workspace_id == workspace_id)
+    )
+
+
+def initialize_canvas(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer to Intercom's initialize request."""
+    if find_connection(payload) is None:
+        return not_connected_canvas()
+    return first_canvas(InboxContext.from_payload(payload))
+
+
+def submit_canvas(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer to Intercom's submit request, by the component that was clicked."""
+    if find_connection(payload) is None:
+        return not_connected_canvas()
+    context = InboxContext.from_payload(payload)
+    component_id = payload.get("component_id")
+    if component_id == "save":
+        return save_feedback(context, payload)
+    if component_id in ("record", "another"):
+        return form_canvas(context)
+    return first_canvas(context)  # "back", "done", or anything unknown
+
+
+def canvas_response(body: dict[str, Any]) -> Response:
+    response = Response(json.dumps(body, ensure_ascii=False), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def register_canvas_routes(app: Flask) -> None:
+    @app.post("/intercom/canvas/initialize")
+    def canvas_initialize() -> Response:
+        return canvas_response(initialize_canvas(read_canvas_request()))
+
+    @app.post("/intercom/canvas/submit")
+    def canvas_submit() -> Response:
+        return canvas_response(submit_canvas(read_canvas_request()))
 
 
 # --- CLI -------------------------------------------------------------------------------------

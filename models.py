@@ -96,5 +96,5 @@ class Feedback(db.Model):
         # The first canvas: this conversation's feedback, and this customer's.
         Index("ix_feedback_conversation", "workspace_id", "conversation_id", "id"),
         Index("ix_feedback_contact", "workspace_id", "contact_id", "id"),
-        Index("ix_feedback_customer_email", "workspace_id", "customer_email", "id"),
+        Index("ix_feedback_customer_email", "customer_email", "id"),
     )

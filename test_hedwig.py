@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -19,6 +21,8 @@ import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select
 from werkzeug import Request, Response
@@ -929,3 +933,609 @@ def test_connect_without_credentials_says_which_settings_to_set(signed_in: Flask
     response = signed_in.get("/intercom/connect")
     assert response.status_code == 503
     assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
+
+
+# --- The Inbox app (Canvas Kit) ------------------------------------------------------------------
+
+# Intercom's documented initialize payload for an Inbox app (trimmed of fields Hedwig ignores).
+INITIALIZE = {
+    "workspace_id": WORKSPACE_ID,
+    "workspace_region": "us",
+    "admin": {
+        "type": "admin",
+        "id": "5551234",
+        "name": "Alex Agent",
+        "email": "alex.agent@example.com",
+        "job_title": "Support Engineer",
+        "team_ids": [814865],
+    },
+    "conversation": {
+        "type": "conversation",
+        "id": "215471234567890",
+        "title": None,
+        "created_at": 1719479000,
+        "state": "open",
+        "admin_assignee_id": 5551234,
+        "source": {
+            "type": "conversation",
+            "id": "2912345678",
+            "delivered_as": "customer_initiated",
+            "subject": "",
+            "body": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
+            "author": {
+                "type": "user",
+                "id": "65f0a1b2c3d4e5f6a7b8c9d0",
+                "name": "Casey Customer",
+                "email": "casey.customer@example.com",
+            },
+            "attachments": [],
+            "url": "https://app.example.com/reports",
+        },
+        "contacts": {
+            "type": "contact.list",
+            "contacts": [{"type": "contact", "id": "65f0a1b2c3d4e5f6a7b8c9d0"}],
+        },
+    },
+    "contact": {
+        "type": "contact",
+        "id": "65f0a1b2c3d4e5f6a7b8c9d0",
+        "workspace_id": WORKSPACE_ID,
+        "external_id": "cust_42",
+        "role": "user",
+        "email": "casey.customer@example.com",
+        "name": "Casey Customer",
+        "custom_attributes": {"plan": "pro"},
+    },
+    "context": {"conversation_id": 215471234567890, "location": "conversation", "locale": "en"},
+}
+CONVERSATION_ID = "215471234567890"
+CONTACT_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
+
+TEXT_STYLES = {"header", "paragraph", "muted", "error"}
+BUTTON_STYLES = {"primary", "secondary", "link"}
+# Rough heights in Intercom's Inbox, to hold the first canvas to its 400 px rule.
+HEIGHTS = {"text": 20, "button": 32, "input": 64, "textarea": 96, "spacer": 16, "divider": 16}
+LIST_ITEM_HEIGHT, GAP = 40, 8
+CANVAS_CAP = 64 * 1024
+
+
+def assert_valid_action(action: Any) -> None:
+    assert action["type"] in ("submit", "url")
+    if action["type"] == "url":
+        url = urlsplit(action["url"])
+        assert url.scheme == "https" and url.netloc, action
+
+
+def assert_valid_component(component: dict[str, Any]) -> None:
+    kind = component["type"]
+    if kind == "text":
+        assert isinstance(component["text"], str) and component["text"]
+        assert component.get("style", "paragraph") in TEXT_STYLES
+    elif kind == "button":
+        assert component["id"] and component["label"]
+        assert component.get("style", "primary") in BUTTON_STYLES
+        assert_valid_action(component["action"])
+    elif kind == "input":
+        assert component["id"]
+        assert component.get("save_state", "unsaved") in ("unsaved", "saved", "failed")
+        assert isinstance(component.get("value", ""), str)
+    elif kind == "textarea":
+        assert component["id"]
+        assert isinstance(component.get("error", False), bool)
+        assert isinstance(component.get("value", ""), str)
+    elif kind == "list":
+        assert component["items"]
+        for item in component["items"]:
+            assert item["type"] == "item"
+            assert item["id"] and item["title"]
+            if "action" in item:
+                assert_valid_action(item["action"])
+    elif kind == "data-table":
+        assert all(item["type"] == "field-value" for item in component["items"])
+    else:
+        assert kind in ("spacer", "divider"), f"unknown component {kind}"
+
+
+def canvas_height(components: list[dict[str, Any]]) -> int:
+    height = sum(
+        LIST_ITEM_HEIGHT * len(c["items"]) if c["type"] == "list" else HEIGHTS[c["type"]]
+        for c in components
+    )
+    return height + GAP * (len(components) - 1)
+
+
+def assert_valid_canvas(body: Any, first: bool = False) -> list[dict[str, Any]]:
+    """Intercom's component catalogue and Inbox rules, checked on every canvas we receive."""
+    assert set(body) == {"canvas"}
+    content, stored_data = body["canvas"]["content"], body["canvas"].get("stored_data", {})
+    assert len(json.dumps(content, ensure_ascii=False).encode()) <= CANVAS_CAP
+    assert len(json.dumps(stored_data, ensure_ascii=False).encode()) <= CANVAS_CAP
+    components = content["components"]
+    assert components
+    for component in components:
+        assert_valid_component(component)
+    ids = [c["id"] for c in components if "id" in c]
+    assert len(ids) == len(set(ids)), "component ids must be unique"
+    if first:
+        assert not [c for c in components if c.get("style") == "primary" and c["type"] == "button"]
+        assert canvas_height(components) <= 400
+    return components
+
+
+def sign(body: bytes, secret: str = CLIENT_SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def canvas_app(intercom_app: Flask) -> Flask:
+    """Hedwig with the fixture workspace connected."""
+    with intercom_app.app_context():
+        db.session.add(
+            IntercomConnection(
+                workspace_id=WORKSPACE_ID,
+                workspace_name="Example Co workspace",
+                encrypted_token=hedwig.token_cipher().encrypt(TOKEN.encode()).decode(),
+            )
+        )
+        db.session.commit()
+    return intercom_app
+
+
+class Inbox:
+    """Plays Intercom's part: signed canvas requests, and clicks on the returned canvas."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+
+    def send(self, endpoint: str, payload: Any, signature: str | None = None) -> Any:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        headers["X-Body-Signature"] = sign(body) if signature is None else signature
+        return self.client.post(f"/intercom/canvas/{endpoint}", data=body, headers=headers)
+
+    def initialize(self, payload: Any = None, **changes: Any) -> list[dict[str, Any]]:
+        response = self.send("initialize", {**(payload or INITIALIZE), **changes})
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        assert response.headers["Cache-Control"] == "no-store"
+        return assert_valid_canvas(response.json, first=True)
+
+    def click(
+        self,
+        component_id: str,
+        current: Any = None,
+        inputs: dict[str, str] | None = None,
+        payload: Any = None,
+    ) -> Any:
+        """Submit from the canvas `current` (a response body), as Intercom would."""
+        request = {
+            **(payload or INITIALIZE),
+            "component_id": component_id,
+            "input_values": inputs or {},
+            "current_canvas": (current or {}).get("canvas", {}),
+        }
+        response = self.send("submit", request)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        assert_valid_canvas(response.json)
+        return response.json
+
+    def form(self, payload: Any = None) -> Any:
+        return self.click("record", payload=payload)
+
+    def save(self, title: str, description: str = "", payload: Any = None) -> Any:
+        form = self.form(payload)
+        return self.click(
+            "save", form, {"title": title, "description": description}, payload=payload
+        )
+
+
+@pytest.fixture
+def inbox(canvas_app: Flask) -> Inbox:
+    return Inbox(canvas_app)
+
+
+def texts(components_or_body: Any) -> list[str]:
+    components = components_or_body
+    if isinstance(components_or_body, dict):
+        components = components_or_body["canvas"]["content"]["components"]
+    return [c["text"] for c in components if c["type"] == "text"]
+
+
+def component(body: Any, component_id: str) -> dict[str, Any]:
+    components = body["canvas"]["content"]["components"]
+    return next(c for c in components if c.get("id") == component_id)
+
+
+def stored_feedback(app: Flask) -> list[Feedback]:
+    with app.app_context():
+        return list(db.session.scalars(select(Feedback).order_by(Feedback.id)))
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "",
+        "not-hex-at-all",
+        "0" * 64,
+        "a" * 40,  # the SHA-1 length of the docs' leftover example
+        "sha256=" + sign(json.dumps(INITIALIZE).encode()),
+        sign(json.dumps(INITIALIZE).encode(), "another-secret"),
+        sign(json.dumps(INITIALIZE).encode()).upper(),
+    ],
+)
+def test_badly_signed_canvas_requests_are_401(
+    canvas_app: Flask, inbox: Inbox, signature: str
+) -> None:
+    response = inbox.send("initialize", INITIALIZE, signature=signature)
+    assert response.status_code == 401
+    submit = {**INITIALIZE, "component_id": "save", "input_values": {"title": "Forged"}}
+    assert inbox.send("submit", submit, signature=signature).status_code == 401
+    assert stored_feedback(canvas_app) == []
+
+
+def test_unsigned_canvas_request_is_401(inbox: Inbox) -> None:
+    response = inbox.client.post("/intercom/canvas/initialize", json=INITIALIZE)
+    assert response.status_code == 401
+
+
+def test_body_altered_after_signing_is_401(canvas_app: Flask, inbox: Inbox) -> None:
+    signed = json.dumps(INITIALIZE).encode()
+    altered = signed.replace(b"Casey Customer", b"Mallory Hacker")
+    assert inbox.send("initialize", altered, signature=sign(signed)).status_code == 401
+
+
+def test_canvas_requests_without_a_configured_secret_are_503(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_app(tmp_path).test_client()
+    body = json.dumps(INITIALIZE).encode()
+    response = client.post(
+        "/intercom/canvas/initialize", data=body, headers={"X-Body-Signature": sign(body)}
+    )
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET is not set" in caplog.text
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2, 3]", b'"text"', b"\xff\xfe", b"[" * 5000])
+def test_canvas_body_that_is_not_a_json_object_is_400(inbox: Inbox, body: bytes) -> None:
+    assert inbox.send("initialize", body).status_code == 400
+    assert inbox.send("submit", body).status_code == 400
+
+
+def test_oversized_canvas_body_is_413(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = {**INITIALIZE, "padding": "x" * (1024 * 1024)}
+    assert inbox.send("initialize", payload).status_code == 413
+    assert inbox.send("submit", {**payload, "component_id": "save"}).status_code == 413
+    assert stored_feedback(canvas_app) == []
+
+
+def test_unknown_workspace_gets_a_connect_canvas_and_nothing_is_stored(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    components = inbox.initialize(workspace_id="unknown1")
+    assert "not connected to Hedwig yet" in texts(components)[0]
+    (connect,) = [c for c in components if c["type"] == "button"]
+    assert connect["action"] == {"type": "url", "url": "https://hedwig.example/intercom/connect"}
+    body = inbox.click("save", None, {"title": "Lost"}, payload={**INITIALIZE, "workspace_id": "x"})
+    assert "not connected to Hedwig yet" in texts(body)[0]
+    assert stored_feedback(canvas_app) == []
+
+
+def test_first_canvas_without_history_has_an_empty_state_and_a_record_button(
+    inbox: Inbox,
+) -> None:
+    components = inbox.initialize()
+    assert "Nothing recorded from this conversation yet." in texts(components)
+    (record,) = [c for c in components if c["type"] == "button"]
+    assert (record["id"], record["label"], record["style"]) == (
+        "record",
+        "Record feedback",
+        "secondary",
+    )
+    assert not [c for c in components if c["type"] == "list"]
+
+
+def test_first_canvas_lists_this_conversations_newest_three_and_counts_the_rest(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    ids = add_feedback(
+        canvas_app,
+        5,
+        workspace_id=WORKSPACE_ID,
+        conversation_id=CONVERSATION_ID,
+        source="intercom",
+    )
+    components = inbox.initialize()
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert [item["id"] for item in listing["items"]] == [f"feedback-{n}" for n in ids[:1:-1]]
+    assert listing["items"][0]["action"] == {
+        "type": "url",
+        "url": f"https://hedwig.example/feedback/{ids[-1]}",
+    }
+    assert "+2 more in Hedwig" in texts(components)
+
+
+def test_first_canvas_shows_the_customers_feedback_from_elsewhere(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(
+        canvas_app,
+        title="Asked before",
+        workspace_id=WORKSPACE_ID,
+        conversation_id="999",
+        contact_id=CONTACT_ID,
+    )
+    add_feedback(canvas_app, title="Told us by email", customer_email="casey.customer@example.com")
+    add_feedback(canvas_app, title="Someone else", workspace_id=WORKSPACE_ID, contact_id="other")
+    components = inbox.initialize()
+    assert "More from Casey Customer" in texts(components)
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert [item["title"] for item in listing["items"]] == ["Told us by email", "Asked before"]
+    assert "Nothing recorded from this conversation yet." in texts(components)
+
+
+def test_first_canvas_stays_within_400px_with_a_long_history(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
+    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, contact_id=CONTACT_ID)
+    components = inbox.initialize()  # checks the height and the absence of a primary button
+    assert sum(len(c["items"]) for c in components if c["type"] == "list") == 6
+    assert texts(components).count("+17 more in Hedwig") == 2
+
+
+def test_form_is_prefilled_with_the_customers_opening_message(inbox: Inbox) -> None:
+    form = inbox.form()
+    assert component(form, "description")["value"] == (
+        "Hi! The CSV export button crashes the page every time I click it."
+    )
+    assert component(form, "title")["value"] == ""
+    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    assert component(form, "save")["style"] == "primary"
+    assert component(form, "back")["style"] == "link"
+    stored = form["canvas"]["stored_data"]
+    assert set(stored) == {"nonce"}
+    assert len(json.dumps(stored)) < 200
+
+
+def test_html_in_the_customers_message_becomes_plain_text(inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["body"] = (
+        "<p>Use <b>bold</b> &amp; <a href='https://x.example'>links</a>"
+        "<script>alert(1)</script></p><p>Second&nbsp;line &lt;tag&gt;</p>"
+    )
+    value = component(inbox.form(payload), "description")["value"]
+    assert value == "Use bold & links\nSecond line <tag>"
+
+
+def test_back_returns_to_the_first_canvas(inbox: Inbox) -> None:
+    body = inbox.click("back", inbox.form())
+    assert "Nothing recorded from this conversation yet." in texts(body)
+
+
+def test_saving_stores_the_feedback_with_its_provenance(canvas_app: Flask, inbox: Inbox) -> None:
+    saved = inbox.save("CSV export crashes", "Every time, in Chrome.")
+    (record,) = stored_feedback(canvas_app)
+    assert f"Feedback #{record.id} saved" in texts(saved)
+    assert component(saved, "open")["action"] == {
+        "type": "url",
+        "url": f"https://hedwig.example/feedback/{record.id}",
+    }
+    assert component(saved, "another")["style"] == "link"
+    assert component(saved, "done")["style"] == "link"
+    assert (record.title, record.description, record.source) == (
+        "CSV export crashes",
+        "Every time, in Chrome.",
+        "intercom",
+    )
+    assert (record.workspace_id, record.conversation_id, record.contact_id) == (
+        WORKSPACE_ID,
+        CONVERSATION_ID,
+        CONTACT_ID,
+    )
+    assert (record.customer_name, record.customer_email) == (
+        "Casey Customer",
+        "casey.customer@example.com",
+    )
+    assert (record.admin_id, record.admin_name, record.admin_email) == (
+        "5551234",
+        "Alex Agent",
+        "alex.agent@example.com",
+    )
+    assert record.created_by_id is None
+
+
+def test_saved_feedback_shows_on_the_first_canvas_and_links_to_the_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("Dark mode")
+    components = inbox.initialize()
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert listing["items"][0]["title"] == "Dark mode"
+    (record,) = stored_feedback(canvas_app)
+    browser = canvas_app.test_client()
+    create_user(canvas_app)
+    sign_in(browser)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert (
+        'href="https://app.intercom.com/a/inbox/abc12def/inbox/conversation/215471234567890"'
+        in page
+    )
+    assert "Alex Agent" in page
+
+
+@pytest.mark.parametrize(
+    ("title", "description", "message", "failed"),
+    [
+        ("", "Kept details", "A title is required.", "title"),
+        ("   ", "Kept details", "A title is required.", "title"),
+        ("x" * 201, "Kept details", "200 characters", "title"),
+        ("Fine title", "y" * 10_001, "10000 characters", "description"),
+    ],
+)
+def test_invalid_submit_shows_the_form_again_and_stores_nothing(
+    canvas_app: Flask, inbox: Inbox, title: str, description: str, message: str, failed: str
+) -> None:
+    form = inbox.form()
+    body = inbox.click("save", form, {"title": title, "description": description})
+    assert any(message in line for line in texts(body))
+    assert any(
+        c["style"] == "error"
+        for c in body["canvas"]["content"]["components"]
+        if c["type"] == "text"
+    )
+    assert component(body, "title").get("save_state") == ("failed" if failed == "title" else None)
+    assert component(body, "description")["error"] is (failed == "description")
+    assert component(body, "title")["value"] == title.strip()[:200]
+    assert component(body, "description")["value"].startswith(description[:100])
+    assert stored_feedback(canvas_app) == []
+
+
+def test_double_submit_stores_one_record_and_answers_alike(canvas_app: Flask, inbox: Inbox) -> None:
+    form = inbox.form()
+    first = inbox.click("save", form, {"title": "Once only"})
+    second = inbox.click("save", form, {"title": "Once only"})
+    assert first == second
+    assert len(stored_feedback(canvas_app)) == 1
+    assert component(first, "another")["label"] == "Record another"
+    next_form = inbox.click("another", first)
+    assert next_form["canvas"]["stored_data"]["nonce"] != form["canvas"]["stored_data"]["nonce"]
+    third = inbox.click("save", next_form, {"title": "A new one"})
+    assert third != first
+    assert len(stored_feedback(canvas_app)) == 2
+
+
+def test_submit_without_the_forms_nonce_stores_nothing(canvas_app: Flask, inbox: Inbox) -> None:
+    body = inbox.click("save", None, {"title": "No form before"})
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert component(body, "title")["value"] == "No form before"
+    assert stored_feedback(canvas_app) == []
+
+
+def test_legacy_customer_key_is_read(canvas_app: Flask, inbox: Inbox) -> None:
+    legacy = {key: value for key, value in INITIALIZE.items() if key != "contact"}
+    legacy["customer"] = {"type": "user", "id": "legacy-1", "name": "Lee Legacy", "email": None}
+    inbox.initialize(legacy)
+    inbox.save("From an older app", payload=legacy)
+    (record,) = stored_feedback(canvas_app)
+    assert (record.contact_id, record.customer_name) == ("legacy-1", "Lee Legacy")
+
+
+def test_payload_without_context_uses_the_conversation(canvas_app: Flask, inbox: Inbox) -> None:
+    without_context = {key: value for key, value in INITIALIZE.items() if key != "context"}
+    inbox.initialize(without_context)
+    inbox.save("No context", payload=without_context)
+    assert stored_feedback(canvas_app)[0].conversation_id == CONVERSATION_ID
+
+
+def test_payload_without_conversation_uses_the_context(canvas_app: Flask, inbox: Inbox) -> None:
+    without_conversation = {k: v for k, v in INITIALIZE.items() if k != "conversation"}
+    inbox.initialize(without_conversation)
+    form = inbox.form(without_conversation)
+    assert component(form, "description")["value"] == ""
+    inbox.click("save", form, {"title": "Integer id"}, payload=without_conversation)
+    assert stored_feedback(canvas_app)[0].conversation_id == CONVERSATION_ID
+
+
+def test_bare_payload_still_records_feedback(canvas_app: Flask, inbox: Inbox) -> None:
+    bare = {"workspace_id": WORKSPACE_ID, "contact": None, "admin": None, "conversation": None}
+    inbox.initialize(bare)
+    inbox.save("Hardly anything known", payload=bare)
+    (record,) = stored_feedback(canvas_app)
+    assert (record.conversation_id, record.customer_name, record.admin_id) == (None, "", None)
+
+
+def test_oversized_field_values_stay_within_canvas_limits(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "N" * 5000
+    payload["contact"]["id"] = "i" * 500
+    payload["conversation"]["source"]["body"] = "<p>" + "😀" * 20_000 + "</p>"
+    form = inbox.form(payload)  # the validator checks the 64 KB caps
+    assert len(component(form, "description")["value"]) == 10_000
+    body = inbox.click(
+        "save", form, {"title": "t" * 100_000, "description": "😀" * 30_000}, payload=payload
+    )
+    assert component(body, "title")["save_state"] == "failed"
+    assert stored_feedback(canvas_app) == []
+    inbox.save("Long name", payload=payload)
+    (record,) = stored_feedback(canvas_app)
+    assert record.customer_name == "N" * 255
+    assert record.contact_id is None  # an id too long to be real is not kept
+
+
+def test_markdown_in_customer_names_is_not_rendered(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "[Click me](https://evil.example)"
+    form = inbox.form(payload)
+    assert "From \\[Click me\\](https://evil.example)" in texts(form)[1]
+
+
+def test_verify_canvas_signature_accepts_only_the_exact_hmac() -> None:
+    body = b'{"workspace_id": "abc12def"}'
+    good = sign(body)
+    assert hedwig.verify_canvas_signature(body, good, CLIENT_SECRET)
+    assert not hedwig.verify_canvas_signature(body, None, CLIENT_SECRET)
+    assert not hedwig.verify_canvas_signature(body + b" ", good, CLIENT_SECRET)
+    assert not hedwig.verify_canvas_signature(body, good, CLIENT_SECRET + "x")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+canvas_keys = st.sampled_from(
+    [
+        "workspace_id",
+        "admin",
+        "conversation",
+        "contact",
+        "customer",
+        "context",
+        "component_id",
+        "input_values",
+        "current_canvas",
+    ]
+)
+canvas_payloads = st.one_of(
+    json_values,
+    st.dictionaries(canvas_keys, json_values, max_size=9).map(
+        lambda d: {**d, "workspace_id": WORKSPACE_ID}
+    ),
+    st.builds(
+        lambda component_id, inputs, nonce, drop: {
+            **{k: v for k, v in INITIALIZE.items() if k not in drop},
+            "component_id": component_id,
+            "input_values": inputs,
+            "current_canvas": {"stored_data": {"nonce": nonce}},
+        },
+        st.sampled_from(["save", "record", "another", "back", "done", "x"]) | json_values,
+        st.dictionaries(st.sampled_from(["title", "description"]), json_values),
+        st.text(min_size=16, max_size=70) | json_values,
+        st.sets(canvas_keys),
+    ),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(payload=canvas_payloads, endpoint=st.sampled_from(["initialize", "submit"]))
+def test_any_signed_json_gets_a_canvas_or_a_4xx_never_a_500(
+    inbox: Inbox, payload: Any, endpoint: str
+) -> None:
+    response = inbox.send(endpoint, payload)
+    assert response.status_code == 200 or 400 <= response.status_code < 500
+    if response.status_code == 200:
+        assert_valid_canvas(response.json)
+
+
+@settings(max_examples=200)
+@given(body=st.binary(max_size=200), signature=st.text(max_size=80))
+def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str) -> None:
+    expected = sign(body)
+    assert hedwig.verify_canvas_signature(body, signature, CLIENT_SECRET) == (signature == expected)
+    assert hedwig.verify_canvas_signature(body, expected, CLIENT_SECRET)
