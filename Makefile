@@ -13,6 +13,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	$(VENV)/bin/flask --app hedwig run
 
+# The suite runs on SQLite, and on a throwaway PostgreSQL too when PostgreSQL is installed.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	.ci/with-postgres $(PY) -m pytest

@@ -7,6 +7,7 @@ feedback pages, Connect with Intercom, the OAuth callback, the Canvas Kit Inbox 
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import hmac
 import io
@@ -16,6 +17,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import click
+import flask_migrate
 import requests
 from cryptography.fernet import Fernet, InvalidToken
 from flask import (
@@ -42,7 +45,7 @@ from flask import (
 )
 from flask.cli import with_appcontext
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import event, func, or_, select
+from sqlalchemy import event, func, inspect, make_url, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -57,9 +60,14 @@ from models import (
     db,
 )
 
+migrate = flask_migrate.Migrate()
+
 PER_PAGE = 50
+COPY_BATCH = 1000
 PASSWORD_MIN = 8
 SECRET_KEY_MIN = 32
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+INITIAL_REVISION = "0001"
 
 DEFAULTS: dict[str, Any] = {
     "INTERCOM_OAUTH_URL": "https://app.intercom.com/oauth",
@@ -108,8 +116,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "sqlite:///" + os.path.join(app.instance_path, "hedwig.db")
     )
     db.init_app(app)
-    with app.app_context():
-        db.create_all()
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "sqlite":
+        # The embedded default needs no setup step: bring its schema up to date on start.
+        upgrade_database(app)
 
     app.before_request(load_signed_in_user)
     app.before_request(require_sign_in)
@@ -127,6 +137,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(init_db_command)
     app.cli.add_command(create_user_command)
     app.cli.add_command(backup_command)
+    app.cli.add_command(copy_db_command)
     return app
 
 
@@ -155,6 +166,24 @@ def instance_secret(app: Flask, name: str, generate: Callable[[], str]) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(generate())
     return path.read_text().strip()
+
+
+def upgrade_database(app: Flask) -> None:
+    """Apply the migrations. A database made by Hedwig before it had migrations (its tables,
+    but no alembic_version) is first stamped at the initial migration, not created again."""
+    with app.app_context(), start_up_lock(app):
+        tables = set(inspect(db.engine).get_table_names())
+        if "feedback" in tables and "alembic_version" not in tables:
+            flask_migrate.stamp(revision=INITIAL_REVISION)
+        flask_migrate.upgrade()
+
+
+@contextmanager
+def start_up_lock(app: Flask) -> Iterator[None]:
+    """One process at a time: gunicorn's workers start together and would migrate together."""
+    with open(Path(app.instance_path, "migrate.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @event.listens_for(Engine, "connect")
@@ -1143,8 +1172,8 @@ def register_canvas_routes(app: Flask) -> None:
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create the database tables (safe to run again)."""
-    db.create_all()
+    """Create or upgrade the database tables (safe to run again)."""
+    upgrade_database(current_app._get_current_object())
     click.echo("The database is ready.")
 
 
@@ -1190,6 +1219,65 @@ def backup_command(path: str) -> None:
         finally:
             target.close()
     click.echo(f"Backed up the database to {path}.")
+
+
+@click.command("copy-db")
+@click.option("--to", "target_url", required=True, help="SQLAlchemy URL of an empty database.")
+@with_appcontext
+def copy_db_command(target_url: str) -> None:
+    """Copy every row into the empty database at --to (e.g. PostgreSQL), keeping the ids."""
+    source_app = current_app._get_current_object()
+    target_app = create_app(
+        {
+            "DATABASE_URL": target_url,
+            "SECRET_KEY": source_app.secret_key,
+            "INSTANCE_PATH": source_app.instance_path,
+        }
+    )
+    source = db.engine
+    with target_app.app_context():
+        target = db.engine
+        if any(row_counts(target).values()):
+            raise click.ClickException("The target database is not empty: nothing was copied.")
+        upgrade_database(target_app)
+
+    tables = db.metadata.sorted_tables  # parents before children: users come first
+    with source.connect() as reading, target.begin() as writing:
+        for table in tables:
+            total = reading.scalar(select(func.count()).select_from(table))
+            copied = 0
+            rows = reading.execution_options(yield_per=COPY_BATCH).execute(
+                select(table).order_by(*table.primary_key.columns)
+            )
+            for batch in rows.partitions():
+                writing.execute(table.insert(), [row._asdict() for row in batch])
+                copied += len(batch)
+                click.echo(f"{table.name}: {copied}/{total}")
+        if target.dialect.name == "postgresql":
+            # Rows came with their ids: move each id sequence past the largest one.
+            for table in tables:
+                largest = "id" in table.columns and writing.scalar(select(func.max(table.c.id)))
+                if largest:
+                    sequence = func.pg_get_serial_sequence(table.name, "id")
+                    writing.execute(select(func.setval(sequence, largest)))
+
+    source_counts, target_counts = row_counts(source), row_counts(target)
+    for name, count in source_counts.items():
+        click.echo(f"{name}: {count} in the source, {target_counts.get(name)} copied")
+    if source_counts != target_counts:
+        raise click.ClickException("The counts differ: check the target before using it.")
+    click.echo("Copied. Point HEDWIG_DATABASE_URL at the new database to use it.")
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows in each of Hedwig's tables that exist in the database."""
+    existing = set(inspect(engine).get_table_names())
+    with engine.connect() as connection:
+        return {
+            table.name: connection.scalar(select(func.count()).select_from(table))
+            for table in db.metadata.sorted_tables
+            if table.name in existing
+        }
 
 
 def __getattr__(name: str) -> Flask:

@@ -13,12 +13,22 @@ import re
 import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import itsdangerous.timed
 import pytest
+import requests
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -45,21 +55,72 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def make_app(tmp_path: Any, **overrides: Any) -> Flask:
-    config = {
+# The suite runs against SQLite and, where a server is reachable, PostgreSQL (make test starts
+# a throwaway one when PostgreSQL is installed: see .ci/with-postgres).
+POSTGRES_URL = os.environ.get("HEDWIG_TEST_POSTGRES_URL", "")
+POSTGRES_HINT = (
+    "PostgreSQL not reachable: apt-get install postgresql, then make test "
+    "(or set HEDWIG_TEST_POSTGRES_URL)"
+)
+created_apps: list[Flask] = []
+
+
+def config_for(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
+    return {
         "TESTING": True,
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
         "BASE_URL": "https://hedwig.example",
+        **overrides,
     }
-    config.update(overrides)
-    return hedwig.create_app(config)
+
+
+def make_app(tmp_path: Any, **overrides: Any) -> Flask:
+    app = hedwig.create_app(config_for(tmp_path, **overrides))
+    created_apps.append(app)
+    if not is_sqlite(app):
+        hedwig.upgrade_database(app)  # what `flask db upgrade` does
+    return app
+
+
+def is_sqlite(app: Flask) -> bool:
+    return app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def dispose_engines() -> Iterator[None]:
+    """Close each test's database connections, so a PostgreSQL server is not left with
+    hundreds of idle ones."""
+    yield
+    while created_apps:
+        with created_apps.pop().app_context():
+            db.engine.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
+        connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test that touches the database runs on both: an SQLite file, and an emptied
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hedwig.db'}"
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_HINT)
+    empty_postgres(POSTGRES_URL)
+    return POSTGRES_URL
 
 
 @pytest.fixture
-def app(tmp_path: Any) -> Flask:
-    return make_app(tmp_path)
+def app(tmp_path: Any, database_url: str) -> Flask:
+    return make_app(tmp_path, DATABASE_URL=database_url)
 
 
 @pytest.fixture
@@ -438,7 +499,8 @@ def test_healthz_answers_without_sign_in(client: FlaskClient) -> None:
     assert response.json == {"status": "ok"}
 
 
-def test_healthz_is_503_when_the_database_does_not_answer(app: Flask, tmp_path: Any) -> None:
+def test_healthz_is_503_when_the_sqlite_file_cannot_be_opened(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
     with app.app_context():
         db.engine.dispose()
     for path in tmp_path.glob("hedwig.db*"):
@@ -541,6 +603,41 @@ def test_create_user_refusals(app: Flask, args: list[str], message: str) -> None
         assert db.session.scalar(select(func.count(User.id))) == 1
 
 
+def test_new_database_is_at_the_newest_migration(app: Flask) -> None:
+    with app.app_context():
+        version = db.session.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+        head = ScriptDirectory.from_config(
+            app.extensions["migrate"].migrate.get_config(hedwig.MIGRATIONS)
+        ).get_current_head()
+    assert version == head
+
+
+def test_models_and_migrations_agree(app: Flask) -> None:
+    """Every schema change ships with its migration: the migrated database is what the
+    models describe."""
+    with app.app_context(), db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+    assert differences == []
+
+
+def test_database_from_before_migrations_is_stamped_and_keeps_its_rows(tmp_path: Any) -> None:
+    old = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'hedwig.db'}")
+    db.metadata.create_all(old)  # what Hedwig did before it had migrations
+    with old.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO feedback (title, description, customer_name, "
+                "customer_email, source, created_at) "
+                "VALUES ('Kept', '', '', '', 'web', '2026-01-02 03:04:05')"
+            )
+        )
+    old.dispose()
+    app = make_app(tmp_path)
+    assert feedback_count(app) == 1
+    with app.app_context():
+        assert db.session.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+
+
 def test_init_db_is_idempotent(app: Flask) -> None:
     add_feedback(app)
     result = app.test_cli_runner().invoke(args=["init-db"])
@@ -548,7 +645,26 @@ def test_init_db_is_idempotent(app: Flask) -> None:
     assert feedback_count(app) == 1
 
 
-def test_backup_yields_a_database_that_opens_and_holds_the_rows(app: Flask, tmp_path: Any) -> None:
+UNREACHABLE_POSTGRES = "postgresql+psycopg://hedwig@127.0.0.1:9/hedwig?connect_timeout=2"
+
+
+def test_healthz_is_503_when_the_database_server_does_not_answer(tmp_path: Any) -> None:
+    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=UNREACHABLE_POSTGRES))
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+
+
+def test_backup_refuses_databases_other_than_sqlite(tmp_path: Any) -> None:
+    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=UNREACHABLE_POSTGRES))
+    result = app.test_cli_runner().invoke(args=["backup", str(tmp_path / "copy.db")])
+    assert result.exit_code == 1
+    assert "backup copies SQLite databases only" in result.output
+    assert "pg_dump" in result.output
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_backup_yields_a_database_that_opens_and_holds_the_rows(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
     add_feedback(app, 3)
     target = tmp_path / "backup.db"
     result = app.test_cli_runner().invoke(args=["backup", str(target)])
@@ -864,11 +980,15 @@ def test_database_files_and_backups_hold_no_usable_token(
 ) -> None:
     serve_intercom(httpserver)
     callback(agent, start_connect(agent))
-    backup = tmp_path / "backup.db"
-    assert intercom_app.test_cli_runner().invoke(args=["backup", str(backup)]).exit_code == 0
-    for path in [*tmp_path.glob("hedwig.db*"), backup]:
-        assert TOKEN.encode() not in path.read_bytes()
-        assert TOKEN.rstrip("=").encode() not in path.read_bytes()
+    with intercom_app.app_context():
+        raw_rows = db.session.execute(sqlalchemy.text("SELECT * FROM intercom_connections"))
+        assert TOKEN not in repr(raw_rows.all())
+    if is_sqlite(intercom_app):
+        backup = tmp_path / "backup.db"
+        assert intercom_app.test_cli_runner().invoke(args=["backup", str(backup)]).exit_code == 0
+        for path in [*tmp_path.glob("hedwig.db*"), backup]:
+            assert TOKEN.encode() not in path.read_bytes()
+            assert TOKEN.rstrip("=").encode() not in path.read_bytes()
 
 
 def test_token_that_no_longer_decrypts_asks_to_reconnect(
@@ -877,7 +997,12 @@ def test_token_that_no_longer_decrypts_asks_to_reconnect(
     serve_intercom(httpserver)
     callback(agent, start_connect(agent))
     (tmp_path / "instance" / "token_key").unlink()  # the key is lost: a new one is made
-    restarted = make_app(tmp_path, INTERCOM_CLIENT_ID=CLIENT_ID, INTERCOM_CLIENT_SECRET="x")
+    restarted = make_app(
+        tmp_path,
+        DATABASE_URL=intercom_app.config["DATABASE_URL"],
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET="x",
+    )
     client = restarted.test_client()
     sign_in(client)
     response = client.get("/")
@@ -1539,3 +1664,148 @@ def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str) -> Non
     expected = sign(body)
     assert hedwig.verify_canvas_signature(body, signature, CLIENT_SECRET) == (signature == expected)
     assert hedwig.verify_canvas_signature(body, expected, CLIENT_SECRET)
+
+
+def test_copy_db_moves_every_row_keeping_ids(tmp_path: Any, database_url: str) -> None:
+    source = make_app(tmp_path / "source")
+    create_user(source)
+    with source.app_context():
+        db.session.add(
+            IntercomConnection(
+                workspace_id=WORKSPACE_ID,
+                workspace_name="Example",
+                encrypted_token=hedwig.token_cipher().encrypt(TOKEN.encode()).decode(),
+            )
+        )
+        db.session.commit()
+    ids = add_feedback(source, 2500, source="intercom", workspace_id=WORKSPACE_ID)
+    with source.app_context():  # a gap in the ids must survive the copy
+        db.session.execute(sqlalchemy.delete(Feedback).where(Feedback.id == ids[10]))
+        db.session.commit()
+
+    result = source.test_cli_runner().invoke(args=["copy-db", "--to", database_url])
+    assert result.exit_code == 0, result.output
+    assert "feedback: 2499 in the source, 2499 copied" in result.output
+    assert "users: 1 in the source, 1 copied" in result.output
+
+    target = make_app(tmp_path / "source", DATABASE_URL=database_url)
+    assert feedback_count(target) == 2499
+    client = target.test_client()
+    sign_in(client)  # the user, and the password hash, came along
+    assert "Feedback 2000" in page_text(client.get(f"/feedback/{ids[2000]}"))
+    assert client.get(f"/feedback/{ids[10]}").status_code == 404
+    response = post(client, "/feedback/new", {"title": "After the move"})
+    assert response.headers["Location"] == f"/feedback/{ids[-1] + 1}"
+
+
+def test_copy_db_refuses_a_database_that_is_not_empty(tmp_path: Any, database_url: str) -> None:
+    source = make_app(tmp_path / "source")
+    add_feedback(source, 3)
+    target = make_app(tmp_path, DATABASE_URL=database_url)
+    add_feedback(target, 1, title="Already here")
+    result = source.test_cli_runner().invoke(args=["copy-db", "--to", database_url])
+    assert result.exit_code == 1
+    assert "not empty" in result.output
+    assert feedback_count(target) == 1
+
+
+# --- Solid under concurrency: a real server, real parallel requests ------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]]:
+    """Hedwig under gunicorn with 4 workers on loopback, the fixture workspace connected."""
+    app = make_app(tmp_path, DATABASE_URL=database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET)
+    with app.app_context():
+        db.session.add(
+            IntercomConnection(workspace_id=WORKSPACE_ID, workspace_name="W", encrypted_token="x")
+        )
+        db.session.commit()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    env = {
+        **os.environ,
+        "HEDWIG_INSTANCE_PATH": str(tmp_path / "instance"),
+        "HEDWIG_SECRET_KEY": SECRET_KEY,
+        "HEDWIG_DATABASE_URL": database_url,
+        "HEDWIG_INTERCOM_CLIENT_SECRET": CLIENT_SECRET,
+        "HEDWIG_BASE_URL": "https://hedwig.example",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "4",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--error-logfile",
+            str(log),
+            "--capture-output",
+            "hedwig:app",
+        ],
+        cwd=Path(__file__).parent,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # until it answers (or gives up), never a fixed sleep
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        yield url, app, log
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def signed_post(url: str, payload: dict[str, Any]) -> requests.Response:
+    body = json.dumps(payload).encode()
+    headers = {"X-Body-Signature": sign(body), "Content-Type": "application/json"}
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def submit_payload(nonce: str, title: str) -> dict[str, Any]:
+    return {
+        **INITIALIZE,
+        "component_id": "save",
+        "input_values": {"title": title, "description": "In parallel"},
+        "current_canvas": {"stored_data": {"nonce": nonce}},
+    }
+
+
+def test_fifty_parallel_submits_store_fifty_records(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    payloads = [submit_payload(f"parallel-nonce-{n:04d}-xxxx", f"Parallel {n}") for n in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(
+            pool.map(lambda p: signed_post(f"{url}/intercom/canvas/submit", p), payloads)
+        )
+    assert [r.status_code for r in responses] == [200] * 50
+    assert all("saved" in texts(r.json())[0] for r in responses)
+    assert feedback_count(app) == 50
+    assert "Traceback" not in log.read_text()
+    assert "database is locked" not in log.read_text()
+
+
+def test_the_same_form_sent_in_parallel_stores_one_record(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    payload = submit_payload("one-form-many-clicks-nonce", "Clicked many times")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(
+            pool.map(lambda _: signed_post(f"{url}/intercom/canvas/submit", payload), range(10))
+        )
+    assert [r.status_code for r in responses] == [200] * 10
+    assert len({r.text for r in responses}) == 1  # every click sees the same saved canvas
+    assert feedback_count(app) == 1
+    assert "Traceback" not in log.read_text()
