@@ -200,6 +200,19 @@ def tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def begin_write(model: type[db.Model]) -> None:
+    """Start a transaction that reads and then writes ``model``'s table, holding the write
+    lock from its first statement. On SQLite a plain (deferred) BEGIN would fail with
+    "database is locked" if another worker wrote in between, busy timeout or not; on PostgreSQL
+    the table lock makes a concurrent read-then-write wait instead of acting on stale reads."""
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        table = connection.dialect.identifier_preparer.format_table(model.__table__)
+        connection.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
+
 def add_security_headers(response: Response) -> Response:
     if response.mimetype == "text/html":
         response.headers["Content-Security-Policy"] = (
@@ -315,8 +328,12 @@ def validate_credentials(email: str, password: str) -> str | None:
     return None
 
 
+def new_user(email: str, password: str) -> User:
+    return User(email=email.strip().lower(), password_hash=generate_password_hash(password))
+
+
 def add_user(email: str, password: str) -> User:
-    user = User(email=email.strip().lower(), password_hash=generate_password_hash(password))
+    user = new_user(email, password)
     db.session.add(user)
     db.session.commit()
     return user
@@ -352,11 +369,13 @@ def register_routes(app: Flask) -> None:
                 return render_template(
                     "login.html", first_account=True, next_url=next_url, error=error, email=email
                 ), 400
-            try:
-                user = add_user(email, password)
-            except IntegrityError:
+            user = new_user(email, password)
+            begin_write(User)  # two first accounts at once: only one may win
+            if not no_user_yet():
                 db.session.rollback()
-                abort(400, "That account exists already: sign in instead.")
+                abort(400, "An account exists already: sign in instead.")
+            db.session.add(user)
+            db.session.commit()
             sign_in(user)
             flash("Welcome to Hedwig. Your account is ready.")
             return redirect(next_url)
@@ -701,25 +720,18 @@ def save_connection(
     details: Mapping[str, str | None], token: str, user: User
 ) -> IntercomConnection:
     """Store the token for its workspace: connecting again updates the row in place."""
-    for attempt in range(2):
-        connection = db.session.scalar(
-            select(IntercomConnection).where(
-                IntercomConnection.workspace_id == details["workspace_id"]
-            )
-        ) or IntercomConnection(workspace_id=details["workspace_id"])
-        for name, value in details.items():
-            setattr(connection, name, value)
-        connection.encrypted_token = token_cipher().encrypt(token.encode()).decode()
-        connection.connected_by_id = user.id
-        db.session.add(connection)
-        try:
-            db.session.commit()
-            return connection
-        except IntegrityError:  # another request created the row first: update that one
-            db.session.rollback()
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    encrypted_token = token_cipher().encrypt(token.encode()).decode()
+    begin_write(IntercomConnection)
+    connection = db.session.scalar(
+        select(IntercomConnection).where(IntercomConnection.workspace_id == details["workspace_id"])
+    ) or IntercomConnection(workspace_id=details["workspace_id"])
+    for name, value in details.items():
+        setattr(connection, name, value)
+    connection.encrypted_token = encrypted_token
+    connection.connected_by_id = user.id
+    db.session.add(connection)
+    db.session.commit()
+    return connection
 
 
 def register_intercom_routes(app: Flask) -> None:

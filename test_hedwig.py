@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -1808,4 +1809,49 @@ def test_the_same_form_sent_in_parallel_stores_one_record(
     assert [r.status_code for r in responses] == [200] * 10
     assert len({r.text for r in responses}) == 1  # every click sees the same saved canvas
     assert feedback_count(app) == 1
+    assert "Traceback" not in log.read_text()
+
+
+def test_sqlite_connections_are_tuned_for_concurrent_workers(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
+    with app.app_context():
+        db.engine.dispose()  # a brand-new connection, not one left over from start-up
+        with db.engine.connect() as connection:
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA journal_mode").scalar() == "wal"
+            assert pragma("PRAGMA busy_timeout").scalar() == 5000
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path]) -> None:
+    url, app, log = served
+    browsers = []
+    for _ in range(8):
+        browser = requests.Session()
+        page = browser.get(f"{url}/login", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token and "Create the first account" in page
+        browsers.append((browser, token.group(1)))
+    start = threading.Barrier(len(browsers))
+
+    def create(n: int) -> int:
+        browser, token = browsers[n]
+        start.wait()
+        form = {
+            "csrf_token": token,
+            "email": f"user{n}@example.com",
+            "password": PASSWORD,
+            "confirm": PASSWORD,
+        }
+        return browser.post(
+            f"{url}/login", data=form, allow_redirects=False, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=len(browsers)) as pool:
+        statuses = sorted(pool.map(create, range(len(browsers))))
+    assert statuses.count(302) == 1
+    assert set(statuses) <= {302, 400, 401}
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 1
     assert "Traceback" not in log.read_text()
