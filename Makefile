@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint
+.PHONY: run test bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -17,3 +17,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	.ci/with-postgres $(PY) -m pytest
+
+# Hedwig beside a bare Flask reference app under load; writes README's Performance section.
+bench: $(VENV)/.installed
+	.ci/with-postgres $(PY) bench_hedwig.py

@@ -1855,3 +1855,11 @@ def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path])
     with app.app_context():
         assert db.session.scalar(select(func.count(User.id))) == 1
     assert "Traceback" not in log.read_text()
+
+
+def test_first_canvas_counts_a_long_history_only_up_to_a_cap(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 150, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
+    components = inbox.initialize()
+    assert "97+ more in Hedwig" in texts(components)

@@ -1,0 +1,570 @@
+"""Hedwig's benchmark: Hedwig beside the fastest a Flask + SQLite app can be.
+
+Starts Hedwig under gunicorn (2 workers) and, beside it, a bare reference app on the same stack
+(Flask + Flask-SQLAlchemy + SQLite in WAL mode) that does the least the job needs: verify the
+HMAC, parse, insert one row, answer a small canvas; and a JSON echo route. Both are driven by the
+same load tool (wrk) on loopback for a fixed time. Ratios are the figures that count: the
+machine is shared and noisy.
+
+    make bench            # or: .ci/with-postgres .venv/bin/python bench_hedwig.py
+    .venv/bin/python bench_hedwig.py --duration 3 --no-readme
+
+With HEDWIG_TEST_POSTGRES_URL set (make bench starts a throwaway server when PostgreSQL is
+installed), canvas submit and the list page are measured on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask, abort, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Engine, String, event, insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+HERE = Path(__file__).parent
+CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
+SECRET_KEY = "bench-secret-key-0123456789abcdef-0123456789"
+WORKSPACE_ID = "abc12def"
+CONVERSATION_ID = "215471234567890"
+CONTACT_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
+PASSWORD = "bench password"
+# A realistic canvas request: the documented Inbox payload's fields that matter.
+PAYLOAD: dict[str, Any] = {
+    "workspace_id": WORKSPACE_ID,
+    "workspace_region": "us",
+    "admin": {
+        "type": "admin",
+        "id": "5551234",
+        "name": "Alex Agent",
+        "email": "alex.agent@example.com",
+    },
+    "conversation": {
+        "type": "conversation",
+        "id": CONVERSATION_ID,
+        "source": {
+            "type": "conversation",
+            "body": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
+            "author": {
+                "type": "user",
+                "id": CONTACT_ID,
+                "name": "Casey Customer",
+                "email": "casey.customer@example.com",
+            },
+        },
+    },
+    "contact": {
+        "type": "contact",
+        "id": CONTACT_ID,
+        "name": "Casey Customer",
+        "email": "casey.customer@example.com",
+        "external_id": "cust_42",
+    },
+    "context": {"conversation_id": int(CONVERSATION_ID), "location": "conversation"},
+}
+
+
+# --- The reference app: the least the job needs ----------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+reference_db = SQLAlchemy(model_class=Base)
+
+
+class Note(reference_db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+@event.listens_for(Engine, "connect")
+def tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    """The same SQLite settings as Hedwig's: WAL, a busy timeout, synchronous NORMAL."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        for pragma in ("journal_mode=WAL", "busy_timeout=5000", "synchronous=NORMAL"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def reference_app(database_url: str | None = None) -> Flask:
+    """gunicorn 'bench_hedwig:reference_app()': the floor Hedwig is measured against."""
+    app = Flask("reference")
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["BENCH_REFERENCE_DB"]
+    reference_db.init_app(app)
+
+    def verified_json() -> dict[str, Any]:
+        body = request.get_data()
+        expected = hmac.new(CLIENT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("X-Body-Signature", "")):
+            abort(401)
+        return json.loads(body)
+
+    @app.post("/submit")
+    def submit() -> dict[str, Any]:
+        payload = verified_json()
+        note = Note(
+            title=payload["input_values"]["title"],
+            nonce=payload["current_canvas"]["stored_data"]["nonce"],
+        )
+        reference_db.session.add(note)
+        reference_db.session.commit()
+        return {"canvas": {"content": {"components": [{"type": "text", "text": f"#{note.id}"}]}}}
+
+    @app.post("/echo")
+    def echo() -> dict[str, Any]:
+        payload = verified_json()
+        text = str(payload.get("workspace_id"))
+        return {"canvas": {"content": {"components": [{"type": "text", "text": text}]}}}
+
+    return app
+
+
+# --- Driving the servers ---------------------------------------------------------------------
+
+# wrk sends pre-signed requests from a file, each thread its own share, so that every submit
+# carries a fresh form nonce (a repeated one would measure the double-submit path instead).
+WRK_SCRIPT = """
+local requests, i = {}, 0
+function setup(thread)
+  thread:set("tid", setup_count or 0)
+  setup_count = (setup_count or 0) + 1
+end
+function init(args)
+  local n, threads = 0, tonumber(args[3])
+  for line in io.lines(args[1]) do
+    if n % threads == tid then
+      local sig, body = line:match("^(%x+)\t(.*)$")
+      requests[#requests + 1] = wrk.format("POST", args[2],
+        {["Content-Type"] = "application/json", ["X-Body-Signature"] = sig}, body)
+    end
+    n = n + 1
+  end
+end
+function request()
+  i = i % #requests + 1
+  return requests[i]
+end
+"""
+THREADS, CONNECTIONS = 2, 16
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(app_spec: str, env: dict[str, str], workdir: Path) -> Iterator[tuple[str, int]]:
+    """A gunicorn server with 2 workers on loopback; yields its URL and master pid."""
+    port = free_port()
+    log = open(workdir / f"gunicorn-{port}.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app_spec,
+        ],
+        cwd=HERE,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.post(f"{url}/", timeout=2)
+                break
+            except requests.RequestException:
+                if server.poll() is not None:
+                    raise SystemExit(f"{app_spec} did not start: see {log.name}") from None
+                time.sleep(0.2)
+        yield url, server.pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def memory_kb(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))
+
+
+@contextmanager
+def rss_sampler(pids: list[int]) -> Iterator[list[int]]:
+    """Sample the workers' summed RSS every 5 ms; the list holds the peak when the block ends."""
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], sum(memory_kb(pid, "VmRSS") for pid in pids))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def wrk(url: str, seconds: float, *options: str, script_args: tuple[str, ...] = ()) -> dict:
+    """Run wrk; return requests per second, p50 and p99 in ms, and the failed requests."""
+    output = subprocess.run(
+        [
+            "wrk",
+            f"-t{THREADS}",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds:g}s",
+            "--latency",
+            *options,
+            url,
+            *(("--", *script_args) if script_args else ()),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(percentile: str) -> float:
+        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)$", output, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": errors,
+    }
+
+
+def signed_lines(payloads: Iterator[dict[str, Any]]) -> str:
+    lines = []
+    for payload in payloads:
+        body = json.dumps(payload)
+        signature = hmac.new(CLIENT_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        lines.append(f"{signature}\t{body}")
+    return "\n".join(lines) + "\n"
+
+
+def submit_payloads(count: int, tag: str) -> Iterator[dict[str, Any]]:
+    for n in range(count):
+        yield {
+            **PAYLOAD,
+            "component_id": "save",
+            "input_values": {"title": f"Benchmark {tag} {n}", "description": "Load test"},
+            "current_canvas": {"stored_data": {"nonce": f"bench-{tag}-{n:08d}-nonce"}},
+        }
+
+
+def post_wrk(url: str, path: str, lines_file: Path, seconds: float) -> dict[str, float]:
+    script = lines_file.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    return wrk(
+        url + path,
+        seconds,
+        "-s",
+        str(script),
+        script_args=(str(lines_file), path, str(THREADS)),
+    )
+
+
+# --- Hedwig's data -----------------------------------------------------------------------------
+
+
+def hedwig_env(workdir: Path, database_url: str) -> dict[str, str]:
+    return {
+        "HEDWIG_INSTANCE_PATH": str(workdir / "instance"),
+        "HEDWIG_SECRET_KEY": SECRET_KEY,
+        "HEDWIG_DATABASE_URL": database_url,
+        "HEDWIG_INTERCOM_CLIENT_SECRET": CLIENT_SECRET,
+        "HEDWIG_BASE_URL": "https://hedwig.example",
+    }
+
+
+def prepare_hedwig(workdir: Path, database_url: str) -> Flask:
+    """A database at the newest migration with a user, a connected workspace, and the
+    conversation and customer the canvas requests name, each with some history."""
+    import hedwig
+    from models import Feedback, IntercomConnection, db
+
+    app = hedwig.create_app(
+        {k.removeprefix("HEDWIG_"): v for k, v in hedwig_env(workdir, database_url).items()}
+    )
+    if not database_url.startswith("sqlite"):
+        hedwig.upgrade_database(app)
+    with app.app_context():
+        hedwig.add_user("bench@example.com", PASSWORD)
+        db.session.add(
+            IntercomConnection(
+                workspace_id=WORKSPACE_ID, workspace_name="Bench", encrypted_token="unused"
+            )
+        )
+        for n in range(5):
+            db.session.add(
+                Feedback(
+                    title=f"From this conversation {n}",
+                    source="intercom",
+                    workspace_id=WORKSPACE_ID,
+                    conversation_id=CONVERSATION_ID,
+                    contact_id=CONTACT_ID,
+                )
+            )
+            db.session.add(
+                Feedback(
+                    title=f"Earlier {n}",
+                    source="intercom",
+                    workspace_id=WORKSPACE_ID,
+                    conversation_id=f"9{n}",
+                    contact_id=CONTACT_ID,
+                )
+            )
+        db.session.commit()
+    return app
+
+
+def fill_to(app: Flask, rows: int) -> None:
+    """Top the feedback table up to `rows` rows, as a team's years of feedback."""
+    from models import Feedback, db
+
+    with app.app_context():
+        have = db.session.query(Feedback).count()
+        batch = [
+            {
+                "title": f"Feature request {n}: export to {['CSV', 'PDF', 'Excel'][n % 3]}",
+                "description": f"Customer {n} asked for this while talking about reports.",
+                "customer_name": f"Customer {n}",
+                "customer_email": f"customer{n}@example.com",
+                "source": "web",
+            }
+            for n in range(have, rows)
+        ]
+        for start in range(0, len(batch), 5000):
+            db.session.execute(insert(Feedback), batch[start : start + 5000])
+        db.session.commit()
+
+
+def session_cookie(url: str) -> str:
+    browser = requests.Session()
+    page = browser.get(f"{url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    browser.post(
+        f"{url}/login",
+        data={"csrf_token": token, "email": "bench@example.com", "password": PASSWORD},
+        timeout=10,
+    )
+    return f"session={browser.cookies['session']}"
+
+
+# --- The run -----------------------------------------------------------------------------------
+
+
+def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="hedwig-bench-"))
+    try:
+        (work / "submit.txt").write_text(signed_lines(submit_payloads(60_000, "sqlite")))
+        (work / "reference.txt").write_text(signed_lines(submit_payloads(60_000, "reference")))
+        # initialize is read-only: every thread sends the same request (one line per thread).
+        (work / "initialize.txt").write_text(signed_lines(iter([PAYLOAD] * THREADS)))
+
+        app = prepare_hedwig(work, f"sqlite:///{work / 'hedwig.db'}")
+        fill_to(app, 2000)
+        reference_env = {"BENCH_REFERENCE_DB": f"sqlite:///{work / 'reference.db'}"}
+        with reference_app(reference_env["BENCH_REFERENCE_DB"]).app_context():
+            reference_db.create_all()
+        with (
+            gunicorn("hedwig:app", hedwig_env(work, f"sqlite:///{work / 'hedwig.db'}"), work) as (
+                hedwig_url,
+                hedwig_pid,
+            ),
+            gunicorn("bench_hedwig:reference_app()", reference_env, work) as (ref_url, _),
+        ):
+            cookie = ["-H", f"Cookie: {session_cookie(hedwig_url)}"]
+
+            list_2k = wrk(f"{hedwig_url}/", seconds, *cookie)
+            init = post_wrk(
+                hedwig_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
+            )
+            echo = post_wrk(ref_url, "/echo", work / "initialize.txt", seconds)
+            submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit.txt", seconds)
+            insert_ = post_wrk(ref_url, "/submit", work / "reference.txt", seconds)
+            fill_to(app, 50_000)
+            list_50k = wrk(f"{hedwig_url}/", seconds, *cookie)
+            search_50k = wrk(f"{hedwig_url}/?q=pdf", seconds, *cookie)
+
+            workers = worker_pids(hedwig_pid)
+            baseline = sum(memory_kb(pid, "VmRSS") for pid in workers)
+            with rss_sampler(workers) as peak:
+                started = time.perf_counter()
+                export = requests.get(
+                    f"{hedwig_url}/feedback.csv", headers={"Cookie": cookie[1][8:]}, timeout=120
+                )
+                export_seconds = time.perf_counter() - started
+            rss = [memory_kb(pid, "VmRSS") // 1024 for pid in workers]
+            export_rows = export.text.count("\n") - 1
+
+        def row(
+            name: str, result: dict[str, float], versus: dict[str, float] | None, target: str
+        ) -> tuple[str, ...]:
+            ratio = f"{result['rps'] / versus['rps']:.2f}x" if versus else ""
+            return (
+                name,
+                f"{result['rps']:.0f}",
+                f"{result['p50']:.1f}",
+                f"{result['p99']:.1f}",
+                ratio,
+                target,
+                str(int(result["errors"])),
+            )
+
+        rows += [
+            row("canvas submit (Hedwig)", submit, insert_, "≥ 0.8x"),
+            row("reference insert", insert_, None, ""),
+            row("canvas initialize (Hedwig)", init, echo, "≥ 0.5x"),
+            row("reference echo", echo, None, ""),
+            row("list page, 2k rows", list_2k, None, ""),
+            row("list page, 50k rows", list_50k, list_2k, "≥ 0.67x (≤ 1.5x slower)"),
+            row("search, 50k rows", search_50k, None, ""),
+        ]
+        notes.append(
+            f"CSV export of {export_rows} rows: {export_seconds:.2f} s, HTTP {export.status_code}; "
+            f"the workers' RSS grew by at most {(peak[0] - baseline) / 1024:.1f} MB while it ran."
+        )
+        notes.append(f"RSS per Hedwig worker at the end: {', '.join(f'{r} MB' for r in rss)}.")
+
+        postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
+        if postgres:
+            rows += run_postgres(work, postgres, seconds, submit, list_2k, row)
+        else:
+            notes.append(
+                "PostgreSQL: not measured (no server; run `make bench` with PostgreSQL installed)."
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, notes
+
+
+def run_postgres(
+    work: Path,
+    url: str,
+    seconds: float,
+    sqlite_submit: dict[str, float],
+    sqlite_list: dict[str, float],
+    row: Any,
+) -> list[tuple[str, ...]]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+        connection.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    app = prepare_hedwig(work, url)
+    fill_to(app, 2000)
+    (work / "submit-pg.txt").write_text(signed_lines(submit_payloads(60_000, "postgres")))
+    with gunicorn("hedwig:app", hedwig_env(work, url), work) as (hedwig_url, _):
+        cookie = ["-H", f"Cookie: {session_cookie(hedwig_url)}"]
+        list_2k = wrk(f"{hedwig_url}/", seconds, *cookie)
+        submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit-pg.txt", seconds)
+    return [
+        row("PostgreSQL: canvas submit", submit, sqlite_submit, "vs SQLite"),
+        row("PostgreSQL: list page, 2k rows", list_2k, sqlite_list, "vs SQLite"),
+    ]
+
+
+def machine() -> str:
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    return (
+        f"{os.cpu_count()} cores ({cpu.group(1) if cpu else platform.machine()}), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+        f"SQLite {__import__('sqlite3').sqlite_version}; measured {date.today()}"
+    )
+
+
+def table(rows: list[tuple[str, ...]], notes: list[str], seconds: float) -> str:
+    header = ("what", "req/s", "p50 ms", "p99 ms", "ratio", "target", "non-2xx")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(
+        [
+            f"`make bench`: wrk, {THREADS} threads x {CONNECTIONS} connections, {seconds:g} s per "
+            f"line, each server gunicorn with 2 workers, on {machine()}.",
+            "",
+            *lines,
+            "",
+            *(f"- {note}" for note in notes),
+        ]
+    )
+
+
+def write_readme(text: str) -> None:
+    readme = HERE / "README.md"
+    content = readme.read_text()
+    pattern = re.compile(r"(## Performance\n\n).*?(?=\n## |\Z)", re.S)
+    content = pattern.sub(lambda m: m.group(1) + text + "\n", content)
+    readme.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
+    parser.add_argument("--no-readme", action="store_true", help="print only")
+    options = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    rows, notes = run(options.duration)
+    text = table(rows, notes, options.duration)
+    print(text)
+    if not options.no_readme:
+        write_readme(text)
+
+
+if __name__ == "__main__":
+    main()
