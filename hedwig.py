@@ -45,6 +45,7 @@ from flask import (
 )
 from flask.cli import with_appcontext
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from markupsafe import Markup, escape
 from sqlalchemy import Row, Select, bindparam, event, func, inspect, make_url, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -52,6 +53,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from models import (
     DESCRIPTION_MAX,
+    PREVIEW_WORKSPACE_ID,
     TITLE_MAX,
     Feedback,
     IntercomConnection,
@@ -127,6 +129,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.after_request(add_security_headers)
     app.context_processor(template_globals)
     app.add_template_filter(format_datetime, "datetime")
+    app.add_template_filter(canvas_markdown)
     for code in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(code, error_page)
 
@@ -498,7 +501,7 @@ def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
 def conversation_url(workspace_id: str | None, conversation_id: str | None) -> str | None:
     """The Intercom Inbox link to a conversation; Intercom documents no permalink, so this is
     the form public code uses, kept in this one place."""
-    if not workspace_id or not conversation_id:
+    if not workspace_id or not conversation_id or workspace_id == PREVIEW_WORKSPACE_ID:
         return None
     return f"https://app.intercom.com/a/inbox/{workspace_id}/inbox/conversation/{conversation_id}"
 
@@ -1169,23 +1172,27 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
 
 
 def workspace_connected(payload: Mapping[str, Any]) -> bool:
+    """Whether the request's workspace connected through OAuth. The preview's workspace never
+    has: a real canvas request naming it is refused like any unconnected one."""
     workspace_id = id_or_none(payload.get("workspace_id"))
+    if workspace_id == PREVIEW_WORKSPACE_ID:
+        return False
     connection = db.session.connection().execute(
         WORKSPACE_CONNECTION, {"workspace_id": workspace_id}
     )
     return connection.first() is not None
 
 
-def initialize_canvas(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer to Intercom's initialize request."""
-    if not workspace_connected(payload):
+def initialize_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]:
+    """The answer to an initialize request (from Intercom, or from the preview)."""
+    if not connected:
         return not_connected_canvas()
     return first_canvas(InboxContext.from_payload(payload))
 
 
-def submit_canvas(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer to Intercom's submit request, by the component that was clicked."""
-    if not workspace_connected(payload):
+def submit_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]:
+    """The answer to a submit request, by the component that was clicked."""
+    if not connected:
         return not_connected_canvas()
     context = InboxContext.from_payload(payload)
     component_id = payload.get("component_id")
@@ -1194,6 +1201,54 @@ def submit_canvas(payload: Mapping[str, Any]) -> dict[str, Any]:
     if component_id in ("record", "another"):
         return form_canvas(context)
     return first_canvas(context)  # "back", "done", or anything unknown
+
+
+SAMPLE = {
+    "customer_name": "Casey Customer",
+    "customer_email": "casey.customer@example.com",
+    "agent_name": "Alex Agent",
+    "conversation_id": "1001",
+    "message": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
+}
+
+
+def preview_payload(sample: Mapping[str, str]) -> dict[str, Any]:
+    """A canvas request as Intercom would send it, for a sample conversation in the preview."""
+    customer = {
+        "type": "contact",
+        "id": f"preview-{hashlib.sha256(sample['customer_email'].encode()).hexdigest()[:12]}",
+        "name": sample["customer_name"],
+        "email": sample["customer_email"],
+    }
+    return {
+        "workspace_id": PREVIEW_WORKSPACE_ID,
+        "admin": {
+            "type": "admin",
+            "id": "preview-agent",
+            "name": sample["agent_name"],
+            "email": g.user.email,
+        },
+        "conversation": {
+            "type": "conversation",
+            "id": sample["conversation_id"],
+            "source": {"type": "conversation", "body": sample["message"], "author": customer},
+        },
+        "contact": customer,
+        "context": {"location": "conversation"},
+    }
+
+
+def canvas_markdown(value: str) -> Markup:
+    """A canvas text's markdown as Intercom shows it: **bold** and [links](https://…), with
+    backslash escapes; everything else is text."""
+    html = str(escape(value))
+    html = re.sub(r"(?<!\\)\*\*(.+?)(?<!\\)\*\*", r"<strong>\1</strong>", html)
+    html = re.sub(
+        r"(?<!\\)\[([^\]]+?)(?<!\\)\]\((https://[^)\s]+)\)",
+        r'<a href="\2" target="_blank" rel="noopener noreferrer">\1</a>',
+        html,
+    )
+    return Markup(re.sub(r"\\([\\`*_\[\]<>]|&lt;|&gt;)", r"\1", html))  # noqa: S704
 
 
 def canvas_response(body: dict[str, Any]) -> Response:
@@ -1205,11 +1260,44 @@ def canvas_response(body: dict[str, Any]) -> Response:
 def register_canvas_routes(app: Flask) -> None:
     @app.post("/intercom/canvas/initialize")
     def canvas_initialize() -> Response:
-        return canvas_response(initialize_canvas(read_canvas_request()))
+        payload = read_canvas_request()
+        return canvas_response(initialize_canvas(payload, workspace_connected(payload)))
 
     @app.post("/intercom/canvas/submit")
     def canvas_submit() -> Response:
-        return canvas_response(submit_canvas(read_canvas_request()))
+        payload = read_canvas_request()
+        return canvas_response(submit_canvas(payload, workspace_connected(payload)))
+
+    # The preview plays Intercom's part in the browser, through the same canvas functions. Its
+    # authority is the signed-in session and the CSRF token, not a signature, so it works with
+    # no Intercom settings at all; its records belong to a workspace of its own.
+    @app.route("/intercom/preview", methods=["GET", "POST"])
+    def canvas_preview() -> str:
+        sample = {name: request.values.get(name, default) for name, default in SAMPLE.items()}
+        payload = preview_payload(sample)
+        if request.method == "GET":
+            body = initialize_canvas(payload, connected=True)
+        else:
+            try:
+                stored_data = json.loads(request.form.get("stored_data") or "{}")
+            except ValueError:
+                abort(400, "The preview's stored data is not JSON.")
+            payload |= {
+                "component_id": request.form.get("component_id", ""),
+                "input_values": {
+                    name.removeprefix("input:"): value
+                    for name, value in request.form.items()
+                    if name.startswith("input:")
+                },
+                "current_canvas": {"stored_data": stored_data},
+            }
+            body = submit_canvas(payload, connected=True)
+        return render_template(
+            "preview.html",
+            sample=sample,
+            components=body["canvas"]["content"]["components"],
+            stored_data=json.dumps(body["canvas"].get("stored_data", {})),
+        )
 
 
 # --- CLI -------------------------------------------------------------------------------------

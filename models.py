@@ -12,6 +12,8 @@ from sqlalchemy import ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TITLE_MAX = 200
+# The canvas preview's own workspace: "connected" for the preview alone, never for Intercom.
+PREVIEW_WORKSPACE_ID = "hedwig-preview"
 DESCRIPTION_MAX = 10_000
 
 
@@ -98,6 +100,11 @@ class Feedback(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     created_by: Mapped[User | None] = relationship()
+
+    @property
+    def origin(self) -> str:
+        """Where it was recorded: web, intercom, or preview (the canvas preview)."""
+        return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
 
     __table_args__ = (
         # The list: newest first.

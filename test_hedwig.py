@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import html
 import io
 import json
 import logging
@@ -1863,3 +1864,91 @@ def test_first_canvas_counts_a_long_history_only_up_to_a_cap(
     add_feedback(canvas_app, 150, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
     components = inbox.initialize()
     assert "97+ more in Hedwig" in texts(components)
+
+
+# --- The canvas preview --------------------------------------------------------------------------
+
+
+def preview_click(client: FlaskClient, page: str, component_id: str, **inputs: str) -> Any:
+    """Click a canvas button in the preview page, sending what the page's form holds."""
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    fields = {name: html.unescape(value) for name, value in fields.items()}
+    fields |= {f"input:{name}": value for name, value in inputs.items()}
+    return client.post("/intercom/preview", data={**fields, "component_id": component_id})
+
+
+def test_preview_records_feedback_from_first_canvas_to_saved(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    first = page_text(signed_in.get("/intercom/preview"))  # no Intercom settings at all
+    assert "Nothing recorded from this conversation yet." in first
+    assert 'value="record"' in first
+    form = page_text(preview_click(signed_in, first, "record"))
+    assert "Hi! The CSV export button crashes the page every time I click it." in form
+    assert "From Casey Customer · casey.customer@example.com" in form
+    saved = preview_click(signed_in, form, "save", title="Export crashes", description="Every time")
+    assert saved.status_code == 200
+    (record,) = stored_feedback(app)
+    assert f"Feedback #{record.id} saved" in page_text(saved)
+    assert (record.workspace_id, record.origin, record.customer_name) == (
+        "hedwig-preview",
+        "preview",
+        "Casey Customer",
+    )
+    listing = page_text(signed_in.get("/"))
+    assert "Export crashes" in listing
+    assert '<span class="badge preview">preview</span>' in listing
+    assert "Open conversation" not in page_text(signed_in.get(f"/feedback/{record.id}"))
+    again = page_text(signed_in.get("/intercom/preview"))
+    assert "Export crashes" in again  # the first canvas now lists it
+
+
+def test_preview_shows_validation_errors_like_the_inbox(app: Flask, signed_in: FlaskClient) -> None:
+    form = page_text(
+        preview_click(signed_in, page_text(signed_in.get("/intercom/preview")), "record")
+    )
+    page = page_text(preview_click(signed_in, form, "save", title=""))
+    assert "A title is required." in page
+    assert 'aria-invalid="true"' in page
+    assert stored_feedback(app) == []
+
+
+def test_preview_uses_the_edited_sample(app: Flask, signed_in: FlaskClient) -> None:
+    page = page_text(
+        signed_in.get(
+            "/intercom/preview?customer_name=Dana+Doe&customer_email=dana@example.com"
+            "&message=<p>Hello <b>there</b></p>"
+        )
+    )
+    form = page_text(preview_click(signed_in, page, "record"))
+    assert "From Dana Doe · dana@example.com" in form
+    assert ">Hello there</textarea>" in form
+
+
+def test_preview_needs_sign_in_and_a_csrf_token(app: Flask, signed_in: FlaskClient) -> None:
+    assert app.test_client().get("/intercom/preview").status_code == 302
+    response = signed_in.post("/intercom/preview", data={"component_id": "save"})
+    assert response.status_code == 400
+    assert stored_feedback(app) == []
+
+
+def test_real_canvas_requests_for_the_preview_workspace_are_refused(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    components = inbox.initialize(workspace_id="hedwig-preview")
+    assert "not connected to Hedwig yet" in texts(components)[0]
+    body = inbox.click(
+        "save", None, {"title": "Sneaky"}, payload={**INITIALIZE, "workspace_id": "hedwig-preview"}
+    )
+    assert "not connected to Hedwig yet" in texts(body)[0]
+    assert stored_feedback(canvas_app) == []
+
+
+def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
+    assert str(hedwig.canvas_markdown("**Saved** [open](https://h.example/1)")) == (
+        '<strong>Saved</strong> <a href="https://h.example/1" target="_blank" '
+        'rel="noopener noreferrer">open</a>'
+    )
+    assert str(hedwig.canvas_markdown(hedwig.markdown_escape("[x](https://evil.example) <b>"))) == (
+        "[x](https://evil.example) &lt;b&gt;"
+    )
