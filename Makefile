@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench
+.PHONY: run test bench screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -21,3 +21,7 @@ test: $(VENV)/.installed
 # Hedwig beside a bare Flask reference app under load; writes README's Performance section.
 bench: $(VENV)/.installed
 	.ci/with-postgres $(PY) bench_hedwig.py
+
+# The README's pictures, taken by the browser tests (needs Debian's chromium).
+screenshots: $(VENV)/.installed
+	HEDWIG_SCREENSHOTS=docs $(PY) -m pytest test_browser.py

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -133,6 +134,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for code in (400, 401, 403, 404, 405, 413, 500, 503):
         app.register_error_handler(code, error_page)
 
+    logging.getLogger("werkzeug").addFilter(REDACT_OAUTH_QUERY)
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
     register_routes(app)
     register_intercom_routes(app)
@@ -214,6 +216,24 @@ def begin_write(model: type[db.Model]) -> None:
     elif connection.dialect.name == "postgresql":
         table = connection.dialect.identifier_preparer.format_table(model.__table__)
         connection.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
+
+class RedactOAuthQuery(logging.Filter):
+    """Request lines logged by the development server must not carry the OAuth callback's
+    `code` or `state`: the code is a credential until it is spent."""
+
+    SECRET_PARAMETER = re.compile(r"\b(code|state)=[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.SECRET_PARAMETER.sub(r"\1=[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+REDACT_OAUTH_QUERY = RedactOAuthQuery()
 
 
 def add_security_headers(response: Response) -> Response:

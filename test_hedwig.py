@@ -1952,3 +1952,15 @@ def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
     assert str(hedwig.canvas_markdown(hedwig.markdown_escape("[x](https://evil.example) <b>"))) == (
         "[x](https://evil.example) &lt;b&gt;"
     )
+
+
+def test_development_server_request_logs_leave_out_the_oauth_code(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_app(tmp_path)  # installs the filter on the development server's logger
+    request_line = f"GET /intercom/callback?code={CODE}&state=abc.def HTTP/1.1"
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        logging.getLogger("werkzeug").info('"%s" %s %s', request_line, 302, 0)
+    assert CODE not in caplog.text
+    assert "abc.def" not in caplog.text
+    assert "code=[redacted]&state=[redacted]" in caplog.text

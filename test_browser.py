@@ -1,0 +1,257 @@
+"""Hedwig in a real browser: Debian's Chromium, driven by Playwright, against Hedwig on loopback.
+
+Without Chromium these tests report skipped, with the install hint. With HEDWIG_SCREENSHOTS set
+to a folder (`make screenshots` sets docs/), they also save the pictures the README shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+import hedwig
+from models import IntercomConnection, db
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_HINT = "Chromium not installed: apt-get install chromium"
+SCREENSHOTS = os.environ.get("HEDWIG_SCREENSHOTS")
+EMAIL, PASSWORD = "ada@example.com", "correct horse battery"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("HEDWIG_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(CHROMIUM_HINT)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",  # CI runs as root
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                # this machine's network is closed: no background calls to Google
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Any]]]:
+    """Start Hedwig on a loopback port, with extra settings; returns its base URL and app."""
+    servers = []
+
+    def start(**settings: Any) -> tuple[str, Any]:
+        app = hedwig.create_app(
+            {
+                "INSTANCE_PATH": str(tmp_path / "instance"),
+                "SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
+                **settings,
+            }
+        )
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append((server, app))
+        return f"http://127.0.0.1:{server.server_port}", app
+
+    yield start
+    for server, app in servers:
+        server.shutdown()
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 760}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def screenshot(target: Any, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(Path(SCREENSHOTS, f"{name}.png")))
+
+
+def create_first_account(page: Any, url: str) -> None:
+    page.goto(f"{url}/")
+    assert page.locator("h1").inner_text() == "Welcome to Hedwig"
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=confirm]", PASSWORD)
+    page.click("text=Create account")
+    page.wait_for_url(f"{url}/")
+
+
+def add_feedback(page: Any, url: str, title: str, **fields: str) -> None:
+    page.goto(f"{url}/feedback/new")
+    page.fill("input[name=title]", title)
+    for name, value in fields.items():
+        page.fill(f"[name={name}]", value)
+    page.click("text=Save feedback")
+    page.wait_for_url(f"{url}/feedback/*")
+
+
+def test_first_account_then_sign_out_and_in(
+    page: Any, serve: Callable[..., tuple[str, Any]]
+) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    assert EMAIL in page.locator("header").inner_text()
+    page.click("text=Sign out")
+    page.goto(f"{url}/feedback/new")
+    assert page.locator("h1").inner_text() == "Sign in"  # sent to sign in, first form gone
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", "wrong password")
+    page.click("button:text('Sign in')")
+    assert "Wrong email or password." in page.content()
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:text('Sign in')")
+    page.wait_for_url(f"{url}/feedback/new")  # back where they were going
+
+
+def test_add_list_search_show_and_export(page: Any, serve: Callable[..., tuple[str, Any]]) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    page.goto(f"{url}/")
+    assert "No feedback yet." in page.content()
+    page.goto(f"{url}/feedback/new")
+    page.click("text=Save feedback")
+    assert "A title is required." in page.content()
+    add_feedback(
+        page,
+        url,
+        "Dark mode for the reports",
+        customer_name="Casey Customer",
+        customer_email="casey@example.com",
+        description="Night shift, 3am.",
+    )
+    assert page.locator("h1").inner_text() == "Dark mode for the reports"
+    screenshot(page, "record")
+    add_feedback(page, url, "Export to PDF", customer_name="Dana Doe")
+    add_feedback(page, url, "=cmd|' /C calc'!A0", customer_name="Mallory")
+
+    page.goto(f"{url}/")
+    rows = page.locator("table.feedback tbody tr")
+    assert rows.count() == 3
+    assert "Export to PDF" in rows.nth(1).inner_text()  # newest first
+    assert "3 records" in page.content()
+
+    page.fill("input[name=q]", "dark")
+    page.click("button:text('Search')")
+    assert page.locator("table.feedback tbody tr").count() == 1
+    page.click("text=Dark mode for the reports")
+    assert "Night shift, 3am." in page.content()
+    assert "casey@example.com" in page.content()
+
+    page.goto(f"{url}/")
+    with page.expect_download() as download:
+        page.click("text=Download CSV")
+    content = Path(download.value.path()).read_text()
+    exported = list(csv.DictReader(io.StringIO(content)))
+    assert [row["title"] for row in exported] == [
+        "'=cmd|' /C calc'!A0",
+        "Export to PDF",
+        "Dark mode for the reports",
+    ]
+
+
+def test_connect_button_follows_the_connection(
+    page: Any, serve: Callable[..., tuple[str, Any]]
+) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    assert "Intercom not set up" in page.locator("header").inner_text()
+    assert "set HEDWIG_INTERCOM_CLIENT_ID" in page.locator(".callout").inner_text()
+
+    url, app = serve(INTERCOM_CLIENT_ID="client-id", INTERCOM_CLIENT_SECRET="client-secret-123")
+    sign_in(page, url)
+    connect = page.locator("header a:text('Connect with Intercom')")
+    assert connect.get_attribute("href") == "/intercom/connect"
+
+    with app.app_context():  # what a finished OAuth flow leaves (tested in test_hedwig.py)
+        db.session.add(
+            IntercomConnection(
+                workspace_id="abc12def",
+                workspace_name="Example Co workspace",
+                encrypted_token=hedwig.token_cipher().encrypt(b"token").decode(),
+            )
+        )
+        db.session.commit()
+    page.reload()
+    assert "Connected to Example Co workspace" in page.locator("header").inner_text()
+    page.click("header button:text('Disconnect')")
+    assert "Disconnected from Example Co workspace" in page.content()
+    assert page.locator("header a:text('Connect with Intercom')").count() == 1
+
+
+def sign_in(page: Any, url: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:text('Sign in')")
+    page.wait_for_url(f"{url}/")
+
+
+def test_record_feedback_through_the_canvas_preview(
+    page: Any, serve: Callable[..., tuple[str, Any]]
+) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    add_feedback(page, url, "Asked for SSO last month", customer_email="casey.customer@example.com")
+    page.click("nav >> text=Canvas preview")
+    inbox = page.locator(".inbox")
+    assert "Nothing recorded from this conversation yet." in inbox.inner_text()
+    assert "Asked for SSO last month" in inbox.inner_text()  # the customer's other feedback
+    screenshot(inbox, "canvas-first")
+
+    page.click(".inbox button:text('Record feedback')")
+    details = page.locator(".inbox textarea")
+    assert details.input_value() == (
+        "Hi! The CSV export button crashes the page every time I click it."
+    )
+    page.fill(".inbox input[name='input:title']", "CSV export crashes the reports page")
+    screenshot(page.locator(".inbox"), "canvas-form")
+
+    page.click(".inbox button:text('Save feedback')")
+    inbox = page.locator(".inbox")
+    assert "saved" in inbox.locator(".c-header").inner_text()
+    screenshot(inbox, "canvas-saved")
+    with page.context.expect_page() as opened:
+        inbox.locator("a:text('Open in Hedwig')").click()
+    record = opened.value
+    record.wait_for_load_state()
+    assert record.locator("h1").inner_text() == "CSV export crashes the reports page"
+    assert "recorded in Hedwig's canvas preview" in record.content()
+
+    page.click(".inbox button:text('Done')")
+    assert "CSV export crashes the reports page" in page.locator(".inbox").inner_text()
+    page.goto(f"{url}/")
+    assert page.locator("table.feedback .badge.preview").count() == 1
+    screenshot(page, "list")
