@@ -40,7 +40,7 @@ from typing import Any
 import requests
 from flask import Flask, abort, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, String, event, insert
+from sqlalchemy import Engine, String, event, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 HERE = Path(__file__).parent
@@ -137,6 +137,16 @@ def reference_app(database_url: str | None = None) -> Flask:
     def echo() -> dict[str, Any]:
         payload = verified_json()
         text = str(payload.get("workspace_id"))
+        return {"canvas": {"content": {"components": [{"type": "text", "text": text}]}}}
+
+    @app.post("/echo-query")
+    def echo_query() -> dict[str, Any]:
+        """The echo plus one indexed query: the stack's price for touching the database."""
+        payload = verified_json()
+        found = reference_db.session.execute(
+            select(Note.id).where(Note.nonce == str(payload.get("workspace_id")))
+        ).first()
+        text = f"{payload.get('workspace_id')}: {found is not None}"
         return {"canvas": {"content": {"components": [{"type": "text", "text": text}]}}}
 
     return app
@@ -433,6 +443,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
                 hedwig_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
             )
             echo = post_wrk(ref_url, "/echo", work / "initialize.txt", seconds)
+            echo_query = post_wrk(ref_url, "/echo-query", work / "initialize.txt", seconds)
             submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit.txt", seconds)
             insert_ = post_wrk(ref_url, "/submit", work / "reference.txt", seconds)
             fill_to(app, 50_000)
@@ -469,6 +480,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             row("reference insert", insert_, None, ""),
             row("canvas initialize (Hedwig)", init, echo, "≥ 0.5x"),
             row("reference echo", echo, None, ""),
+            row("reference echo + 1 indexed query", echo_query, echo, "(the stack's floor)"),
             row("list page, 2k rows", list_2k, None, ""),
             row("list page, 50k rows", list_50k, list_2k, "≥ 0.67x (≤ 1.5x slower)"),
             row("search, 50k rows", search_50k, None, ""),
