@@ -4,13 +4,18 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test bench screenshots
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Running needs requirements.txt; testing adds requirements-dev.txt.
+$(VENV)/.installed-run: requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(VENV)/bin/flask --app hedwig run
 
 # The suite runs on SQLite, and on a throwaway PostgreSQL too when PostgreSQL is installed.

@@ -1964,3 +1964,27 @@ def test_development_server_request_logs_leave_out_the_oauth_code(
     assert CODE not in caplog.text
     assert "abc.def" not in caplog.text
     assert "code=[redacted]&state=[redacted]" in caplog.text
+
+
+def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
+    served: tuple[str, Flask, Path], tmp_path: Path
+) -> None:
+    url, app, log = served
+    if not is_sqlite(app):
+        pytest.skip("backup copies SQLite databases only")
+    payloads = [submit_payload(f"racing-backup-nonce-{n:04d}", f"Racing {n}") for n in range(40)]
+    backup = tmp_path / "racing-backup.db"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        submits = pool.map(lambda p: signed_post(f"{url}/intercom/canvas/submit", p), payloads)
+        result = app.test_cli_runner().invoke(args=["backup", str(backup)])
+        statuses = [r.status_code for r in submits]
+    assert result.exit_code == 0, result.output
+    assert statuses == [200] * 40
+    assert feedback_count(app) == 40
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        copied = copy.execute("SELECT count(*), count(DISTINCT submit_nonce) FROM feedback")
+        count, distinct = copied.fetchone()
+    assert 0 <= count <= 40
+    assert distinct == count  # whole rows only, each once
+    assert "Traceback" not in log.read_text()
