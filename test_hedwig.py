@@ -1966,12 +1966,11 @@ def test_development_server_request_logs_leave_out_the_oauth_code(
     assert "code=[redacted]&state=[redacted]" in caplog.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # backup is SQLite's
 def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
     served: tuple[str, Flask, Path], tmp_path: Path
 ) -> None:
     url, app, log = served
-    if not is_sqlite(app):
-        pytest.skip("backup copies SQLite databases only")
     payloads = [submit_payload(f"racing-backup-nonce-{n:04d}", f"Racing {n}") for n in range(40)]
     backup = tmp_path / "racing-backup.db"
     with ThreadPoolExecutor(max_workers=8) as pool:
