@@ -288,7 +288,6 @@ PUBLIC_ENDPOINTS = {
 }
 # Intercom cannot send our CSRF token: its body signature is checked instead.
 CANVAS_ENDPOINTS = {"canvas_initialize", "canvas_submit"}
-CSRF_EXEMPT_ENDPOINTS = CANVAS_ENDPOINTS
 
 
 def load_signed_in_user() -> None:
@@ -319,7 +318,7 @@ def csrf_token() -> str:
 
 
 def check_csrf_token() -> None:
-    if request.method != "POST" or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
+    if request.method != "POST" or request.endpoint in CANVAS_ENDPOINTS:
         return
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf_token", "")
@@ -434,10 +433,7 @@ def register_routes(app: Flask) -> None:
     def index() -> str:
         q = request.args.get("q", "").strip()
         page = request.args.get("page", 1, type=int)
-        statement = search(select(Feedback), q).order_by(
-            Feedback.created_at.desc(), Feedback.id.desc()
-        )
-        pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+        pagination = db.paginate(listed_feedback(q), page=page, per_page=PER_PAGE, error_out=False)
         return render_template("index.html", pagination=pagination, q=q)
 
     @app.get("/feedback/<int:feedback_id>")
@@ -468,16 +464,18 @@ def register_routes(app: Flask) -> None:
 
     @app.get("/feedback.csv")
     def export_csv() -> Response:
-        q = request.args.get("q", "").strip()
-        statement = search(select(Feedback), q).order_by(
-            Feedback.created_at.desc(), Feedback.id.desc()
-        )
+        statement = listed_feedback(request.args.get("q", "").strip())
         response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
         response.headers["Content-Disposition"] = 'attachment; filename="hedwig-feedback.csv"'
         return response
 
 
-def search(statement: Any, q: str) -> Any:
+def listed_feedback(q: str) -> Select:
+    """The list, as the page and the CSV show it: newest first, narrowed by the search."""
+    return search(select(Feedback).order_by(Feedback.created_at.desc(), Feedback.id.desc()), q)
+
+
+def search(statement: Select, q: str) -> Select:
     """Narrow a Feedback query to rows whose text fields contain ``q`` (any case)."""
     if not q:
         return statement
