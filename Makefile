@@ -21,6 +21,8 @@ run: $(VENV)/.installed-run
 # The suite runs on SQLite, and on a throwaway PostgreSQL too when PostgreSQL is installed.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	@command -v chromium >/dev/null || \
+	  echo "Chromium is not installed: the browser tests will be skipped (apt-get install chromium)." >&2
 	.ci/with-postgres $(PY) -m pytest
 
 # Hedwig beside a bare Flask reference app under load; writes README's Performance section.
