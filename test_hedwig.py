@@ -1193,10 +1193,9 @@ def sign(body: bytes, secret: str = CLIENT_SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@pytest.fixture
-def canvas_app(intercom_app: Flask) -> Flask:
-    """Hedwig with the fixture workspace connected."""
-    with intercom_app.app_context():
+def connect_workspace(app: Flask) -> None:
+    """What a finished OAuth flow leaves behind for the fixture workspace."""
+    with app.app_context():
         db.session.add(
             IntercomConnection(
                 workspace_id=WORKSPACE_ID,
@@ -1205,6 +1204,12 @@ def canvas_app(intercom_app: Flask) -> Flask:
             )
         )
         db.session.commit()
+
+
+@pytest.fixture
+def canvas_app(intercom_app: Flask) -> Flask:
+    """Hedwig with the fixture workspace connected."""
+    connect_workspace(intercom_app)
     return intercom_app
 
 
@@ -1671,15 +1676,7 @@ def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str) -> Non
 def test_copy_db_moves_every_row_keeping_ids(tmp_path: Any, database_url: str) -> None:
     source = make_app(tmp_path / "source")
     create_user(source)
-    with source.app_context():
-        db.session.add(
-            IntercomConnection(
-                workspace_id=WORKSPACE_ID,
-                workspace_name="Example",
-                encrypted_token=hedwig.token_cipher().encrypt(TOKEN.encode()).decode(),
-            )
-        )
-        db.session.commit()
+    connect_workspace(source)
     ids = add_feedback(source, 2500, source="intercom", workspace_id=WORKSPACE_ID)
     with source.app_context():  # a gap in the ids must survive the copy
         db.session.execute(sqlalchemy.delete(Feedback).where(Feedback.id == ids[10]))
@@ -1718,11 +1715,7 @@ def test_copy_db_refuses_a_database_that_is_not_empty(tmp_path: Any, database_ur
 def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]]:
     """Hedwig under gunicorn with 4 workers on loopback, the fixture workspace connected."""
     app = make_app(tmp_path, DATABASE_URL=database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET)
-    with app.app_context():
-        db.session.add(
-            IntercomConnection(workspace_id=WORKSPACE_ID, workspace_name="W", encrypted_token="x")
-        )
-        db.session.commit()
+    connect_workspace(app)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
