@@ -705,10 +705,11 @@ ME = {
 
 
 @pytest.fixture
-def intercom_app(tmp_path: Any, httpserver: HTTPServer) -> Flask:
+def intercom_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Flask:
     """Hedwig with Intercom settings, its API pointed at the loopback stand-in."""
     return make_app(
         tmp_path,
+        DATABASE_URL=database_url,
         INTERCOM_CLIENT_ID=CLIENT_ID,
         INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
         INTERCOM_OAUTH_URL="https://intercom.example/oauth",
