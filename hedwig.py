@@ -47,7 +47,20 @@ from flask import (
 from flask.cli import with_appcontext
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from markupsafe import Markup, escape
-from sqlalchemy import Row, Select, bindparam, event, func, inspect, make_url, or_, select
+from sqlalchemy import (
+    Row,
+    Select,
+    bindparam,
+    event,
+    func,
+    inspect,
+    literal,
+    make_url,
+    or_,
+    select,
+    union,
+    union_all,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -833,6 +846,7 @@ SETTINGS_MISSING = (
 
 CANVAS_LIST_LIMIT = 3
 COUNT_CAP = 100
+LOOKBACK = 2 * COUNT_CAP
 ID_MAX = 64
 NONCE_BYTES = 24
 
@@ -1013,34 +1027,74 @@ def not_connected_canvas() -> dict[str, Any]:
     )
 
 
-def newest_first(*conditions: Any) -> Select:
-    """Up to CANVAS_LIST_LIMIT matching records, newest first, each row carrying how many match,
-    counted from the index up to COUNT_CAP: a conversation with 2,000 records costs what one
-    with 100 does."""
-    matching = select(Feedback.id).where(*conditions).limit(COUNT_CAP).subquery()
+# The first canvas's two lists come from one statement, built once: a request only binds its
+# values. Each list reads a bounded number of index entries, so a conversation with 2,000
+# records costs what one with 2 does.
+
+
+def newest_ids(*conditions: Any) -> Select:
+    """The ids of up to COUNT_CAP matching records, newest first."""
+    return select(Feedback.id).where(*conditions).order_by(Feedback.id.desc()).limit(COUNT_CAP)
+
+
+def newest_ids_elsewhere(customer: Any) -> Select:
+    """The ids of up to COUNT_CAP of a customer's records from other conversations, found among
+    their LOOKBACK newest. Without that bound, each record of theirs in this conversation would
+    be one more index entry to step over. Exact unless this conversation holds more than
+    LOOKBACK - COUNT_CAP of their records."""
+    recent = (
+        select(Feedback.id, Feedback.conversation_id)
+        .where(customer)
+        .order_by(Feedback.id.desc())
+        .limit(LOOKBACK)
+        .subquery()
+    )
+    elsewhere = or_(
+        recent.c.conversation_id.is_(None),
+        recent.c.conversation_id != bindparam("conversation_id"),
+    )
+    return select(select(recent.c.id).where(elsewhere).limit(COUNT_CAP).subquery())
+
+
+def newest_first(list_name: str, ids: Select) -> Select:
+    """Up to CANVAS_LIST_LIMIT records of ``ids``, newest first, each row carrying the list's
+    name and how many ids there are."""
+    matching = ids.cte()
     total = select(func.count()).select_from(matching).scalar_subquery()
-    return (
-        select(Feedback.id, Feedback.title, Feedback.created_at, total.label("total"))
-        .where(*conditions)
+    newest = (
+        select(
+            literal(list_name).label("list"),
+            Feedback.id,
+            Feedback.title,
+            Feedback.created_at,
+            total.label("total"),
+        )
+        .where(Feedback.id.in_(select(matching.c.id)))
         .order_by(Feedback.id.desc())
         .limit(CANVAS_LIST_LIMIT)
     )
+    return select(newest.subquery())
 
 
-# The first canvas's lookups, built once: each request only binds its values.
-FEEDBACK_IN_CONVERSATION = newest_first(
-    Feedback.workspace_id == bindparam("workspace_id"),
-    Feedback.conversation_id == bindparam("conversation_id"),
-)
-FEEDBACK_FROM_CUSTOMER_ELSEWHERE = newest_first(
-    or_(
-        (Feedback.workspace_id == bindparam("workspace_id"))
-        & (Feedback.contact_id == bindparam("contact_id")),
-        Feedback.customer_email == bindparam("customer_email"),
+FIRST_CANVAS_LISTS = union_all(
+    newest_first(
+        "conversation",
+        newest_ids(
+            Feedback.workspace_id == bindparam("workspace_id"),
+            Feedback.conversation_id == bindparam("conversation_id"),
+        ),
     ),
-    or_(
-        Feedback.conversation_id.is_(None),
-        Feedback.conversation_id != bindparam("conversation_id"),
+    # A customer is their Intercom contact in this workspace, or their email address (which
+    # also finds the feedback added by hand).
+    newest_first(
+        "customer",
+        union(
+            newest_ids_elsewhere(
+                (Feedback.workspace_id == bindparam("workspace_id"))
+                & (Feedback.contact_id == bindparam("contact_id"))
+            ),
+            newest_ids_elsewhere(Feedback.customer_email == bindparam("customer_email")),
+        ),
     ),
 )
 WORKSPACE_CONNECTION = select(IntercomConnection.id).where(
@@ -1048,46 +1102,46 @@ WORKSPACE_CONNECTION = select(IntercomConnection.id).where(
 )
 
 
-def newest_feedback(statement: Select, **values: Any) -> tuple[list[Row], int]:
-    """The rows of a newest_first() query, and how many match (a None value matches nothing)."""
-    rows = db.session.connection().execute(statement, values).all()
-    return rows, (rows[0].total if rows else 0)
+def first_canvas_lists(context: InboxContext) -> dict[str, list[Row]]:
+    """This conversation's newest records and this customer's from elsewhere, by list name.
+    A None value matches nothing."""
+    values = {
+        "workspace_id": context.workspace_id,
+        # An unknown conversation holds no record: all the customer's are elsewhere.
+        "conversation_id": context.conversation_id or "",
+        "contact_id": context.contact_id,
+        "customer_email": context.customer_email or None,
+    }
+    lists: dict[str, list[Row]] = {"conversation": [], "customer": []}
+    for row in db.session.connection().execute(FIRST_CANVAS_LISTS, values):
+        lists[row.list].append(row)
+    for rows in lists.values():
+        rows.sort(key=lambda row: row.id, reverse=True)  # a UNION promises no order
+    return lists
 
 
-def more_text(shown: int, total: int) -> dict[str, Any]:
+def listed(records: list[Row]) -> list[dict[str, Any]]:
+    """A list of records and, below it, how many more there are."""
+    shown, total = len(records), records[0].total
+    if total <= shown:
+        return [feedback_list(records)]
     more = f"{total - shown}+" if total >= COUNT_CAP else f"+{total - shown}"
-    return text(f"{more} more in Hedwig", "muted")
+    return [feedback_list(records), text(f"{more} more in Hedwig", "muted")]
 
 
 def first_canvas(context: InboxContext) -> dict[str, Any]:
     """What this conversation and this customer already gave, and a Record button. It is sent
-    on every conversation switch: two indexed queries, no outside calls, no primary button."""
+    on every conversation switch: one indexed statement, no outside calls, no primary button."""
+    lists = first_canvas_lists(context)
     components = [text("Feedback from this conversation", "header")]
-    in_conversation, total = newest_feedback(
-        FEEDBACK_IN_CONVERSATION,
-        workspace_id=context.workspace_id,
-        conversation_id=context.conversation_id,
-    )
-    if in_conversation:
-        components.append(feedback_list(in_conversation))
-        if total > len(in_conversation):
-            components.append(more_text(len(in_conversation), total))
+    if lists["conversation"]:
+        components += listed(lists["conversation"])
     else:
         components.append(text("Nothing recorded from this conversation yet.", "muted"))
-
-    from_customer, total = newest_feedback(
-        FEEDBACK_FROM_CUSTOMER_ELSEWHERE,
-        workspace_id=context.workspace_id,
-        contact_id=context.contact_id,
-        customer_email=context.customer_email or None,
-        conversation_id=context.conversation_id or "",  # unknown: every record is elsewhere
-    )
-    if from_customer:
+    if lists["customer"]:
         who = markdown_escape(context.customer_name or context.customer_email)
         components.append(text(f"More from {who}", "header"))
-        components.append(feedback_list(from_customer))
-        if total > len(from_customer):
-            components.append(more_text(len(from_customer), total))
+        components += listed(lists["customer"])
     components.append(button("record", "Record feedback"))
     return canvas(components)
 
@@ -1195,10 +1249,8 @@ def workspace_connected(payload: Mapping[str, Any]) -> bool:
     workspace_id = id_or_none(payload.get("workspace_id"))
     if workspace_id == PREVIEW_WORKSPACE_ID:
         return False
-    connection = db.session.connection().execute(
-        WORKSPACE_CONNECTION, {"workspace_id": workspace_id}
-    )
-    return connection.first() is not None
+    found = db.session.connection().execute(WORKSPACE_CONNECTION, {"workspace_id": workspace_id})
+    return found.first() is not None
 
 
 def initialize_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]:

@@ -109,8 +109,9 @@ class Feedback(db.Model):
     __table_args__ = (
         # The list: newest first.
         Index("ix_feedback_created", "created_at", "id"),
-        # The first canvas: this conversation's feedback, and this customer's.
+        # The first canvas: this conversation's feedback, and this customer's. The customer's
+        # carry conversation_id, so telling "elsewhere" apart never reads the table.
         Index("ix_feedback_conversation", "workspace_id", "conversation_id", "id"),
-        Index("ix_feedback_contact", "workspace_id", "contact_id", "id"),
-        Index("ix_feedback_customer_email", "customer_email", "id"),
+        Index("ix_feedback_contact", "workspace_id", "contact_id", "id", "conversation_id"),
+        Index("ix_feedback_customer_email", "customer_email", "id", "conversation_id"),
     )

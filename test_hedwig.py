@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import flask_migrate
 import itsdangerous.timed
 import pytest
 import requests
@@ -620,6 +621,17 @@ def test_models_and_migrations_agree(app: Flask) -> None:
     with app.app_context(), db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
     assert differences == []
+
+
+def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) -> None:
+    add_feedback(app, title="Kept")
+    with app.app_context():
+        flask_migrate.downgrade(revision=hedwig.INITIAL_REVISION)
+        flask_migrate.upgrade()
+        with db.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+    assert differences == []
+    assert feedback_count(app) == 1
 
 
 def test_database_from_before_migrations_is_stamped_and_keeps_its_rows(tmp_path: Any) -> None:
@@ -1858,6 +1870,57 @@ def test_first_canvas_counts_a_long_history_only_up_to_a_cap(
     add_feedback(canvas_app, 150, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
     components = inbox.initialize()
     assert "97+ more in Hedwig" in texts(components)
+
+
+CUSTOMER = {"workspace_id": WORKSPACE_ID, "contact_id": CONTACT_ID}
+
+
+def customer_list(components: list[dict[str, Any]]) -> list[str]:
+    """The titles listed under "More from …"."""
+    header = components.index(text_component("More from Casey Customer", "header"))
+    return [item["title"] for item in components[header + 1]["items"]]
+
+
+def text_component(value: str, style: str) -> dict[str, Any]:
+    return {"type": "text", "text": value, "style": style}
+
+
+def test_feedback_known_by_contact_and_email_is_listed_and_counted_once(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(
+        canvas_app,
+        5,
+        **CUSTOMER,
+        conversation_id="999",
+        customer_email="casey.customer@example.com",
+    )
+    components = inbox.initialize()
+    assert customer_list(components) == ["Feedback 4", "Feedback 3", "Feedback 2"]
+    assert texts(components)[-1] == "+2 more in Hedwig"
+
+
+def test_customer_list_sees_past_a_long_history_in_this_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    """The customer's other feedback is found behind up to COUNT_CAP of their records in this
+    conversation (the bound that keeps a long conversation as cheap as a short one)."""
+    for conversation_id in ("earlier-1", "earlier-2", "earlier-3", "earlier-4"):
+        add_feedback(canvas_app, title=conversation_id, conversation_id=conversation_id, **CUSTOMER)
+    add_feedback(canvas_app, hedwig.COUNT_CAP, conversation_id=CONVERSATION_ID, **CUSTOMER)
+    components = inbox.initialize()
+    assert customer_list(components) == ["earlier-4", "earlier-3", "earlier-2"]
+    assert texts(components)[-1] == "+1 more in Hedwig"
+    assert "97+ more in Hedwig" in texts(components)  # this conversation's own list
+
+
+def test_customer_list_counts_a_long_history_only_up_to_a_cap(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 150, conversation_id="999", **CUSTOMER)
+    components = inbox.initialize()
+    assert customer_list(components) == ["Feedback 149", "Feedback 148", "Feedback 147"]
+    assert texts(components)[-1] == "97+ more in Hedwig"
 
 
 # --- The canvas preview --------------------------------------------------------------------------
