@@ -61,7 +61,7 @@ from sqlalchemy import (
     union,
     union_all,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -141,6 +141,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(require_sign_in)
     app.before_request(check_csrf_token)
     app.after_request(add_security_headers)
+    app.teardown_appcontext(close_read_connection)
     app.context_processor(template_globals)
     app.add_template_filter(format_datetime, "datetime")
     app.add_template_filter(canvas_markdown)
@@ -304,6 +305,9 @@ CANVAS_ENDPOINTS = {"canvas_initialize", "canvas_submit"}
 
 
 def load_signed_in_user() -> None:
+    if request.endpoint in CANVAS_ENDPOINTS:  # Intercom's servers: no user, no cookie to read
+        g.user = None
+        return
     user_id = session.get("user_id")
     g.user = db.session.get(User, user_id) if user_id is not None else None
 
@@ -1102,6 +1106,21 @@ WORKSPACE_CONNECTION = select(IntercomConnection.id).where(
 )
 
 
+def read_connection() -> Connection:
+    """This request's connection for the canvas lookups, opened on first use and closed at
+    teardown. Intercom calls initialize on every conversation switch: plain Core rows, without
+    the ORM session, whose bookkeeping costs more than the indexed queries themselves."""
+    if "read_connection" not in g:
+        g.read_connection = db.engine.connect()
+    return g.read_connection
+
+
+def close_read_connection(error: BaseException | None = None) -> None:
+    connection = g.pop("read_connection", None)
+    if connection is not None:
+        connection.close()
+
+
 def first_canvas_lists(context: InboxContext) -> dict[str, list[Row]]:
     """This conversation's newest records and this customer's from elsewhere, by list name.
     A None value matches nothing."""
@@ -1113,7 +1132,7 @@ def first_canvas_lists(context: InboxContext) -> dict[str, list[Row]]:
         "customer_email": context.customer_email or None,
     }
     lists: dict[str, list[Row]] = {"conversation": [], "customer": []}
-    for row in db.session.connection().execute(FIRST_CANVAS_LISTS, values):
+    for row in read_connection().execute(FIRST_CANVAS_LISTS, values):
         lists[row.list].append(row)
     for rows in lists.values():
         rows.sort(key=lambda row: row.id, reverse=True)  # a UNION promises no order
@@ -1243,13 +1262,13 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
     return saved_canvas(record)
 
 
-def workspace_connected(payload: Mapping[str, Any]) -> bool:
+def workspace_connected(payload: Mapping[str, Any], connection: Connection) -> bool:
     """Whether the request's workspace connected through OAuth. The preview's workspace never
     has: a real canvas request naming it is refused like any unconnected one."""
     workspace_id = id_or_none(payload.get("workspace_id"))
     if workspace_id == PREVIEW_WORKSPACE_ID:
         return False
-    found = db.session.connection().execute(WORKSPACE_CONNECTION, {"workspace_id": workspace_id})
+    found = connection.execute(WORKSPACE_CONNECTION, {"workspace_id": workspace_id})
     return found.first() is not None
 
 
@@ -1331,12 +1350,15 @@ def register_canvas_routes(app: Flask) -> None:
     @app.post("/intercom/canvas/initialize")
     def canvas_initialize() -> Response:
         payload = read_canvas_request()
-        return canvas_response(initialize_canvas(payload, workspace_connected(payload)))
+        connected = workspace_connected(payload, read_connection())
+        return canvas_response(initialize_canvas(payload, connected))
 
     @app.post("/intercom/canvas/submit")
     def canvas_submit() -> Response:
         payload = read_canvas_request()
-        return canvas_response(submit_canvas(payload, workspace_connected(payload)))
+        # On the ORM session's connection: a save goes on to use it.
+        connected = workspace_connected(payload, db.session.connection())
+        return canvas_response(submit_canvas(payload, connected))
 
     # The preview plays Intercom's part in the browser, through the same canvas functions. Its
     # authority is the signed-in session and the CSRF token, not a signature, so it works with

@@ -1885,6 +1885,18 @@ def text_component(value: str, style: str) -> dict[str, Any]:
     return {"type": "text", "text": value, "style": style}
 
 
+def test_canvas_requests_give_their_database_connections_back(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    """Initialize runs on every conversation switch: a connection kept per request would
+    exhaust the pool within minutes."""
+    for _ in range(20):
+        inbox.initialize()
+        inbox.click("back")
+    with canvas_app.app_context():
+        assert db.engine.pool.checkedout() == 0
+
+
 def test_feedback_known_by_contact_and_email_is_listed_and_counted_once(
     canvas_app: Flask, inbox: Inbox
 ) -> None:
