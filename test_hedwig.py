@@ -1877,12 +1877,10 @@ CUSTOMER = {"workspace_id": WORKSPACE_ID, "contact_id": CONTACT_ID}
 
 def customer_list(components: list[dict[str, Any]]) -> list[str]:
     """The titles listed under "More from …"."""
-    header = components.index(text_component("More from Casey Customer", "header"))
+    header = components.index(
+        {"type": "text", "text": "More from Casey Customer", "style": "header"}
+    )
     return [item["title"] for item in components[header + 1]["items"]]
-
-
-def text_component(value: str, style: str) -> dict[str, Any]:
-    return {"type": "text", "text": value, "style": style}
 
 
 def test_canvas_requests_give_their_database_connections_back(
