@@ -21,6 +21,7 @@ run: $(VENV)/.installed-run
 # The suite runs on SQLite, and on a throwaway PostgreSQL too when PostgreSQL is installed.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@command -v chromium >/dev/null || \
 	  echo "Chromium is not installed: the browser tests will be skipped (apt-get install chromium)." >&2
 	.ci/with-postgres $(PY) -m pytest

@@ -43,46 +43,12 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, String, create_engine, event, insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from conftest import CLIENT_SECRET, INITIALIZE, PASSWORD, SECRET_KEY, WORKSPACE_ID, sign
+
 HERE = Path(__file__).parent
-CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
-SECRET_KEY = "bench-secret-key-0123456789abcdef-0123456789"
-WORKSPACE_ID = "abc12def"
-CONVERSATION_ID = "215471234567890"
-CONTACT_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
-PASSWORD = "bench password"
-# A realistic canvas request: the documented Inbox payload's fields that matter.
-PAYLOAD: dict[str, Any] = {
-    "workspace_id": WORKSPACE_ID,
-    "workspace_region": "us",
-    "admin": {
-        "type": "admin",
-        "id": "5551234",
-        "name": "Alex Agent",
-        "email": "alex.agent@example.com",
-    },
-    "conversation": {
-        "type": "conversation",
-        "id": CONVERSATION_ID,
-        "source": {
-            "type": "conversation",
-            "body": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
-            "author": {
-                "type": "user",
-                "id": CONTACT_ID,
-                "name": "Casey Customer",
-                "email": "casey.customer@example.com",
-            },
-        },
-    },
-    "contact": {
-        "type": "contact",
-        "id": CONTACT_ID,
-        "name": "Casey Customer",
-        "email": "casey.customer@example.com",
-        "external_id": "cust_42",
-    },
-    "context": {"conversation_id": int(CONVERSATION_ID), "location": "conversation"},
-}
+HEDWIG = "hedwig:create_app()"  # as gunicorn is told in the README
+# The documented Inbox payload and the test suite's secrets: one copy, in conftest.py.
+PAYLOAD: dict[str, Any] = INITIALIZE
 
 
 # The same request from a conversation in which this customer gave 2,000 records.
@@ -157,24 +123,14 @@ def reference_app(database_url: str | None = None) -> Flask:
 
     @app.post("/first-canvas")
     def first_canvas() -> dict[str, Any]:
-        """Initialize's database work at its least: the echo plus Hedwig's own two statements
+        """Initialize's database work at its least: the echo plus Hedwig's own two lookups
         (is the workspace connected; both lists) on a Core connection, on Hedwig's database."""
         payload = verified_json()
         context = hedwig.InboxContext.from_payload(payload)
         with canvas_database.connect() as connection:
-            connected = connection.execute(
-                hedwig.WORKSPACE_CONNECTION, {"workspace_id": context.workspace_id}
-            ).first()
-            rows = connection.execute(
-                hedwig.FIRST_CANVAS_LISTS,
-                {
-                    "workspace_id": context.workspace_id,
-                    "conversation_id": context.conversation_id,
-                    "contact_id": context.contact_id,
-                    "customer_email": context.customer_email,
-                },
-            ).all()
-        text = f"{connected is not None}: {len(rows)} records"
+            connected = hedwig.workspace_connected(context.workspace_id, connection)
+            lists = hedwig.first_canvas_lists(connection, context)
+        text = f"{connected}: {sum(map(len, lists.values()))} records"
         return {"canvas": {"content": {"components": [{"type": "text", "text": text}]}}}
 
     return app
@@ -325,7 +281,7 @@ def signed_lines(payloads: Iterator[dict[str, Any]]) -> str:
     lines = []
     for payload in payloads:
         body = json.dumps(payload)
-        signature = hmac.new(CLIENT_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        signature = sign(body.encode())
         lines.append(f"{signature}\t{body}")
     return "\n".join(lines) + "\n"
 
@@ -466,7 +422,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
         with reference_app(reference_env["BENCH_REFERENCE_DB"]).app_context():
             reference_db.create_all()
         with (
-            gunicorn("hedwig:app", hedwig_env(work, f"sqlite:///{work / 'hedwig.db'}"), work) as (
+            gunicorn(HEDWIG, hedwig_env(work, reference_env["BENCH_HEDWIG_DB"]), work) as (
                 hedwig_url,
                 hedwig_pid,
             ),
@@ -569,7 +525,7 @@ def run_postgres(
     app = prepare_hedwig(work, url)
     fill_to(app, 2000)
     (work / "submit-pg.txt").write_text(signed_lines(submit_payloads(60_000, "postgres")))
-    with gunicorn("hedwig:app", hedwig_env(work, url), work) as (hedwig_url, _):
+    with gunicorn(HEDWIG, hedwig_env(work, url), work) as (hedwig_url, _):
         cookie = ["-H", f"Cookie: {session_cookie(hedwig_url)}"]
         list_2k = wrk(f"{hedwig_url}/", seconds, *cookie)
         submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit-pg.txt", seconds)

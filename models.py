@@ -1,5 +1,6 @@
 """Hedwig's tables: users, Intercom connections, used OAuth states and feedback.
 
+Each length a column allows is named here once, and every validator in hedwig.py uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
 """
 
@@ -7,18 +8,33 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from cryptography.fernet import Fernet, InvalidToken
+from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
 
+EMAIL_MAX = 254  # the longest address SMTP allows
+NAME_MAX = 255
+ID_MAX = 64  # Intercom's ids (workspace, conversation, contact, admin) and form nonces
 TITLE_MAX = 200
+DESCRIPTION_MAX = 10_000
 # The canvas preview's own workspace: "connected" for the preview alone, never for Intercom.
 PREVIEW_WORKSPACE_ID = "hedwig-preview"
-DESCRIPTION_MAX = 10_000
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def normalize_email(email: str) -> str:
+    """The one form an address is stored and compared in."""
+    return email.strip().lower()
+
+
+def is_email(email: str) -> bool:
+    return "@" in email and len(email) <= EMAIL_MAX
 
 
 class Base(DeclarativeBase):
@@ -41,30 +57,55 @@ class User(db.Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), unique=True)  # always lower-cased
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)  # normalize_email()
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+def token_cipher() -> Fernet:
+    """The key that encrypts Intercom tokens, loaded at start (hedwig.load_token_cipher)."""
+    return current_app.extensions["hedwig_token_cipher"]
+
 
 class IntercomConnection(db.Model):
-    """One connected Intercom workspace and the OAuth token it granted."""
+    """One connected Intercom workspace and the token it granted, encrypted."""
 
     __tablename__ = "intercom_connections"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Intercom's app.id_code: the workspace_id every canvas request carries.
-    workspace_id: Mapped[str] = mapped_column(String(64), unique=True)
-    workspace_name: Mapped[str] = mapped_column(String(255), default="")
-    # Fernet-encrypted; the key lives outside the database (see hedwig.token_cipher).
+    workspace_id: Mapped[str] = mapped_column(String(ID_MAX), unique=True)
+    workspace_name: Mapped[str] = mapped_column(String(NAME_MAX), default="")
+    # Fernet-encrypted, with a key kept outside the database: set and read it as .token.
     encrypted_token: Mapped[str] = mapped_column(Text)
-    admin_id: Mapped[str | None] = mapped_column(String(64))
-    admin_name: Mapped[str | None] = mapped_column(String(255))
-    admin_email: Mapped[str | None] = mapped_column(String(254))
+    admin_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    admin_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    admin_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
     connected_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    connected_by: Mapped[User | None] = relationship()
+    @property
+    def token(self) -> str | None:
+        """The access token, or None when it no longer decrypts (the key changed)."""
+        try:
+            return token_cipher().decrypt(self.encrypted_token.encode()).decode()
+        except InvalidToken:
+            return None
+
+    @token.setter
+    def token(self, token: str) -> None:
+        self.encrypted_token = token_cipher().encrypt(token.encode()).decode()
+
+    @property
+    def token_readable(self) -> bool:
+        return self.token is not None
 
 
 class UsedOAuthState(db.Model):
@@ -72,7 +113,7 @@ class UsedOAuthState(db.Model):
 
     __tablename__ = "used_oauth_states"
 
-    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     used_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -81,20 +122,20 @@ class Feedback(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
-    description: Mapped[str] = mapped_column(Text, default="")
-    customer_name: Mapped[str] = mapped_column(String(255), default="")
-    customer_email: Mapped[str] = mapped_column(String(254), default="")
+    description: Mapped[str] = mapped_column(Text, default="")  # up to DESCRIPTION_MAX
+    customer_name: Mapped[str] = mapped_column(String(NAME_MAX), default="")
+    customer_email: Mapped[str] = mapped_column(String(EMAIL_MAX), default="")
     source: Mapped[str] = mapped_column(String(16), default="web")  # "web" or "intercom"
 
     # Where it was heard, when it came from the Intercom Inbox.
-    workspace_id: Mapped[str | None] = mapped_column(String(64))
-    conversation_id: Mapped[str | None] = mapped_column(String(64))
-    contact_id: Mapped[str | None] = mapped_column(String(64))
-    admin_id: Mapped[str | None] = mapped_column(String(64))
-    admin_name: Mapped[str | None] = mapped_column(String(255))
-    admin_email: Mapped[str | None] = mapped_column(String(254))
+    workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    conversation_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    contact_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    admin_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    admin_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    admin_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
     # The one-time nonce of the canvas form that created it: a double submit hits this key.
-    submit_nonce: Mapped[str | None] = mapped_column(String(64), unique=True)
+    submit_nonce: Mapped[str | None] = mapped_column(String(ID_MAX), unique=True)
 
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -105,6 +146,17 @@ class Feedback(db.Model):
     def origin(self) -> str:
         """Where it was recorded: web, intercom, or preview (the canvas preview)."""
         return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
+
+    @property
+    def conversation_url(self) -> str | None:
+        """The conversation in Intercom's Inbox. Intercom documents no permalink: this is the
+        form public code uses, kept in this one place."""
+        if not self.workspace_id or not self.conversation_id or self.origin == "preview":
+            return None
+        return (
+            f"https://app.intercom.com/a/inbox/{self.workspace_id}"
+            f"/inbox/conversation/{self.conversation_id}"
+        )
 
     __table_args__ = (
         # The list: newest first.

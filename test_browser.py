@@ -19,21 +19,15 @@ import pytest
 from werkzeug.serving import make_server
 
 import hedwig
-from models import IntercomConnection, db
+from conftest import PASSWORD, SECRET_KEY, connect_workspace
+from models import db
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_HINT = "Chromium not installed: apt-get install chromium"
 SCREENSHOTS = os.environ.get("HEDWIG_SCREENSHOTS")
-EMAIL, PASSWORD = "ada@example.com", "correct horse battery"
+EMAIL = "ada@example.com"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("HEDWIG_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Any]]]:
         app = hedwig.create_app(
             {
                 "INSTANCE_PATH": str(tmp_path / "instance"),
-                "SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
+                "SECRET_KEY": SECRET_KEY,
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
                 **settings,
             }
@@ -195,15 +189,7 @@ def test_connect_button_follows_the_connection(
     connect = page.locator("header a:text('Connect with Intercom')")
     assert connect.get_attribute("href") == "/intercom/connect"
 
-    with app.app_context():  # what a finished OAuth flow leaves (tested in test_hedwig.py)
-        db.session.add(
-            IntercomConnection(
-                workspace_id="abc12def",
-                workspace_name="Example Co workspace",
-                encrypted_token=hedwig.token_cipher().encrypt(b"token").decode(),
-            )
-        )
-        db.session.commit()
+    connect_workspace(app)  # what a finished OAuth flow leaves (tested in test_hedwig.py)
     page.reload()
     assert "Connected to Example Co workspace" in page.locator("header").inner_text()
     page.click("header button:text('Disconnect')")

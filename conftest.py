@@ -1,0 +1,450 @@
+"""What Hedwig's tests share: the app on SQLite and PostgreSQL, a signed-in browser, the
+Intercom stand-in on loopback, Intercom's documented payloads and a driver playing Intercom's
+part in the Inbox. test_hedwig.py, test_browser.py and bench_hedwig.py use them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+from sqlalchemy import func, select
+from werkzeug import Request, Response
+
+import hedwig
+from models import Feedback, IntercomConnection, db
+
+SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests configure Hedwig themselves: no HEDWIG_* setting leaks in from the shell."""
+    for name in list(os.environ):
+        if name.startswith("HEDWIG_"):
+            monkeypatch.delenv(name)
+
+
+# The suite runs against SQLite and, where a server is reachable, PostgreSQL (make test starts
+# a throwaway one when PostgreSQL is installed: see .ci/with-postgres).
+POSTGRES_URL = os.environ.get("HEDWIG_TEST_POSTGRES_URL", "")
+POSTGRES_HINT = (
+    "PostgreSQL not reachable: apt-get install postgresql, then make test "
+    "(or set HEDWIG_TEST_POSTGRES_URL)"
+)
+created_apps: list[Flask] = []
+
+
+def config_for(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
+        "BASE_URL": "https://hedwig.example",
+        **overrides,
+    }
+
+
+def make_app(tmp_path: Any, **overrides: Any) -> Flask:
+    app = hedwig.create_app(config_for(tmp_path, **overrides))
+    created_apps.append(app)
+    if not is_sqlite(app):
+        hedwig.upgrade_database(app)  # what `flask db upgrade` does
+    return app
+
+
+def is_sqlite(app: Flask) -> bool:
+    return app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def dispose_engines() -> Iterator[None]:
+    """Close each test's database connections, so a PostgreSQL server is not left with
+    hundreds of idle ones."""
+    yield
+    while created_apps:
+        with created_apps.pop().app_context():
+            db.engine.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
+        connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test that touches the database runs on both: an SQLite file, and an emptied
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hedwig.db'}"
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_HINT)
+    empty_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def app(tmp_path: Any, database_url: str) -> Flask:
+    return make_app(tmp_path, DATABASE_URL=database_url)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def csrf(client: FlaskClient) -> str:
+    with client.session_transaction() as session:
+        session.setdefault("csrf_token", "csrf-token-for-tests")
+        return session["csrf_token"]
+
+
+def post(client: FlaskClient, url: str, data: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """A form POST as the browser sends it: with the page's CSRF token."""
+    return client.post(url, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
+
+
+def create_user(app: Flask, email: str = "ada@example.com", password: str = PASSWORD) -> int:
+    with app.app_context():
+        return hedwig.add_user(email, password).id
+
+
+def sign_in(client: FlaskClient, email: str = "ada@example.com") -> None:
+    response = post(client, "/login", {"email": email, "password": PASSWORD})
+    assert response.status_code == 302
+
+
+@pytest.fixture
+def signed_in(app: Flask, client: FlaskClient) -> FlaskClient:
+    create_user(app)
+    sign_in(client)
+    return client
+
+
+def add_feedback(app: Flask, count: int = 1, **fields: Any) -> list[int]:
+    with app.app_context():
+        rows = [
+            Feedback(**{"title": f"Feedback {n}", "source": "web", **fields}) for n in range(count)
+        ]
+        db.session.add_all(rows)
+        db.session.commit()
+        return [row.id for row in rows]
+
+
+def feedback_count(app: Flask) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count(Feedback.id)))
+
+
+def page_text(response: Any) -> str:
+    return response.get_data(as_text=True)
+
+
+# --- The Intercom stand-in on loopback ---------------------------------------------------------
+
+CLIENT_ID = "hedwig-test-client"
+CLIENT_SECRET = "client-secret-that-must-never-show-0123456789"
+CODE = "Y29kZS1mcm9tLWludGVyY29t=="  # Intercom's codes can end in "="
+TOKEN = "dG9rOmV4YW1wbGUtbm90LWEtcmVhbC10b2tlbi0wMDAxOjE6MA=="
+WORKSPACE_ID = "abc12def"
+ME = {
+    "type": "admin",
+    "id": "5551234",
+    "email": "alex.agent@example.com",
+    "name": "Alex Agent",
+    "email_verified": True,
+    "app": {
+        "type": "app",
+        "id_code": WORKSPACE_ID,
+        "name": "Example Co workspace",
+        "created_at": 1661876617,
+        "secure": True,
+        "identity_verification": True,
+        "timezone": "Europe/Dublin",
+        "region": "US",
+    },
+    "avatar": {"type": "avatar", "image_url": "https://static.intercomassets.com/a.png"},
+    "has_inbox_seat": True,
+}
+
+
+@pytest.fixture
+def intercom_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Flask:
+    """Hedwig with Intercom settings, its API pointed at the loopback stand-in."""
+    return make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_OAUTH_URL="https://intercom.example/oauth",
+        INTERCOM_API_URL=httpserver.url_for("/").rstrip("/"),
+        INTERCOM_TIMEOUT=1,
+    )
+
+
+@pytest.fixture
+def agent(intercom_app: Flask) -> FlaskClient:
+    """A signed-in browser on the Intercom-configured Hedwig."""
+    create_user(intercom_app)
+    client = intercom_app.test_client()
+    sign_in(client)
+    return client
+
+
+def token_answer(request: Request) -> Response:
+    """Intercom's token endpoint: only the exact code, client id and secret get a token."""
+    form = request.form
+    if (form.get("code"), form.get("client_id"), form.get("client_secret")) != (
+        CODE,
+        CLIENT_ID,
+        CLIENT_SECRET,
+    ):
+        return Response('{"type": "error.list", "errors": [{"code": "unauthorized"}]}', 401)
+    body = {"token_type": "Bearer", "token": TOKEN, "access_token": TOKEN}
+    return Response(json.dumps(body), 200, content_type="application/json")
+
+
+def me_answer(request: Request) -> Response:
+    if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        return Response('{"type": "error.list"}', 401, content_type="application/json")
+    return Response(json.dumps(ME), 200, content_type="application/json")
+
+
+def serve_intercom(httpserver: HTTPServer, token: Any = token_answer, me: Any = me_answer) -> None:
+    httpserver.expect_request("/auth/eagle/token", method="POST").respond_with_handler(token)
+    httpserver.expect_request("/me", method="GET").respond_with_handler(me)
+
+
+# --- The Inbox: Intercom's payloads, its canvas rules, and a driver playing its part ------------
+
+# Intercom's documented initialize payload for an Inbox app (trimmed of fields Hedwig ignores).
+INITIALIZE = {
+    "workspace_id": WORKSPACE_ID,
+    "workspace_region": "us",
+    "admin": {
+        "type": "admin",
+        "id": "5551234",
+        "name": "Alex Agent",
+        "email": "alex.agent@example.com",
+        "job_title": "Support Engineer",
+        "team_ids": [814865],
+    },
+    "conversation": {
+        "type": "conversation",
+        "id": "215471234567890",
+        "title": None,
+        "created_at": 1719479000,
+        "state": "open",
+        "admin_assignee_id": 5551234,
+        "source": {
+            "type": "conversation",
+            "id": "2912345678",
+            "delivered_as": "customer_initiated",
+            "subject": "",
+            "body": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
+            "author": {
+                "type": "user",
+                "id": "65f0a1b2c3d4e5f6a7b8c9d0",
+                "name": "Casey Customer",
+                "email": "casey.customer@example.com",
+            },
+            "attachments": [],
+            "url": "https://app.example.com/reports",
+        },
+        "contacts": {
+            "type": "contact.list",
+            "contacts": [{"type": "contact", "id": "65f0a1b2c3d4e5f6a7b8c9d0"}],
+        },
+    },
+    "contact": {
+        "type": "contact",
+        "id": "65f0a1b2c3d4e5f6a7b8c9d0",
+        "workspace_id": WORKSPACE_ID,
+        "external_id": "cust_42",
+        "role": "user",
+        "email": "casey.customer@example.com",
+        "name": "Casey Customer",
+        "custom_attributes": {"plan": "pro"},
+    },
+    "context": {"conversation_id": 215471234567890, "location": "conversation", "locale": "en"},
+}
+CONVERSATION_ID = "215471234567890"
+CONTACT_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
+
+TEXT_STYLES = {"header", "paragraph", "muted", "error"}
+BUTTON_STYLES = {"primary", "secondary", "link"}
+# Rough heights in Intercom's Inbox, to hold the first canvas to its 400 px rule.
+HEIGHTS = {"text": 20, "button": 32, "input": 64, "textarea": 96, "spacer": 16, "divider": 16}
+LIST_ITEM_HEIGHT, GAP = 40, 8
+CANVAS_CAP = 64 * 1024
+
+
+def assert_valid_action(action: Any) -> None:
+    assert action["type"] in ("submit", "url")
+    if action["type"] == "url":
+        url = urlsplit(action["url"])
+        assert url.scheme == "https" and url.netloc, action
+
+
+def assert_valid_component(component: dict[str, Any]) -> None:
+    kind = component["type"]
+    if kind == "text":
+        assert isinstance(component["text"], str) and component["text"]
+        assert component.get("style", "paragraph") in TEXT_STYLES
+    elif kind == "button":
+        assert component["id"] and component["label"]
+        assert component.get("style", "primary") in BUTTON_STYLES
+        assert_valid_action(component["action"])
+    elif kind == "input":
+        assert component["id"]
+        assert component.get("save_state", "unsaved") in ("unsaved", "saved", "failed")
+        assert isinstance(component.get("value", ""), str)
+    elif kind == "textarea":
+        assert component["id"]
+        assert isinstance(component.get("error", False), bool)
+        assert isinstance(component.get("value", ""), str)
+    elif kind == "list":
+        assert component["items"]
+        for item in component["items"]:
+            assert item["type"] == "item"
+            assert item["id"] and item["title"]
+            if "action" in item:
+                assert_valid_action(item["action"])
+    elif kind == "data-table":
+        assert all(item["type"] == "field-value" for item in component["items"])
+    else:
+        assert kind in ("spacer", "divider"), f"unknown component {kind}"
+
+
+def canvas_height(components: list[dict[str, Any]]) -> int:
+    height = sum(
+        LIST_ITEM_HEIGHT * len(c["items"]) if c["type"] == "list" else HEIGHTS[c["type"]]
+        for c in components
+    )
+    return height + GAP * (len(components) - 1)
+
+
+def assert_valid_canvas(body: Any, first: bool = False) -> list[dict[str, Any]]:
+    """Intercom's component catalogue and Inbox rules, checked on every canvas we receive."""
+    assert set(body) == {"canvas"}
+    content, stored_data = body["canvas"]["content"], body["canvas"].get("stored_data", {})
+    assert len(json.dumps(content, ensure_ascii=False).encode()) <= CANVAS_CAP
+    assert len(json.dumps(stored_data, ensure_ascii=False).encode()) <= CANVAS_CAP
+    components = content["components"]
+    assert components
+    for component in components:
+        assert_valid_component(component)
+    ids = [c["id"] for c in components if "id" in c]
+    assert len(ids) == len(set(ids)), "component ids must be unique"
+    if first:
+        assert not [c for c in components if c.get("style") == "primary" and c["type"] == "button"]
+        assert canvas_height(components) <= 400
+    return components
+
+
+def sign(body: bytes, secret: str = CLIENT_SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def connect_workspace(app: Flask) -> None:
+    """What a finished OAuth flow leaves behind for the fixture workspace."""
+    with app.app_context():
+        connection = IntercomConnection(
+            workspace_id=WORKSPACE_ID, workspace_name="Example Co workspace"
+        )
+        connection.token = TOKEN
+        db.session.add(connection)
+        db.session.commit()
+
+
+@pytest.fixture
+def canvas_app(intercom_app: Flask) -> Flask:
+    """Hedwig with the fixture workspace connected."""
+    connect_workspace(intercom_app)
+    return intercom_app
+
+
+class Inbox:
+    """Plays Intercom's part: signed canvas requests, and clicks on the returned canvas."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+
+    def send(self, endpoint: str, payload: Any, signature: str | None = None) -> Any:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        headers["X-Body-Signature"] = sign(body) if signature is None else signature
+        return self.client.post(f"/intercom/canvas/{endpoint}", data=body, headers=headers)
+
+    def initialize(self, payload: Any = None, **changes: Any) -> list[dict[str, Any]]:
+        response = self.send("initialize", {**(payload or INITIALIZE), **changes})
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        assert response.headers["Cache-Control"] == "no-store"
+        return assert_valid_canvas(response.json, first=True)
+
+    def click(
+        self,
+        component_id: str,
+        current: Any = None,
+        inputs: dict[str, str] | None = None,
+        payload: Any = None,
+    ) -> Any:
+        """Submit from the canvas `current` (a response body), as Intercom would."""
+        request = {
+            **(payload or INITIALIZE),
+            "component_id": component_id,
+            "input_values": inputs or {},
+            "current_canvas": (current or {}).get("canvas", {}),
+        }
+        response = self.send("submit", request)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        assert_valid_canvas(response.json)
+        return response.json
+
+    def form(self, payload: Any = None) -> Any:
+        return self.click("record", payload=payload)
+
+    def save(self, title: str, description: str = "", payload: Any = None) -> Any:
+        form = self.form(payload)
+        return self.click(
+            "save", form, {"title": title, "description": description}, payload=payload
+        )
+
+
+@pytest.fixture
+def inbox(canvas_app: Flask) -> Inbox:
+    return Inbox(canvas_app)
+
+
+def texts(components_or_body: Any) -> list[str]:
+    components = components_or_body
+    if isinstance(components_or_body, dict):
+        components = components_or_body["canvas"]["content"]["components"]
+    return [c["text"] for c in components if c["type"] == "text"]
+
+
+def component(body: Any, component_id: str) -> dict[str, Any]:
+    components = body["canvas"]["content"]["components"]
+    return next(c for c in components if c.get("id") == component_id)
+
+
+def stored_feedback(app: Flask) -> list[Feedback]:
+    with app.app_context():
+        return list(db.session.scalars(select(Feedback).order_by(Feedback.id)))
