@@ -1,12 +1,24 @@
 # Hedwig: `make run` serves the app, `make test` runs the tests. Both set up .venv first.
-VENV := .venv
+PYTHON ?= python3
+VENV ?= .venv
 PY := $(VENV)/bin/python
+
+# Python 3.11 or newer, said plainly before anything is installed.
+ifneq ($(shell $(PYTHON) -c 'import sys; print(sys.version_info >= (3, 11))' 2>/dev/null),True)
+$(error Hedwig needs Python 3.11 or newer, and $(PYTHON) is $(shell $(PYTHON) --version 2>&1). \
+Install a newer one (python.org, or your package manager), then run make again; \
+to use it by name: make run PYTHON=python3.12)
+endif
+# A .venv made by another Python (an upgrade, a copied folder) is rebuilt, not reused.
+ifneq ($(shell $(PY) -c 'import sys; print(sys.version)' 2>/dev/null),$(shell $(PYTHON) -c 'import sys; print(sys.version)'))
+$(shell rm -rf $(VENV))
+endif
 
 .PHONY: run test bench screenshots
 
 # Running needs requirements.txt; testing adds requirements-dev.txt.
 $(VENV)/.installed-run: requirements.txt
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@

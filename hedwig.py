@@ -15,13 +15,18 @@ Each section opens with its blueprint and views, then the helpers they call.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import hmac
+import html
 import io
+import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -29,8 +34,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from html.parser import HTMLParser
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -38,6 +42,7 @@ from urllib.parse import urlencode, urlsplit
 import click
 import flask_migrate
 import requests
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 from flask import (
     Blueprint,
@@ -61,6 +66,8 @@ from sqlalchemy import (
     Row,
     Select,
     bindparam,
+    column,
+    delete,
     event,
     func,
     inspect,
@@ -68,12 +75,22 @@ from sqlalchemy import (
     make_url,
     or_,
     select,
+    table,
     union,
     union_all,
+    update,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from models import (
     DESCRIPTION_MAX,
@@ -82,13 +99,16 @@ from models import (
     NAME_MAX,
     PREVIEW_WORKSPACE_ID,
     TITLE_MAX,
+    FailedSignIn,
     Feedback,
     IntercomConnection,
+    SignInSession,
     UsedOAuthState,
     User,
     db,
     is_email,
     normalize_email,
+    utcnow,
 )
 
 # --- 1. The app ------------------------------------------------------------------------------
@@ -100,14 +120,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     instance_path = config.pop("INSTANCE_PATH", None) or os.environ.get("HEDWIG_INSTANCE_PATH")
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     load_settings(app, config)
     init_database(app)
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
 
+    install_plumbing(app)
     for blueprint in (auth, feedback_log, connect, inbox, preview):
         app.register_blueprint(blueprint)
-    install_plumbing(app)
     for command in (init_db_command, create_user_command, backup_command, copy_db_command):
         app.cli.add_command(command)
     return app
@@ -121,6 +141,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 auth = Blueprint("auth", __name__)
 PASSWORD_MIN = 8
+# Failed sign-ins allowed per account, and per client, within the window; then 429 until the
+# oldest of them leaves it. Refused attempts compute no password hash.
+THROTTLE_LIMIT = 10
+THROTTLE_WINDOW = timedelta(minutes=15)
 
 
 def public(view: Callable) -> Callable:
@@ -138,11 +162,17 @@ def login() -> Any:
     if request.method == "GET":
         return render_template("login.html", next_url=next_url)
 
-    email = normalize_email(request.form.get("email", ""))
+    email = normalize_email(form_text("email", EMAIL_MAX))
+    client = request.remote_addr or "unknown"
+    retry_at = sign_in_throttled_until(email, client)
+    if retry_at is not None:
+        return sign_in_throttled(retry_at, next_url, email)
     user = db.session.scalar(select(User).where(User.email == email))
-    if user is None or not user.check_password(request.form.get("password", "")):
+    if not password_matches(user, request.form.get("password", "")):
+        record_failed_sign_in(email, client)
         error = "Wrong email or password."
         return render_template("login.html", next_url=next_url, error=error, email=email), 401
+    db.session.execute(delete(FailedSignIn).where(FailedSignIn.email == email))
     sign_in(user)
     return redirect(next_url)
 
@@ -157,7 +187,7 @@ def first_account() -> Any:
             return redirect(url_for("auth.login", next=next_url))
         return render_template("first_account.html", next_url=next_url)
 
-    email = normalize_email(request.form.get("email", ""))
+    email = normalize_email(form_text("email", EMAIL_MAX))
     password = request.form.get("password", "")
     error = validate_credentials(email, password)
     if not error and password != request.form.get("confirm", ""):
@@ -179,17 +209,27 @@ def first_account() -> Any:
 
 @auth.post("/logout")
 def logout() -> Response:
+    """End this sign-in for good: a copy of the old cookie no longer signs anyone in."""
+    key = session.get("session_key")
+    if isinstance(key, str):
+        db.session.execute(delete(SignInSession).where(SignInSession.key_hash == key_hash(key)))
+        db.session.commit()
     session.clear()
     return redirect(url_for("auth.login"))
 
 
 @auth.before_app_request
 def load_signed_in_user() -> None:
+    g.user = None
     if from_intercom():  # Intercom's servers: no user, no cookie to read
-        g.user = None
         return
-    user_id = session.get("user_id")
-    g.user = db.session.get(User, user_id) if user_id is not None else None
+    key = session.get("session_key")
+    if isinstance(key, str):
+        g.user = db.session.scalar(
+            select(User)
+            .join(SignInSession, SignInSession.user_id == User.id)
+            .where(SignInSession.key_hash == key_hash(key), SignInSession.expires_at > utcnow())
+        )
 
 
 @auth.before_app_request
@@ -270,25 +310,102 @@ def add_user(email: str, password: str) -> User:
 
 
 def sign_in(user: User) -> None:
+    """Start a sign-in that lasts PERMANENT_SESSION_LIFETIME, or until signing out."""
     session.clear()  # a fresh session: nothing from before sign-in carries over
-    session["user_id"] = user.id
+    key = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.execute(delete(SignInSession).where(SignInSession.expires_at <= now))
+    db.session.add(
+        SignInSession(
+            key_hash=key_hash(key),
+            user_id=user.id,
+            expires_at=now + current_app.permanent_session_lifetime,
+        )
+    )
+    db.session.commit()
+    session.permanent = True
+    session["session_key"] = key
+
+
+def key_hash(key: str) -> str:
+    """What the database keeps of a secret key: its hash, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def password_matches(user: User | None, password: str) -> bool:
+    """The password check, with the same work for an unknown email as for a known one, so
+    that timing does not tell which addresses have accounts."""
+    if user is None:
+        check_password_hash(decoy_password_hash(), password)
+        return False
+    return user.check_password(password)
+
+
+@functools.cache
+def decoy_password_hash() -> str:
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def sign_in_throttled_until(email: str, client: str) -> datetime | None:
+    """When sign-in may be tried again, if this account or this client has failed
+    THROTTLE_LIMIT times within THROTTLE_WINDOW; None when it may be tried now."""
+    since = utcnow() - THROTTLE_WINDOW
+    retry_at = None
+    for key, value in ((FailedSignIn.email, email), (FailedSignIn.client, client)):
+        oldest_counted = db.session.scalar(
+            select(FailedSignIn.failed_at)
+            .where(key == value, FailedSignIn.failed_at > since)
+            .order_by(FailedSignIn.failed_at.desc())
+            .offset(THROTTLE_LIMIT - 1)
+            .limit(1)
+        )
+        if oldest_counted is not None:
+            retry_at = max(retry_at or since, oldest_counted + THROTTLE_WINDOW)
+    return retry_at
+
+
+def sign_in_throttled(retry_at: datetime, next_url: str, email: str) -> tuple[str, int, dict]:
+    seconds = max(1, math.ceil((retry_at - utcnow()).total_seconds()))
+    error = (
+        f"Too many failed sign-ins. Try again in {math.ceil(seconds / 60)} minutes "
+        f"(at {retry_at:%H:%M} UTC)."
+    )
+    page = render_template("login.html", next_url=next_url, error=error, email=email)
+    return page, 429, {"Retry-After": str(seconds)}
+
+
+def record_failed_sign_in(email: str, client: str) -> None:
+    now = utcnow()
+    db.session.execute(delete(FailedSignIn).where(FailedSignIn.failed_at <= now - THROTTLE_WINDOW))
+    db.session.add(FailedSignIn(email=email, client=client[:ID_MAX], failed_at=now))
+    db.session.commit()
 
 
 # --- 3. The feedback log ---------------------------------------------------------------------
 
 feedback_log = Blueprint("log", __name__)
 PER_PAGE = 50
+PAGE_MAX = 1_000_000
+SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted essay
+FEEDBACK_FIELDS = {
+    "title": TITLE_MAX,
+    "description": DESCRIPTION_MAX,
+    "customer_name": NAME_MAX,
+    "customer_email": EMAIL_MAX,
+}
 
 
 @feedback_log.get("/")
 def index() -> str:
-    q = request.args.get("q", "").strip()
+    q = search_text()
     page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= PAGE_MAX:
+        abort(404, "There is no such page of the feedback log.")
     pagination = db.paginate(listed_feedback(q), page=page, per_page=PER_PAGE, error_out=False)
     return render_template("index.html", pagination=pagination, q=q)
 
 
-@feedback_log.get("/feedback/<int:feedback_id>")
+@feedback_log.get("/feedback/<id:feedback_id>")
 def show_feedback(feedback_id: int) -> str:
     return render_template("show.html", feedback=db.get_or_404(Feedback, feedback_id))
 
@@ -297,10 +414,7 @@ def show_feedback(feedback_id: int) -> str:
 def new_feedback() -> Any:
     if request.method == "GET":
         return render_template("new.html", values={}, errors={})
-    values = {
-        name: request.form.get(name, "").strip()
-        for name in ("title", "description", "customer_name", "customer_email")
-    }
+    values = {name: form_text(name, limit) for name, limit in FEEDBACK_FIELDS.items()}
     errors = validate_feedback(values)
     if errors:
         return render_template("new.html", values=values, errors=errors), 400
@@ -313,10 +427,18 @@ def new_feedback() -> Any:
 
 @feedback_log.get("/feedback.csv")
 def export_csv() -> Response:
-    statement = listed_feedback(request.args.get("q", "").strip())
+    statement = listed_feedback(search_text())
     response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="hedwig-feedback.csv"'
     return response
+
+
+def search_text() -> str:
+    """The list's ?q=, cleaned and bounded: a longer one is refused, not searched for."""
+    q = clean_text(request.args.get("q", ""), SEARCH_MAX)
+    if len(q) > SEARCH_MAX:
+        abort(400, f"Search for at most {SEARCH_MAX} characters.")
+    return q
 
 
 def listed_feedback(q: str) -> Select:
@@ -406,6 +528,7 @@ def csv_row(feedback: Feedback) -> list[str]:
     values = {
         **{column: getattr(feedback, column) for column in CSV_COLUMNS},
         "created_at": feedback.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "source": feedback.origin,  # the word the list shows: web, intercom or preview
     }
     return [csv_cell(values[column]) for column in CSV_COLUMNS]
 
@@ -466,7 +589,8 @@ def intercom_callback() -> Response:
 
 @connect.post("/intercom/disconnect")
 def intercom_disconnect() -> Response:
-    connection = db.get_or_404(IntercomConnection, request.form.get("connection_id", type=int) or 0)
+    connection_id = request.form.get("connection_id", type=record_id)
+    connection = db.get_or_404(IntercomConnection, connection_id or 0)
     name = connection.workspace_name
     db.session.delete(connection)
     db.session.commit()
@@ -607,15 +731,15 @@ def fetch_me(token: str) -> dict[str, str | None]:
     """Ask Intercom who granted the token: the workspace (app.id_code) and the admin."""
     body = call_intercom("GET", "/me", token=token)
     workspace = body.get("app") if isinstance(body.get("app"), dict) else {}
-    workspace_id = workspace.get("id_code")
-    if not isinstance(workspace_id, str) or not workspace_id:
+    workspace_id = id_or_none(workspace.get("id_code"))
+    if workspace_id is None:
         raise IntercomError("Intercom's /me answer named no workspace (app.id_code)")
     return {
         "workspace_id": workspace_id,
         "workspace_name": text_or_none(workspace.get("name")) or workspace_id,
-        "admin_id": text_or_none(body.get("id")),
+        "admin_id": id_or_none(body.get("id")),
         "admin_name": text_or_none(body.get("name")),
-        "admin_email": text_or_none(body.get("email")),
+        "admin_email": text_or_none(body.get("email"), EMAIL_MAX),
     }
 
 
@@ -627,7 +751,10 @@ def call_intercom(method: str, path: str, token: str | None = None, **kwargs: An
     url = current_app.config["INTERCOM_API_URL"].rstrip("/") + path
     timeout = current_app.config["INTERCOM_TIMEOUT"]
     try:
-        response = requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        # Never follow a redirect: it would carry the client secret or the token elsewhere.
+        response = requests.request(
+            method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
+        )
     except requests.Timeout:
         raise IntercomError(f"Intercom did not answer {path} within {timeout} seconds") from None
     except requests.RequestException as error:
@@ -665,14 +792,16 @@ def save_connection(
 def load_token_cipher(app: Flask) -> Fernet:
     """The key that encrypts Intercom tokens at rest: kept outside the database, so a copy of
     the database alone (a backup, say) holds no usable token."""
-    key = app.config.get("TOKEN_KEY") or instance_secret(
-        app, "token_key", lambda: Fernet.generate_key().decode()
-    )
+    key = app.config.get("TOKEN_KEY")
+    source = "HEDWIG_TOKEN_KEY"
+    if not key:
+        key = instance_secret(app, "token_key", lambda: Fernet.generate_key().decode())
+        source = str(Path(app.instance_path, "token_key"))
     try:
         return Fernet(key)
     except ValueError:
         raise RuntimeError(
-            "HEDWIG_TOKEN_KEY is not a Fernet key: make one with python -c 'from "
+            f"{source} does not hold a Fernet key: make one with python -c 'from "
             "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         ) from None
 
@@ -712,7 +841,7 @@ def canvas_error(error: HTTPException) -> tuple[dict[str, str], int]:
 
 def read_canvas_request() -> dict[str, Any]:
     """The verified JSON object Intercom sent, or an abort: 413, 503, 401, 400 in that order."""
-    body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before anything else
+    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
     secret = current_app.config["INTERCOM_CLIENT_SECRET"]
     if not secret:
         current_app.logger.error("Canvas request refused: HEDWIG_INTERCOM_CLIENT_SECRET is not set")
@@ -727,6 +856,22 @@ def read_canvas_request() -> dict[str, Any]:
     if not isinstance(payload, dict):
         abort(400, "The request body must be a JSON object.")
     return payload
+
+
+def read_body(limit: int) -> bytes:
+    """The raw body, or 413 past ``limit`` bytes, with or without a Content-Length (a chunked
+    body is otherwise cut at the limit without a word, and would fail its signature)."""
+    too_large = f"The request body is larger than {limit} bytes."
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, too_large)
+    request.max_content_length = limit + 1  # so that a byte past the limit can be seen
+    chunks, size = [], 0
+    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        abort(413, too_large)
+    return b"".join(chunks)
 
 
 def verify_canvas_signature(body: bytes, signature: str | None, secret: str) -> bool:
@@ -822,10 +967,10 @@ def field(data: Any, *path: str) -> Any:
 
 
 def text_or_none(value: Any, limit: int = NAME_MAX) -> str | None:
-    """A JSON value as bounded text: numbers become text, anything else None."""
+    """A JSON value as clean, bounded text: numbers become text, anything else None."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    return str(value)[:limit] or None
+    return clean_text(str(value), limit)[:limit] or None
 
 
 def id_or_none(value: Any) -> str | None:
@@ -954,7 +1099,9 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
         db.session.rollback()
         record = db.session.scalar(select(Feedback).where(Feedback.submit_nonce == nonce))
         if record is None or record.workspace_id != context.workspace_id:
-            raise
+            # A nonce another workspace spent: this form is not one Hedwig gave out here.
+            errors = {"form": "This form has expired. Check the details and save again."}
+            return form_canvas(context, title, description, errors=errors)
     return saved_canvas(record)
 
 
@@ -1006,46 +1153,42 @@ def feedback_url(record: Feedback | Row) -> str:
 # What customers write, made safe for a canvas.
 
 
-def html_to_text(html: str) -> str:
-    """The customer's message as plain text: tags dropped, entities decoded, blank runs folded."""
-    extractor = TextExtractor()
-    extractor.feed(html)
-    extractor.close()
-    lines = [" ".join(line.split()) for line in "".join(extractor.parts).splitlines()]
+HTML_READ_MAX = 10 * DESCRIPTION_MAX  # characters of markup read; the details keep fewer
+HTML_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*+)[^<>]*+>|<!--")
+BLOCK_TAGS = frozenset({"p", "div", "li", "tr", "blockquote", "pre", "h1", "h2", "h3", "h4"})
+SKIPPED_TAGS = frozenset({"script", "style"})
+
+
+def html_to_text(markup: str) -> str:
+    """The customer's message as clean plain text: tags dropped, entities decoded, blank runs
+    folded.
+
+    One pass over a bounded prefix, in linear time whatever the input: CPython's html.parser
+    takes quadratic time on unclosed tags (CVE-2025-6069), and a customer writes this HTML.
+    """
+    markup = markup[:HTML_READ_MAX]
+    parts: list[str] = []
+    position, skipping = 0, ""
+    while match := HTML_TOKEN.search(markup, position):
+        if not skipping:
+            parts.append(markup[position : match.start()])
+        if match.group() == "<!--":
+            end = markup.find("-->", match.end())
+            position = len(markup) if end < 0 else end + 3
+            continue
+        position = match.end()
+        closing, tag = match.group(1), match.group(2).lower()
+        if skipping:
+            skipping = "" if closing and tag == skipping else skipping
+        elif tag in SKIPPED_TAGS and not closing:
+            skipping = tag
+        elif tag == "br" or (closing and tag in BLOCK_TAGS):
+            parts.append("\n")
+    if not skipping:
+        parts.append(markup[position:])
+    text = clean_text(html.unescape("".join(parts)), HTML_READ_MAX)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-class TextExtractor(HTMLParser):
-    BLOCKS = frozenset({"p", "div", "li", "tr", "blockquote", "pre", "h1", "h2", "h3", "h4"})
-    SKIPPED = frozenset({"script", "style"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in self.SKIPPED:
-            self.skipping += 1
-        elif tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIPPED:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
-
-
-def clean_text(value: Any, limit: int) -> str:
-    """An input value as text: control characters (but newlines and tabs) dropped, trimmed."""
-    if not isinstance(value, str):
-        return ""
-    return "".join(c for c in value[: limit * 2] if c in "\n\t" or c.isprintable()).strip()
 
 
 def markdown_escape(text: str) -> str:
@@ -1114,8 +1257,9 @@ FIRST_CANVAS_LISTS = union_all(
             Feedback.conversation_id == bindparam("conversation_id"),
         ),
     ),
-    # A customer is their Intercom contact in this workspace, or their email address (which
-    # also finds the feedback added by hand).
+    # A customer is their Intercom contact, or their email address, in this workspace: a
+    # canvas never shows another workspace's records (a Messenger visitor can claim any
+    # email), nor those added by hand on the web, which belong to no workspace.
     newest_first(
         "customer",
         union(
@@ -1123,7 +1267,10 @@ FIRST_CANVAS_LISTS = union_all(
                 (Feedback.workspace_id == bindparam("workspace_id"))
                 & (Feedback.contact_id == bindparam("contact_id"))
             ),
-            newest_ids_elsewhere(Feedback.customer_email == bindparam("customer_email")),
+            newest_ids_elsewhere(
+                (Feedback.workspace_id == bindparam("workspace_id"))
+                & (Feedback.customer_email == bindparam("customer_email"))
+            ),
         ),
     ),
 )
@@ -1189,7 +1336,7 @@ def canvas_preview() -> str:
     else:
         try:
             stored_data = json.loads(request.form.get("stored_data") or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             abort(400, "The preview's stored data is not JSON.")
         payload |= {
             "component_id": request.form.get("component_id", ""),
@@ -1288,7 +1435,7 @@ def create_user_command(email: str, password: str) -> None:
 
 @click.command("backup")
 @with_appcontext
-@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.argument("path", type=click.Path(dir_okay=False))
 def backup_command(path: str) -> None:
     """Write a consistent copy of the SQLite database to PATH, safe while Hedwig serves."""
     if db.engine.url.get_backend_name() != "sqlite":
@@ -1296,14 +1443,43 @@ def backup_command(path: str) -> None:
             "backup copies SQLite databases only; for another database use its own tools "
             "(e.g. pg_dump for PostgreSQL)."
         )
-    with db.engine.connect() as connection:
-        source = connection.connection.driver_connection
-        target = sqlite3.connect(path)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-    click.echo(f"Backed up the database to {path}.")
+    target = Path(path).absolute()
+    live = Path(sqlite_path(db.engine.url)).absolute()
+    if not target.parent.is_dir():
+        raise click.ClickException(f"The folder {target.parent} does not exist: create it first.")
+    if target.resolve() in {Path(f"{live}{suffix}").resolve() for suffix in ("", "-wal", "-shm")}:
+        raise click.ClickException(f"{target} is Hedwig's live database: choose another file.")
+    if target.exists() and not is_sqlite_file(target):
+        raise click.ClickException(
+            f"{target} exists and is not an SQLite database: choose a new file name, so that "
+            "nothing of yours is overwritten."
+        )
+    # Written whole beside the target, then renamed: a failure never leaves a backup that
+    # looks valid and is not.
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        with (
+            db.engine.connect() as connection,
+            contextlib.closing(sqlite3.connect(partial)) as copy,
+        ):
+            connection.connection.driver_connection.backup(copy)
+            if copy.execute("PRAGMA quick_check").fetchone() != ("ok",):
+                raise sqlite3.DatabaseError("the copy does not pass SQLite's quick_check")
+        os.replace(partial, target)
+    except (OSError, sqlite3.Error) as error:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(
+            f"The backup failed and {target} was not written: {error}. Is the disk full "
+            f"(df -h {target.parent})?"
+        ) from None
+    click.echo(f"Backed up the database to {target} (readable by its owner only).")
+
+
+def is_sqlite_file(path: Path) -> bool:
+    with open(path, "rb") as file:
+        header = file.read(16)
+    return header in (b"", b"SQLite format 3\x00")
 
 
 @click.command("copy-db")
@@ -1320,21 +1496,24 @@ def copy_db_command(target_url: str) -> None:
         }
     )
     source = db.engine
+    tables = db.metadata.sorted_tables  # parents before children: users come first
     with target_app.app_context():
         target = db.engine
-        if any(row_counts(target).values()):
-            raise click.ClickException("The target database is not empty: nothing was copied.")
-        upgrade_database(target_app)
+    if any(row_counts(target).values()):
+        raise click.ClickException("The target database is not empty: nothing was copied.")
+    problems = list(itertools.islice(uncopyable_values(source, tables), 10))
+    if problems:
+        raise click.ClickException(
+            "Nothing was copied: the target would refuse these values, which SQLite kept. "
+            "Correct or delete them (in Hedwig, or with sqlite3), then copy again.\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
 
-    tables = db.metadata.sorted_tables  # parents before children: users come first
     with source.connect() as reading, target.begin() as writing:
         for table in tables:
             total = reading.scalar(select(func.count()).select_from(table))
             copied = 0
-            rows = reading.execution_options(yield_per=COPY_BATCH).execute(
-                select(table).order_by(*table.primary_key.columns)
-            )
-            for batch in rows.partitions():
+            for batch in rows_in_order(reading, table).partitions():
                 writing.execute(table.insert(), [row._asdict() for row in batch])
                 copied += len(batch)
                 click.echo(f"{table.name}: {copied}/{total}")
@@ -1352,6 +1531,33 @@ def copy_db_command(target_url: str) -> None:
     if source_counts != target_counts:
         raise click.ClickException("The counts differ: check the target before using it.")
     click.echo("Copied. Point HEDWIG_DATABASE_URL at the new database to use it.")
+
+
+def rows_in_order(connection: Connection, table: Any) -> Any:
+    statement = select(table).order_by(*table.primary_key.columns)
+    return connection.execution_options(yield_per=COPY_BATCH).execute(statement)
+
+
+def uncopyable_values(source: Engine, tables: list[Any]) -> Iterator[str]:
+    """Values SQLite keeps and PostgreSQL refuses, each named by its row: text holding a NUL
+    character, or longer than its column allows."""
+    with source.connect() as connection:
+        for table in tables:
+            key = table.primary_key.columns.keys()
+            for row in rows_in_order(connection, table):
+                where = ", ".join(f"{name} {row._mapping[name]}" for name in key)
+                for column in table.columns:
+                    value = row._mapping[column.name]
+                    if not isinstance(value, str):
+                        continue
+                    limit = getattr(column.type, "length", None)
+                    if "\x00" in value:
+                        yield f"{table.name} ({where}): {column.name} holds a NUL character"
+                    elif limit and len(value) > limit:
+                        yield (
+                            f"{table.name} ({where}): {column.name} has {len(value)} characters, "
+                            f"more than its {limit}"
+                        )
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
@@ -1372,15 +1578,20 @@ def row_counts(engine: Engine) -> dict[str, int]:
 SECRET_KEY_MIN = 32
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 INITIAL_REVISION = "0001"
+MIGRATION_LOCK_KEY = 0x4865647769670001  # PostgreSQL advisory lock: "Hedwig" 1
+ID_LARGEST = 2**63 - 1  # the largest integer SQLite and PostgreSQL keep
+ALEMBIC_VERSION = table("alembic_version", column("version_num"))
 DEFAULTS: dict[str, Any] = {
     "INTERCOM_OAUTH_URL": "https://app.intercom.com/oauth",
     "INTERCOM_API_URL": "https://api.intercom.io",
     "INTERCOM_CLIENT_ID": "",
     "INTERCOM_CLIENT_SECRET": "",
     "BASE_URL": "",
+    "TRUSTED_PROXIES": 0,
     "SESSION_COOKIE_SECURE": False,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
+    "PERMANENT_SESSION_LIFETIME": 7 * 24 * 3600,  # seconds a sign-in lasts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
 }
@@ -1395,17 +1606,63 @@ TEXT_SETTINGS = (
     "INTERCOM_API_URL",
     "BASE_URL",
 )
+NUMBER_SETTINGS = ("TRUSTED_PROXIES", "PERMANENT_SESSION_LIFETIME", "INTERCOM_TIMEOUT")
+BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE",)
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+BOOLEAN_WORDS |= {"false": False, "no": False, "off": False, "0": False}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 migrate = flask_migrate.Migrate()
 
 
 def load_settings(app: Flask, config: Mapping[str, Any]) -> None:
+    """Defaults, then HEDWIG_* variables, then ``config``; a setting that cannot work stops
+    the start with a sentence saying what would."""
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env("HEDWIG")
     app.config.update(config)
     for name in TEXT_SETTINGS:
         if app.config.get(name) is not None:
             app.config[name] = str(app.config[name])
+    for name in BOOLEAN_SETTINGS:
+        app.config[name] = boolean_setting(name, app.config[name])
+    for name in NUMBER_SETTINGS:
+        value = app.config[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise RuntimeError(f"HEDWIG_{name} must be a number of 0 or more (it is {value!r}).")
+    app.config["BASE_URL"] = base_url_setting(app.config["BASE_URL"])
     app.config["SECRET_KEY"] = secret_key(app)
+
+
+def boolean_setting(name: str, value: Any) -> bool:
+    """Yes or no, as people write it: true/false, yes/no, on/off, 1/0, any case."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in BOOLEAN_WORDS:
+        raise RuntimeError(
+            f"HEDWIG_{name} must be true or false (or yes/no, on/off, 1/0); it is {value!r}."
+        )
+    return BOOLEAN_WORDS[word]
+
+
+def base_url_setting(value: str) -> str:
+    """The public origin: https, a host, nothing after it (http only on this machine)."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or (parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS)
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise RuntimeError(
+            "HEDWIG_BASE_URL must be Hedwig's public https origin and nothing more, like "
+            f"https://abc123.ngrok.app (it is {value!r})."
+        )
+    return value.rstrip("/")
 
 
 def secret_key(app: Flask) -> str:
@@ -1423,27 +1680,110 @@ def secret_key(app: Flask) -> str:
 
 
 def instance_secret(app: Flask, name: str, generate: Callable[[], str]) -> str:
-    """Read a secret file from the instance folder, creating it (mode 0600) the first time."""
+    """A secret kept in a file of the instance folder (mode 0600), made the first time.
+
+    The new key is written whole to a temporary file, then linked into place: a start that
+    fails halfway (a full disk) leaves no half-written key, and two workers starting at once
+    never each keep a different one (the link fails for the second; it reads the first's).
+    """
     path = Path(app.instance_path, name)
+    if not path.exists():
+        temporary = path.with_name(f".{name}.{secrets.token_hex(8)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(generate())
+                file.flush()
+                os.fsync(file.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
     try:
-        # O_EXCL: two workers starting at once must not each write a different key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(generate())
-    return path.read_text().strip()
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise RuntimeError(f"Hedwig cannot read its key file {path}: {error}.") from None
+    if not key:
+        raise RuntimeError(
+            f"Hedwig's key file {path} is empty: an earlier start failed while writing it (a "
+            "full disk?). Delete the file and start Hedwig again to make a new key."
+        )
+    return key
 
 
 def init_database(app: Flask) -> None:
-    app.config["SQLALCHEMY_DATABASE_URI"] = app.config.get("DATABASE_URL") or (
-        "sqlite:///" + os.path.join(app.instance_path, "hedwig.db")
-    )
+    """Open the database and bring its schema up to date: no setup step on any database."""
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url_setting(app)
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
+        keep_private(Path(sqlite_path(url)))
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
-    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "sqlite":
-        # The embedded default needs no setup step: bring its schema up to date on start.
-        upgrade_database(app)
+    try:
+        with app.app_context(), db.engine.connect():
+            pass
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise RuntimeError(
+            f"Hedwig cannot open its database ({url.render_as_string(hide_password=True)}): "
+            f"{reason}. Check HEDWIG_DATABASE_URL, and that the database server is running."
+        ) from None
+    upgrade_database(app)
+
+
+def database_url_setting(app: Flask) -> str:
+    """HEDWIG_DATABASE_URL, checked, or the SQLite file in the instance folder."""
+    configured = app.config.get("DATABASE_URL")
+    default = Path(app.instance_path, "hedwig.db")
+    if not configured:
+        return f"sqlite:///{default}"
+    works = f"use postgresql+psycopg://user:password@host/name, or leave it unset for {default}"
+    try:
+        url = make_url(configured)
+    except ArgumentError:
+        raise RuntimeError(f"HEDWIG_DATABASE_URL is not a database URL: {works}.") from None
+    if url.drivername in ("postgres", "postgresql"):  # as hosts print it: psycopg 3 serves it
+        url = url.set(drivername="postgresql+psycopg")
+    backend = url.get_backend_name()
+    if backend == "sqlite" and not os.path.isabs(sqlite_path(url)):
+        raise RuntimeError(
+            f"HEDWIG_DATABASE_URL names no absolute SQLite file ({configured!r}): write the "
+            "path in full after three slashes, like sqlite:////srv/hedwig/hedwig.db, or leave "
+            f"it unset for {default}."
+        )
+    if backend not in ("sqlite", "postgresql"):
+        raise RuntimeError(
+            f"HEDWIG_DATABASE_URL must name an SQLite or PostgreSQL database ({configured!r}): "
+            f"{works}."
+        )
+    try:
+        url.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError):
+        raise RuntimeError(
+            f"HEDWIG_DATABASE_URL asks for the driver {url.drivername!r}, which is not "
+            f"installed: {works}."
+        ) from None
+    return url.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: URL) -> str:
+    """The file an SQLite URL names (a file: URI included), or "" for a database in memory."""
+    path = url.database or ""
+    if url.query.get("uri") == "true":
+        path = urlsplit(path).path
+    return "" if path == ":memory:" else path
+
+
+def keep_private(database: Path) -> None:
+    """The SQLite file holds password hashes and customers' words: readable by its owner only.
+    SQLite gives its -wal and -shm files the database's mode."""
+    fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if path.stat().st_uid == os.getuid():
+                path.chmod(0o600)
 
 
 def upgrade_database(app: Flask) -> None:
@@ -1454,14 +1794,25 @@ def upgrade_database(app: Flask) -> None:
         if "feedback" in tables and "alembic_version" not in tables:
             flask_migrate.stamp(revision=INITIAL_REVISION)
         flask_migrate.upgrade()
+        scripts = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config())
+        app.extensions["hedwig_schema_head"] = scripts.get_current_head()
 
 
 @contextmanager
 def start_up_lock(app: Flask) -> Iterator[None]:
-    """One process at a time: gunicorn's workers start together and would migrate together."""
+    """One process at a time: gunicorn's workers start together and would migrate together.
+    A file lock serves one box; on PostgreSQL an advisory lock serves app servers on several."""
     with open(Path(app.instance_path, "migrate.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        if db.engine.dialect.name != "postgresql":
+            yield
+            return
+        with db.engine.connect() as connection:
+            connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
+            try:
+                yield
+            finally:
+                connection.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_KEY)))
 
 
 @event.listens_for(Engine, "connect")
@@ -1492,6 +1843,10 @@ def begin_write(model: type[db.Model]) -> None:
 
 
 def install_plumbing(app: Flask) -> None:
+    app.url_map.converters["id"] = RecordIdConverter
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind ngrok or a reverse proxy: the client's address is the one the proxies saw.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
     app.add_url_rule("/healthz", view_func=healthz)
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, error_page)
@@ -1501,11 +1856,30 @@ def install_plumbing(app: Flask) -> None:
 
 @public
 def healthz() -> tuple[dict[str, str], int]:
+    """For monitors: ok only when the database answers, its schema is current and it takes
+    writes (the probe's write is rolled back)."""
     try:
-        db.session.execute(select(1))
-    except SQLAlchemyError:
+        with db.engine.connect() as connection:
+            version = connection.scalar(select(ALEMBIC_VERSION.c.version_num))
+            if version != current_app.extensions["hedwig_schema_head"]:
+                return {"status": "schema behind: run flask --app hedwig db upgrade"}, 503
+            try:
+                connection.execute(update(ALEMBIC_VERSION).values(version_num=version))
+            finally:
+                connection.rollback()
+    except SQLAlchemyError as error:
+        if read_only(error):
+            return {"status": "database is read-only"}, 503
         return {"status": "database unavailable"}, 503
     return {"status": "ok"}, 200
+
+
+def read_only(error: SQLAlchemyError) -> bool:
+    """Whether the database refused a write for being read-only (SQLite, or PostgreSQL)."""
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlite_errorname", "").startswith("SQLITE_READONLY") or (
+        getattr(orig, "sqlstate", None) == "25006"
+    )
 
 
 def add_security_headers(response: Response) -> Response:
@@ -1521,9 +1895,47 @@ def add_security_headers(response: Response) -> Response:
 
 
 def error_page(error: HTTPException) -> tuple[str, int]:
+    """A page a person understands. A server error may come from the database, so its page
+    asks nothing of the database: no user in the nav, no Intercom state."""
     code = error.code or 500
     description = error.description or "Something went wrong on our side."
+    if code >= 500:
+        with contextlib.suppress(SQLAlchemyError):
+            db.session.rollback()
+        g.user = None
     return render_template("error.html", code=code, description=description), code
+
+
+class RecordIdConverter(IntegerConverter):
+    """``<id:name>`` in a route: a positive integer a database keeps, else the URL is a 404."""
+
+    def __init__(self, map: Any) -> None:
+        super().__init__(map, min=1, max=ID_LARGEST)
+
+
+def record_id(value: str) -> int:
+    """A record's id from a form: a ValueError (so: none) beyond what a database keeps."""
+    number = int(value)
+    if not 1 <= number <= ID_LARGEST:
+        raise ValueError(f"{value} is no record id")
+    return number
+
+
+def clean_text(value: Any, limit: int) -> str:
+    """Text as a person meant it: control characters and lone surrogates dropped (newlines and
+    tabs kept, other spaces made plain), trimmed. It keeps up to twice ``limit`` characters, so
+    that a validator can still say "too long"."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(
+        c if c.isprintable() or c in "\n\t" else " " if c.isspace() else ""
+        for c in value[: limit * 2]
+    ).strip()
+
+
+def form_text(name: str, limit: int) -> str:
+    """A web form's field, cleaned as every input is (a NUL, say, never reaches the database)."""
+    return clean_text(request.form.get(name, ""), limit)
 
 
 def format_datetime(value: datetime | None) -> str:

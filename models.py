@@ -1,4 +1,4 @@
-"""Hedwig's tables: users, Intercom connections, used OAuth states and feedback.
+"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, feedback.
 
 Each length a column allows is named here once, and every validator in hedwig.py uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -66,6 +66,37 @@ class User(db.Model):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+
+class SignInSession(db.Model):
+    """A browser signed in as a user. The cookie holds a random key; this row holds its hash,
+    so signing out (or a password change) ends the session everywhere, copies of the cookie
+    included."""
+
+    __tablename__ = "sign_in_sessions"
+
+    key_hash: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    user: Mapped[User] = relationship()
+
+
+class FailedSignIn(db.Model):
+    """One wrong password, kept for the sign-in throttle's window: by account and by client."""
+
+    __tablename__ = "failed_sign_ins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    client: Mapped[str] = mapped_column(String(ID_MAX))  # the client's IP address
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (
+        Index("ix_failed_sign_ins_email", "email", "failed_at"),
+        Index("ix_failed_sign_ins_client", "client", "failed_at"),
+    )
 
 
 def token_cipher() -> Fernet:
@@ -165,5 +196,11 @@ class Feedback(db.Model):
         # carry conversation_id, so telling "elsewhere" apart never reads the table.
         Index("ix_feedback_conversation", "workspace_id", "conversation_id", "id"),
         Index("ix_feedback_contact", "workspace_id", "contact_id", "id", "conversation_id"),
-        Index("ix_feedback_customer_email", "customer_email", "id", "conversation_id"),
+        Index(
+            "ix_feedback_customer_email",
+            "workspace_id",
+            "customer_email",
+            "id",
+            "conversation_id",
+        ),
     )

@@ -210,11 +210,20 @@ def test_record_feedback_through_the_canvas_preview(
 ) -> None:
     url, _ = serve()
     create_first_account(page, url)
-    add_feedback(page, url, "Asked for SSO last month", customer_email="casey.customer@example.com")
     page.click("nav >> text=Canvas preview")
     inbox = page.locator(".inbox")
     assert "Nothing recorded from this conversation yet." in inbox.inner_text()
-    assert "Asked for SSO last month" in inbox.inner_text()  # the customer's other feedback
+    page.click(".inbox button:text('Record feedback')")
+    page.fill(".inbox input[name='input:title']", "Single sign-on with Okta")
+    page.click(".inbox button:text('Save feedback')")
+    assert "saved" in page.locator(".inbox .c-header").inner_text()
+
+    page.fill("input[name=conversation_id]", "1002")  # the same customer, another day
+    page.click("button:text('Open this conversation')")
+    inbox = page.locator(".inbox")
+    assert "Nothing recorded from this conversation yet." in inbox.inner_text()
+    assert "More from Casey Customer" in inbox.inner_text()
+    assert "Single sign-on with Okta" in inbox.inner_text()
     screenshot(inbox, "canvas-first")
 
     page.click(".inbox button:text('Record feedback')")
@@ -239,5 +248,5 @@ def test_record_feedback_through_the_canvas_preview(
     page.click(".inbox button:text('Done')")
     assert "CSV export crashes the reports page" in page.locator(".inbox").inner_text()
     page.goto(f"{url}/")
-    assert page.locator("table.feedback .badge.preview").count() == 1
+    assert page.locator("table.feedback .badge.preview").count() == 2
     screenshot(page, "list")

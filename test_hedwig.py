@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -43,6 +44,7 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 import hedwig
+import models
 from conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -52,6 +54,8 @@ from conftest import (
     INITIALIZE,
     ME,
     PASSWORD,
+    POSTGRES_HINT,
+    POSTGRES_URL,
     SECRET_KEY,
     TOKEN,
     WORKSPACE_ID,
@@ -62,6 +66,8 @@ from conftest import (
     config_for,
     connect_workspace,
     create_user,
+    created_apps,
+    empty_postgres,
     feedback_count,
     is_sqlite,
     make_app,
@@ -220,6 +226,125 @@ def test_first_account_needs_a_csrf_token_too(app: Flask, client: FlaskClient) -
         assert no_users()
 
 
+def test_a_copy_of_the_cookie_no_longer_signs_in_after_signing_out(signed_in: FlaskClient) -> None:
+    old_cookie = signed_in.get_cookie("session").value
+    assert post(signed_in, "/logout").status_code == 302
+    signed_in.set_cookie("session", old_cookie)
+    assert signed_in.get("/").status_code == 302
+
+
+def test_a_sign_in_lasts_a_week(
+    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "Expires=" in signed_in.get("/").headers.get("Set-Cookie", "Expires=")
+    assert signed_in.get("/").status_code == 200
+    eight_days_later = hedwig.utcnow() + timedelta(days=8)
+    monkeypatch.setattr(hedwig, "utcnow", lambda: eight_days_later)
+    assert signed_in.get("/").status_code == 302
+
+
+def wrong_sign_in(client: FlaskClient, email: str = "ada@example.com", **environ: Any) -> Any:
+    form = {"email": email, "password": "not the password"}
+    return post(client, "/login", form, environ_base=environ)
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every password check made, by the email's account or the decoy."""
+    made: list[str] = []
+    for module in (hedwig, models):
+        check = module.check_password_hash
+
+        def counted(stored: str, password: str, check: Any = check) -> bool:
+            made.append(password)
+            return check(stored, password)
+
+        monkeypatch.setattr(module, "check_password_hash", counted)
+    return made
+
+
+def test_ten_failed_sign_ins_for_an_account_stop_further_tries_before_any_hash(
+    app: Flask, client: FlaskClient, hashes: list[str]
+) -> None:
+    create_user(app)
+    for n in range(10):  # each from its own address: the account's limit, not the client's
+        assert wrong_sign_in(client, REMOTE_ADDR=f"10.0.0.{n}").status_code == 401
+    assert len(hashes) == 10
+    response = post(client, "/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Too many failed sign-ins. Try again in 15 minutes" in page_text(response)
+    assert 880 <= int(response.headers["Retry-After"]) <= 900
+    assert len(hashes) == 10  # refused before any hash was computed
+    assert client.get("/").status_code == 302
+
+
+def test_ten_failed_sign_ins_from_one_client_stop_its_tries_for_any_account(
+    app: Flask, client: FlaskClient, hashes: list[str]
+) -> None:
+    create_user(app)
+    for n in range(10):
+        assert wrong_sign_in(client, f"guess{n}@example.com").status_code == 401
+    assert wrong_sign_in(client).status_code == 429
+    other_client = app.test_client()  # another address: the account itself is not locked
+    response = post(
+        other_client,
+        "/login",
+        {"email": "ada@example.com", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "192.0.2.7"},
+    )
+    assert response.status_code == 302
+    assert len(hashes) == 11
+
+
+def test_the_sign_in_throttle_lifts_after_fifteen_minutes(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_user(app)
+    for _ in range(10):
+        wrong_sign_in(client)
+    assert wrong_sign_in(client).status_code == 429
+    sixteen_minutes_later = hedwig.utcnow() + timedelta(minutes=16)
+    monkeypatch.setattr(hedwig, "utcnow", lambda: sixteen_minutes_later)
+    assert wrong_sign_in(client).status_code == 401
+
+
+def test_a_signed_in_user_is_never_throttled(app: Flask, signed_in: FlaskClient) -> None:
+    for _ in range(12):
+        wrong_sign_in(app.test_client())
+    assert signed_in.get("/").status_code == 200
+    assert post(signed_in, "/feedback/new", {"title": "Still here"}).status_code == 302
+
+
+@pytest.mark.parametrize(("trusted", "throttled"), [(0, True), (1, False)])
+def test_forwarded_client_addresses_count_only_behind_trusted_proxies(
+    tmp_path: Any, database_url: str, trusted: int, throttled: bool
+) -> None:
+    """Behind ngrok every request comes from the proxy: with HEDWIG_TRUSTED_PROXIES=1 the
+    address it forwards tells clients apart; without it, forwarded headers are ignored."""
+    app = make_app(tmp_path, DATABASE_URL=database_url, TRUSTED_PROXIES=trusted)
+    create_user(app)
+    client = app.test_client()
+    for n in range(10):
+        wrong_sign_in(client, f"guess{n}@example.com", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+    response = wrong_sign_in(client, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert response.status_code == (429 if throttled else 401)
+
+
+def test_an_unknown_email_costs_the_same_password_check_as_a_known_one(
+    app: Flask, client: FlaskClient, hashes: list[str]
+) -> None:
+    create_user(app)
+    wrong_sign_in(client, "ada@example.com")
+    wrong_sign_in(client, "nobody@example.com")
+    assert hashes == ["not the password", "not the password"]
+
+
+def test_control_characters_in_a_sign_in_form_are_dropped(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    form = {"email": "ada@exam\x00ple.com\x07", "password": PASSWORD}
+    assert post(client, "/login", form).status_code == 302
+
+
 # --- The feedback log -----------------------------------------------------------------------------
 
 
@@ -358,6 +483,38 @@ def test_search_keeps_its_query_across_pages(app: Flask, signed_in: FlaskClient)
     assert "/?q=needle&amp;page=2" in page
 
 
+@pytest.mark.parametrize(
+    "path", ["/feedback/9999999999999999999999999", "/feedback/0", "/?page=4611686018427387904"]
+)
+def test_ids_and_pages_beyond_what_a_database_keeps_are_404(
+    signed_in: FlaskClient, path: str
+) -> None:
+    assert signed_in.get(path).status_code == 404
+
+
+def test_a_search_longer_than_200_characters_is_refused(signed_in: FlaskClient) -> None:
+    assert signed_in.get("/?q=" + "x" * 200).status_code == 200
+    response = signed_in.get("/?q=" + "x" * 201)
+    assert response.status_code == 400
+    assert "Search for at most 200 characters." in page_text(response)
+    assert signed_in.get("/feedback.csv?q=" + "x" * 201).status_code == 400
+
+
+def test_control_characters_in_web_input_are_dropped_not_stored(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    form = {"title": "NUL\x00 here", "customer_name": "Ca\x00sey", "description": "a\x00b\nc"}
+    response = post(signed_in, "/feedback/new", form)
+    assert response.status_code == 302
+    (record,) = stored_feedback(app)
+    assert (record.title, record.customer_name, record.description) == (
+        "NUL here",
+        "Casey",
+        "ab\nc",
+    )
+    assert signed_in.get("/?q=NUL%00").status_code == 200
+
+
 # Export
 
 
@@ -411,6 +568,13 @@ def test_csv_follows_the_search(app: Flask, signed_in: FlaskClient) -> None:
     add_feedback(app, title="Unrelated")
     assert [row["title"] for row in export(signed_in, "?q=export")] == ["Export is slow"]
     assert len(export(signed_in)) == 2
+
+
+def test_csv_names_the_source_as_the_list_does(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="From the preview", source="intercom", workspace_id="hedwig-preview")
+    (row,) = export(signed_in)
+    assert row["source"] == "preview"
+    assert "preview" in page_text(signed_in.get("/"))
 
 
 # --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback -------------------
@@ -728,6 +892,37 @@ def test_connect_without_credentials_says_which_settings_to_set(signed_in: Flask
     assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
 
 
+def test_intercom_redirects_are_never_followed(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    stolen = httpserver.url_for("/elsewhere")
+    httpserver.expect_request("/auth/eagle/token").respond_with_response(
+        Response(status=307, headers={"Location": stolen})
+    )
+    httpserver.expect_request("/elsewhere").respond_with_data("{}")
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert "HTTP 307" in page_text(response)
+    assert [req.path for req, _ in httpserver.log] == ["/auth/eagle/token"]
+    assert connections(intercom_app) == []
+
+
+def test_a_workspace_id_too_long_to_be_real_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    long_id = {**ME, "app": {**ME["app"], "id_code": "w" * 500}}
+    serve_intercom(httpserver, me=lambda request: Response(json.dumps(long_id), 200))
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert "named no workspace" in page_text(response)
+    assert connections(intercom_app) == []
+
+
+def test_disconnecting_an_id_beyond_what_a_database_keeps_is_404(agent: FlaskClient) -> None:
+    response = post(agent, "/intercom/disconnect", {"connection_id": "9" * 30})
+    assert response.status_code == 404
+
+
 # --- The Inbox app (Canvas Kit) -------------------------------------------------------------------
 
 
@@ -857,13 +1052,32 @@ def test_first_canvas_shows_the_customers_feedback_from_elsewhere(
         conversation_id="999",
         contact_id=CONTACT_ID,
     )
-    add_feedback(canvas_app, title="Told us by email", customer_email="casey.customer@example.com")
+    add_feedback(
+        canvas_app,
+        title="Told us by email",
+        workspace_id=WORKSPACE_ID,
+        contact_id="an-earlier-lead",
+        customer_email="casey.customer@example.com",
+    )
     add_feedback(canvas_app, title="Someone else", workspace_id=WORKSPACE_ID, contact_id="other")
     components = inbox.initialize()
     assert "More from Casey Customer" in texts(components)
     (listing,) = [c for c in components if c["type"] == "list"]
     assert [item["title"] for item in listing["items"]] == ["Told us by email", "Asked before"]
     assert "Nothing recorded from this conversation yet." in texts(components)
+
+
+def test_a_canvas_shows_only_its_own_workspaces_records(canvas_app: Flask, inbox: Inbox) -> None:
+    """A Messenger visitor can claim any email: another workspace's records about that
+    address must not show. Records added by hand on the web belong to no workspace, and the
+    Inbox sidebar is seen by every teammate of a workspace, so no canvas shows them either."""
+    victim = {"customer_email": "casey.customer@example.com", "conversation_id": "777"}
+    add_feedback(canvas_app, title="Workspace B's secret", workspace_id="other-ws", **victim)
+    add_feedback(canvas_app, title="Added by hand", **victim)
+    add_feedback(canvas_app, title="B's contact", workspace_id="other-ws", contact_id=CONTACT_ID)
+    components = inbox.initialize()
+    assert not [c for c in components if c["type"] == "list"]
+    assert not any(line.startswith("More from") for line in texts(components))
 
 
 def test_first_canvas_stays_within_400px_with_a_long_history(
@@ -1129,6 +1343,77 @@ def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str | None)
     assert hedwig.verify_canvas_signature(body, expected, CLIENT_SECRET)
 
 
+def test_a_chunked_body_over_the_limit_is_413(canvas_app: Flask, inbox: Inbox) -> None:
+    body = json.dumps({**INITIALIZE, "padding": "x" * (1024 * 1024)}).encode()
+    response = inbox.client.post(
+        "/intercom/canvas/initialize",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "X-Body-Signature": sign(body)},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+
+
+def test_a_signed_chunked_body_within_the_limit_is_read_whole(inbox: Inbox) -> None:
+    body = json.dumps(INITIALIZE).encode()
+    response = inbox.client.post(
+        "/intercom/canvas/initialize",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "X-Body-Signature": sign(body)},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200
+
+
+def test_a_form_nonce_spent_in_another_workspace_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    with canvas_app.app_context():
+        other = IntercomConnection(workspace_id="other-ws", workspace_name="Other")
+        other.token = TOKEN
+        db.session.add(other)
+        db.session.commit()
+    form = inbox.form()
+    inbox.click("save", form, {"title": "Saved in A"})
+    in_b = {**INITIALIZE, "workspace_id": "other-ws"}
+    body = inbox.click("save", form, {"title": "Replayed in B"}, payload=in_b)
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert component(body, "title")["value"] == "Replayed in B"
+    assert [r.title for r in stored_feedback(canvas_app)] == ["Saved in A"]
+
+
+def test_lone_surrogates_and_control_characters_in_a_canvas_request_are_dropped(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "Casey\ud800 \x00Customer"
+    payload["conversation"]["id"] = "2154\x0071"
+    payload["conversation"]["source"]["body"] = "<p>Hi\ud800\x00 there</p>"
+    inbox.initialize(payload)
+    form = inbox.form(payload)
+    assert component(form, "description")["value"] == "Hi there"
+    inbox.click("save", form, {"title": "Odd\ud800 title\x00"}, payload=payload)
+    (record,) = stored_feedback(canvas_app)
+    assert (record.title, record.customer_name, record.conversation_id) == (
+        "Odd title",
+        "Casey Customer",
+        "215471",
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["<a " * 350_000, "<!--" * 260_000, "<" + "a" * 1_048_576, "&#" * 520_000, "<p " * 350_000],
+    ids=["unclosed tags", "unclosed comments", "one endless tag", "entity starts", "paragraphs"],
+)
+def test_a_megabyte_of_hostile_html_becomes_bounded_text(hostile: str) -> None:
+    """CPython's html.parser takes quadratic time on such input (CVE-2025-6069); the form needs
+    only the first part of a message, read in one linear pass (timed in make bench)."""
+    text = hedwig.html_to_text("<p>Hello <b>there</b></p>" + hostile)
+    assert text.startswith("Hello there")
+    assert len(text) <= hedwig.HTML_READ_MAX
+
+
 # The first canvas's lookups: bounded, whatever the history
 
 
@@ -1289,6 +1574,33 @@ def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
     )
 
 
+def test_preview_refuses_stored_data_nested_beyond_reason(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    response = post(signed_in, "/intercom/preview", {"stored_data": "[" * 100_000})
+    assert response.status_code == 400
+    assert "stored data is not JSON" in page_text(response)
+
+
+def test_preview_reusing_an_inbox_forms_nonce_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    form = inbox.form()
+    inbox.click("save", form, {"title": "From the Inbox"})
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    stored = json.dumps(form["canvas"]["stored_data"])
+    response = post(
+        browser,
+        "/intercom/preview",
+        {"stored_data": stored, "component_id": "save", "input:title": "Preview replay"},
+    )
+    assert response.status_code == 200
+    assert "This form has expired." in page_text(response)
+    assert [r.title for r in stored_feedback(canvas_app)] == ["From the Inbox"]
+
+
 # --- The command line -----------------------------------------------------------------------------
 
 
@@ -1355,8 +1667,12 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
 
 
 def test_database_from_before_migrations_is_stamped_and_keeps_its_rows(tmp_path: Any) -> None:
+    with make_app(tmp_path).app_context():  # before migrations, Hedwig made 0001's tables
+        flask_migrate.downgrade(revision=hedwig.INITIAL_REVISION)
+        db.session.execute(sqlalchemy.text("DROP TABLE alembic_version"))
+        db.session.commit()
+        db.engine.dispose()
     old = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'hedwig.db'}")
-    db.metadata.create_all(old)  # what Hedwig did before it had migrations
     with old.begin() as connection:
         connection.execute(
             sqlalchemy.text(
@@ -1379,8 +1695,8 @@ def test_init_db_is_idempotent(app: Flask) -> None:
     assert feedback_count(app) == 1
 
 
-def test_backup_refuses_databases_other_than_sqlite(tmp_path: Any) -> None:
-    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=UNREACHABLE_POSTGRES))
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_backup_refuses_databases_other_than_sqlite(app: Flask, tmp_path: Any) -> None:
     result = app.test_cli_runner().invoke(args=["backup", str(tmp_path / "copy.db")])
     assert result.exit_code == 1
     assert "backup copies SQLite databases only" in result.output
@@ -1432,6 +1748,85 @@ def test_copy_db_refuses_a_database_that_is_not_empty(tmp_path: Any, database_ur
     assert result.exit_code == 1
     assert "not empty" in result.output
     assert feedback_count(target) == 1
+
+
+def sqlite_app_with_rows(tmp_path: Any, rows: int = 3) -> Flask:
+    app = make_app(tmp_path)
+    add_feedback(app, rows, description="x" * 1000)
+    return app
+
+
+def backup(app: Flask, target: Any) -> Any:
+    return app.test_cli_runner().invoke(args=["backup", str(target)])
+
+
+def test_a_backup_is_private_to_its_owner(tmp_path: Any) -> None:
+    app = sqlite_app_with_rows(tmp_path)
+    assert backup(app, tmp_path / "copy.db").exit_code == 0
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing-folder/copy.db", "does not exist: create it first"),
+        ("notes.txt", "exists and is not an SQLite database"),
+        ("hedwig.db", "is Hedwig's live database"),
+        ("hedwig.db-wal", "is Hedwig's live database"),
+    ],
+)
+def test_backup_refuses_a_target_it_would_spoil(tmp_path: Any, target: str, message: str) -> None:
+    app = sqlite_app_with_rows(tmp_path)
+    (tmp_path / "notes.txt").write_text("my notes")
+    result = backup(app, tmp_path / target)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    assert feedback_count(app) == 3
+
+
+def test_a_backup_that_runs_out_of_disk_leaves_nothing_behind(tmp_path: Any) -> None:
+    """A full disk, played by a file-size limit on the backup's process."""
+    sqlite_app_with_rows(tmp_path, rows=300)
+    script = (
+        "import pathlib, resource, signal, hedwig, conftest\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))\n"
+        f"app = hedwig.create_app(conftest.config_for(pathlib.Path({str(tmp_path)!r})))\n"
+        f"result = app.test_cli_runner().invoke(args=['backup', {str(tmp_path / 'copy.db')!r}])\n"
+        "print(result.exit_code, result.output)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
+    assert ran.stdout.startswith("1 "), ran.stdout + ran.stderr
+    assert "The backup failed and" in ran.stdout
+    assert "Is the disk full" in ran.stdout
+    assert not (tmp_path / "copy.db").exists()
+    assert [path.name for path in tmp_path.glob(".copy.db*")] == []
+
+
+def test_copy_db_refuses_values_the_target_would_refuse_naming_their_rows(
+    tmp_path: Any, database_url: str
+) -> None:
+    source = make_app(tmp_path / "source")
+    ids = add_feedback(source, 3)
+    with source.app_context():  # what an older Hedwig let into SQLite
+        db.session.execute(
+            sqlalchemy.update(Feedback).where(Feedback.id == ids[0]).values(title="NUL\x00")
+        )
+        db.session.execute(
+            sqlalchemy.update(Feedback).where(Feedback.id == ids[2]).values(admin_id="i" * 300)
+        )
+        db.session.commit()
+    result = source.test_cli_runner().invoke(args=["copy-db", "--to", database_url])
+    assert result.exit_code == 1
+    assert "Nothing was copied" in result.output
+    assert f"feedback (id {ids[0]}): title holds a NUL character" in result.output
+    assert f"feedback (id {ids[2]}): admin_id has 300 characters, more than its 64" in result.output
+    assert "Traceback" not in result.output
+    target = make_app(tmp_path, DATABASE_URL=database_url)
+    assert feedback_count(target) == 0
 
 
 # --- Plumbing: settings, headers, health, logs ----------------------------------------------------
@@ -1495,13 +1890,19 @@ def test_healthz_is_503_when_the_sqlite_file_cannot_be_opened(tmp_path: Any) -> 
     assert response.json == {"status": "database unavailable"}
 
 
-UNREACHABLE_POSTGRES = "postgresql+psycopg://hedwig@127.0.0.1:9/hedwig?connect_timeout=2"
+UNREACHABLE_POSTGRES = "postgresql+psycopg://hedwig:s3cret@127.0.0.1:9/hedwig?connect_timeout=2"
 
 
-def test_healthz_is_503_when_the_database_server_does_not_answer(tmp_path: Any) -> None:
-    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=UNREACHABLE_POSTGRES))
-    response = app.test_client().get("/healthz")
-    assert response.status_code == 503
+def test_start_stops_with_a_sentence_when_the_database_server_does_not_answer(
+    tmp_path: Any,
+) -> None:
+    with pytest.raises(RuntimeError) as refused:
+        hedwig.create_app(config_for(tmp_path, DATABASE_URL=UNREACHABLE_POSTGRES))
+    assert str(refused.value).startswith(
+        "Hedwig cannot open its database (postgresql+psycopg://hedwig:***@127.0.0.1:9/hedwig"
+    )
+    assert "Connection refused" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
 
 
 def test_development_server_request_logs_leave_out_the_oauth_code(
@@ -1514,6 +1915,156 @@ def test_development_server_request_logs_leave_out_the_oauth_code(
     assert CODE not in caplog.text
     assert "abc.def" not in caplog.text
     assert "code=[redacted]&state=[redacted]" in caplog.text
+
+
+@pytest.mark.parametrize("key_file", ["secret_key", "token_key"])
+def test_an_empty_key_file_stops_the_start_with_a_sentence_naming_it(
+    tmp_path: Any, key_file: str
+) -> None:
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / key_file).write_text("")
+    with pytest.raises(RuntimeError) as refused:
+        make_app(tmp_path, SECRET_KEY=None)
+    assert f"key file {tmp_path / 'instance' / key_file} is empty" in str(refused.value)
+    assert "HEDWIG_TOKEN_KEY" not in str(refused.value)
+
+
+def test_an_unreadable_key_file_stops_the_start_with_a_sentence(tmp_path: Any) -> None:
+    (tmp_path / "instance" / "token_key").mkdir(parents=True)  # not a file at all
+    with pytest.raises(RuntimeError, match=r"cannot read its key file .*token_key"):
+        make_app(tmp_path)
+
+
+def test_a_token_key_file_that_is_no_key_is_named_as_the_culprit(tmp_path: Any) -> None:
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / "token_key").write_text("not a fernet key")
+    with pytest.raises(RuntimeError, match=r"instance/token_key does not hold a Fernet key"):
+        make_app(tmp_path)
+
+
+def test_workers_starting_together_keep_one_key(tmp_path: Any) -> None:
+    script = (
+        "import pathlib, hedwig, conftest\n"
+        f"config = conftest.config_for(pathlib.Path({str(tmp_path)!r}), SECRET_KEY=None)\n"
+        "app = hedwig.create_app(config)\n"
+        "print(app.secret_key)\n"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    keys = {worker.communicate(timeout=120)[0].strip() for worker in workers}
+    assert len(keys) == 1
+    assert keys == {(tmp_path / "instance" / "secret_key").read_text()}
+    assert [p.name for p in (tmp_path / "instance").iterdir() if p.name.startswith(".")] == []
+
+
+def test_database_and_instance_folder_are_private(tmp_path: Any) -> None:
+    app = make_app(tmp_path, DATABASE_URL=None)
+    add_feedback(app)
+    instance = tmp_path / "instance"
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    for path in instance.glob("hedwig.db*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize(
+    ("written", "secure"),
+    [("False", False), ("no", False), ("off", False), ("0", False), ("TRUE", True), ("yes", True)],
+)
+def test_yes_and_no_settings_read_as_people_write_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, written: str, secure: bool
+) -> None:
+    monkeypatch.setenv("HEDWIG_SESSION_COOKIE_SECURE", written)
+    app = make_app(tmp_path)
+    assert app.config["SESSION_COOKIE_SECURE"] is secure
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SESSION_COOKIE_SECURE", "maybe", "must be true or false"),
+        ("BASE_URL", "abc123.ngrok.app", "must be Hedwig's public https origin"),
+        ("BASE_URL", "http://abc123.ngrok.app", "must be Hedwig's public https origin"),
+        ("BASE_URL", "https://abc123.ngrok.app/hedwig", "must be Hedwig's public https origin"),
+        ("DATABASE_URL", "sqlite:///hedwig.db", "write the path in full after three slashes"),
+        ("DATABASE_URL", "sqlite://", "write the path in full after three slashes"),
+        ("DATABASE_URL", "not a url", "is not a database URL"),
+        ("DATABASE_URL", "mysql://h@db/hedwig", "must name an SQLite or PostgreSQL database"),
+        ("DATABASE_URL", "postgresql+psycopg2://h@db/hedwig", "which is not installed"),
+        ("INTERCOM_TIMEOUT", "soon", "must be a number"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_the_start_with_a_sentence(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(f"HEDWIG_{name}", value)
+    with pytest.raises(RuntimeError, match=f"HEDWIG_{name}") as refused:
+        hedwig.create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": SECRET_KEY})
+    assert message in str(refused.value)
+
+
+def test_the_url_postgresql_hosts_print_works_as_it_is(tmp_path: Any) -> None:
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_HINT)
+    empty_postgres(POSTGRES_URL)
+    printed = POSTGRES_URL.replace("postgresql+psycopg://", "postgres://")
+    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=printed))
+    created_apps.append(app)
+    assert app.test_client().get("/healthz").json == {"status": "ok"}
+
+
+def test_a_new_database_of_either_kind_is_brought_up_to_date_at_start(
+    tmp_path: Any, database_url: str
+) -> None:
+    app = hedwig.create_app(config_for(tmp_path, DATABASE_URL=database_url))  # no db upgrade
+    created_apps.append(app)
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    assert client.get("/").status_code == 200
+
+
+def test_healthz_fails_while_the_schema_is_behind(app: Flask) -> None:
+    with app.app_context():
+        flask_migrate.downgrade(revision="-1")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json == {"status": "schema behind: run flask --app hedwig db upgrade"}
+
+
+def test_healthz_fails_while_the_database_is_read_only(tmp_path: Any, database_url: str) -> None:
+    make_app(tmp_path, DATABASE_URL=database_url)
+    if database_url.startswith("sqlite"):
+        read_only = f"sqlite:///file:{tmp_path / 'hedwig.db'}?mode=ro&uri=true"
+    else:
+        read_only = database_url + "&options=-cdefault_transaction_read_only%3Don"
+    app = make_app(tmp_path, DATABASE_URL=read_only)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json == {"status": "database is read-only"}
+
+
+def test_the_error_page_renders_without_the_database(
+    tmp_path: Any, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(tmp_path, DATABASE_URL=database_url, TESTING=False)
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    with app.app_context():  # the tables a page and the nav read are gone
+        db.session.execute(sqlalchemy.text("DROP TABLE feedback"))
+        db.session.execute(sqlalchemy.text("DROP TABLE intercom_connections"))
+        db.session.commit()
+    response = client.get("/")
+    assert response.status_code == 500
+    assert "Something went wrong" in page_text(response)
+    assert "Back to the feedback log" in page_text(response)
 
 
 # --- Solid under concurrency: a real server, real parallel requests -------------------------------
@@ -1680,3 +2231,37 @@ def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
     assert 0 <= count <= 40
     assert distinct == count  # whole rows only, each once
     assert "Traceback" not in log.read_text()
+
+
+# --- make: the README's two commands on a machine that is not quite ready ---------------------
+
+
+def make_dry_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-n", *args], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
+
+
+def test_make_says_which_python_is_needed_before_installing_anything(tmp_path: Any) -> None:
+    old = tmp_path / "python3"
+    old.write_text(
+        '#!/bin/sh\ncase "$*" in *--version*) echo "Python 3.9.2";; *) echo False;; esac\n'
+    )
+    old.chmod(0o755)
+    result = make_dry_run("run", f"PYTHON={old}", f"VENV={tmp_path / '.venv'}")
+    assert result.returncode != 0
+    assert "Hedwig needs Python 3.11 or newer, and" in result.stderr
+    assert "is Python 3.9.2" in result.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_make_rebuilds_a_venv_made_by_another_python(tmp_path: Any) -> None:
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\necho 3.10.4\n")
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".installed-run").touch()
+    result = make_dry_run("run", f"VENV={venv}")
+    assert result.returncode == 0, result.stderr
+    assert f"-m venv {venv}" in result.stdout
+    assert not venv.exists()
