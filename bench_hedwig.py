@@ -277,6 +277,112 @@ def wrk(url: str, seconds: float, *options: str, script_args: tuple[str, ...] = 
     }
 
 
+# --- Hedwig under attack: a wrong-password flood, idle connections, hostile HTML -------------
+
+NGINX_CONF = """
+worker_processes 1;
+{user}
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+{site}
+    }}
+}}
+"""
+# The README's nginx site, the lines between its markers: the bench measures what it says.
+README_SITE = re.compile(r"# hedwig-site-begin\n(.*?)\s*# hedwig-site-end", re.S)
+
+
+@contextmanager
+def nginx_in_front(upstream: str, work: Path) -> Iterator[str]:
+    """nginx on loopback before Hedwig, configured as the README's Running for real says."""
+    site = README_SITE.search((HERE / "README.md").read_text()).group(1)
+    site = site.replace("http://127.0.0.1:8000", upstream)
+    port = free_port()
+    conf = work / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(user=user, work=work, port=port, site=site))
+    server = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(work), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(f"{url}/healthz", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def idle_connections(url: str, count: int) -> Iterator[None]:
+    """Clients that connect and send nothing: each held a sync worker for 30 s."""
+    host, port = url.removeprefix("http://").split(":")
+    sockets = [socket.create_connection((host, int(port))) for _ in range(count)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def wrong_password_flood(url: str, seconds: float, work: Path) -> Iterator[dict[str, float]]:
+    """8 clients posting wrong passwords for as long as the block runs (and a little more)."""
+    browser = requests.Session()
+    page = browser.get(f"{url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    script = work / "flood.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "csrf_token={token}&email=bench%40example.com&password=wrong+guess"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f'wrk.headers["Cookie"] = "session={browser.cookies["session"]}"\n'
+    )
+    flood = subprocess.Popen(
+        ["wrk", "-t1", "-c8", f"-d{seconds + 2:g}s", "-s", str(script), f"{url}/login"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    result: dict[str, float] = {}
+    try:
+        time.sleep(1)  # the flood is on before the measurement starts
+        yield result
+    finally:
+        output = flood.communicate(timeout=seconds + 60)[0]
+        result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+
+def hostile_html_ms() -> float:
+    """The slowest of html_to_text over 1 MiB of each hostile shape, in milliseconds."""
+    import hedwig
+
+    shapes = ["<a " * 350_000, "<!--" * 260_000, "<" + "a" * 1_048_576, "&#" * 520_000]
+    slowest = 0.0
+    for shape in shapes:
+        started = time.perf_counter()
+        hedwig.html_to_text(shape)
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest * 1000
+
+
 def signed_lines(payloads: Iterator[dict[str, Any]]) -> str:
     lines = []
     for payload in payloads:
@@ -294,6 +400,20 @@ def submit_payloads(count: int, tag: str) -> Iterator[dict[str, Any]]:
             "input_values": {"title": f"Benchmark {tag} {n}", "description": "Load test"},
             "current_canvas": {"stored_data": {"nonce": f"bench-{tag}-{n:08d}-nonce"}},
         }
+
+
+def answer_within(url: str, seconds: float) -> float | None:
+    """Milliseconds one canvas initialize takes, or None when it is not answered in time."""
+    body = json.dumps(PAYLOAD).encode()
+    headers = {"X-Body-Signature": sign(body), "Content-Type": "application/json"}
+    started = time.perf_counter()
+    try:
+        requests.post(
+            f"{url}/intercom/canvas/initialize", data=body, headers=headers, timeout=seconds
+        )
+    except requests.Timeout:
+        return None
+    return (time.perf_counter() - started) * 1000
 
 
 def post_wrk(url: str, path: str, lines_file: Path, seconds: float) -> dict[str, float]:
@@ -441,6 +561,20 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             floor = post_wrk(ref_url, "/first-canvas", work / "initialize.txt", seconds)
             submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit.txt", seconds)
             insert_ = post_wrk(ref_url, "/submit", work / "reference.txt", seconds)
+            with wrong_password_flood(hedwig_url, seconds, work) as flood:
+                init_flood = post_wrk(
+                    hedwig_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
+                )
+            with nginx_in_front(hedwig_url, work) as nginx_url:
+                init_nginx = post_wrk(
+                    nginx_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
+                )
+                with idle_connections(nginx_url, 50):
+                    init_idle = post_wrk(
+                        nginx_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
+                    )
+            with idle_connections(hedwig_url, 50):
+                alone = answer_within(hedwig_url, 5)
             fill_to(app, 50_000)
             list_50k = wrk(f"{hedwig_url}/", seconds, *cookie)
             search_50k = wrk(f"{hedwig_url}/?q=pdf", seconds, *cookie)
@@ -457,9 +591,14 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             export_rows = export.text.count("\n") - 1
 
         def row(
-            name: str, result: dict[str, float], versus: dict[str, float] | None, target: str
+            name: str,
+            result: dict[str, float],
+            versus: dict[str, float] | None,
+            target: str,
+            by: str = "rps",
         ) -> tuple[str, ...]:
-            ratio = f"{result['rps'] / versus['rps']:.2f}x" if versus else ""
+            ratio = f"{result[by] / versus[by]:.2f}x" if versus else ""
+            ratio = f"p50 {ratio}" if versus and by == "p50" else ratio
             return (
                 name,
                 f"{result['rps']:.0f}",
@@ -481,6 +620,21 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             row("list page, 2k rows", list_2k, None, ""),
             row("list page, 50k rows", list_50k, list_2k, "≥ 0.67x (≤ 1.5x slower)"),
             row("search, 50k rows", search_50k, None, ""),
+            row(
+                "canvas initialize while 8 clients send wrong passwords",
+                init_flood,
+                init,
+                "p50 ≤ 3x (of idle)",
+                by="p50",
+            ),
+            row("canvas initialize, nginx in front", init_nginx, None, ""),
+            row(
+                "canvas initialize, nginx in front, 50 idle connections open",
+                init_idle,
+                init_nginx,
+                "p50 ≤ 1.5x (of none)",
+                by="p50",
+            ),
         ]
         floor_ratio = floor["rps"] / echo["rps"]
         notes.append(
@@ -494,6 +648,18 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             f"the workers' RSS grew by at most {(peak[0] - baseline) / 1024:.1f} MB while it ran."
         )
         notes.append(f"RSS per Hedwig worker at the end: {', '.join(f'{r} MB' for r in rss)}.")
+        notes.append(
+            f"The wrong-password flood ran at {flood['rps']:.0f} req/s: after 10 failures in 15 "
+            "minutes each attempt is refused (429) before any password hash is computed."
+        )
+        notes.append(
+            "gunicorn alone (no nginx) with 50 idle connections open: "
+            + (f"answered in {alone:.0f} ms." if alone is not None else "no answer within 5 s.")
+        )
+        notes.append(
+            f"html_to_text on 1 MiB of hostile HTML (unclosed tags, comments, one endless tag, "
+            f"entity starts): {hostile_html_ms():.0f} ms at the slowest (target: well under 1 s)."
+        )
 
         postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
         if postgres:
@@ -550,9 +716,9 @@ def table(rows: list[tuple[str, ...]], notes: list[str], seconds: float) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(
         [
-            f"`make bench` (it needs `wrk`: `apt-get install wrk`) wrote this: wrk, {THREADS} "
-            f"threads x {CONNECTIONS} connections, {seconds:g} s per "
-            f"line, each server gunicorn with 2 workers, on {machine()}.",
+            "`make bench` (it needs `wrk` and `nginx`: `apt-get install wrk nginx`) wrote this: "
+            f"wrk, {THREADS} threads x {CONNECTIONS} connections, {seconds:g} s per line, each "
+            f"server gunicorn with 2 workers, on {machine()}.",
             "",
             *lines,
             "",
@@ -576,8 +742,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
     parser.add_argument("--no-readme", action="store_true", help="print only")
     options = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is needed: apt-get install {tool}")
     rows, notes = run(options.duration)
     text = table(rows, notes, options.duration)
     print(text)
