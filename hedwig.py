@@ -30,7 +30,9 @@ import math
 import os
 import re
 import secrets
+import shlex
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +130,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     install_plumbing(app)
     for blueprint in (auth, feedback_log, connect, inbox, preview):
         app.register_blueprint(blueprint)
-    for command in (init_db_command, create_user_command, backup_command, copy_db_command):
+    for command in (
+        init_db_command,
+        create_user_command,
+        backup_command,
+        copy_db_command,
+        canvas_request_command,
+    ):
         app.cli.add_command(command)
     return app
 
@@ -541,22 +549,28 @@ def csv_cell(value: Any) -> str:
 
 # --- 4. Connect with Intercom ----------------------------------------------------------------
 #
-# The browser goes to Intercom with a signed `state`, comes back to /intercom/callback with a
-# `code`, and Hedwig trades the code for a token and asks /me which workspace granted it.
+# Two ways to the same connection, a workspace's token kept encrypted:
+# - Connect with Intercom (OAuth): the browser goes to Intercom with a signed `state`, comes
+#   back to /intercom/callback with a `code`, and Hedwig trades the code for a token.
+# - An access token: a private app installed in the team's own workspace shows one in
+#   Intercom's Developer Hub; it is pasted into /intercom/connect/token.
+# Either way Hedwig asks /me which workspace the token belongs to, and in which region.
 
 connect = Blueprint("connect", __name__)
 STATE_MAX_AGE = 10 * 60  # seconds
 STATE_SALT = "hedwig.intercom-oauth-state"
 INTERCOM_API_VERSION = "2.11"
+ACCESS_TOKEN_MAX = 512
 SETTINGS_MISSING = (
-    "Connecting needs your Intercom app's credentials: set HEDWIG_INTERCOM_CLIENT_ID and "
-    "HEDWIG_INTERCOM_CLIENT_SECRET, then restart Hedwig."
+    "Connecting needs your Intercom app's client secret (HEDWIG_INTERCOM_CLIENT_SECRET), which "
+    "verifies the Inbox's requests, and for Connect with Intercom (OAuth) its client id "
+    "(HEDWIG_INTERCOM_CLIENT_ID) too: set them, then restart Hedwig."
 )
 
 
 @connect.get("/intercom/connect")
 def intercom_connect() -> Response:
-    if not intercom_configured():
+    if not oauth_configured():
         abort(503, SETTINGS_MISSING)
     query = urlencode(
         {
@@ -581,20 +595,42 @@ def intercom_callback() -> Response:
     token = exchange_code_for_token(code)
     details = fetch_me(token)
     # Keep the token, encrypted, for that workspace.
-    connection = save_connection(details, token, g.user)
-    current_app.logger.info("Connected Intercom workspace %s", connection.workspace_id)
-    flash(f"Connected to {connection.workspace_name}.")
-    return redirect(url_for("log.index"))
+    return connected(save_connection(details, token, g.user))
+
+
+@connect.route("/intercom/connect/token", methods=["GET", "POST"])
+def connect_with_token() -> Any:
+    """A private app's access token, pasted from Intercom's Developer Hub."""
+    if not current_app.config["INTERCOM_CLIENT_SECRET"]:
+        abort(503, SETTINGS_MISSING)
+    if request.method == "GET":
+        return render_template("connect_token.html")
+    # The token is read from the form, never echoed into a page, a log line or a URL.
+    token = request.form.get("access_token", "").strip()
+    if not token or len(token) > ACCESS_TOKEN_MAX or not token.isprintable() or " " in token:
+        error = "Paste the access token Intercom shows for your app: one line, no spaces."
+        return render_template("connect_token.html", error=error), 400
+    # Ask /me which workspace the token belongs to, then keep it, encrypted.
+    details = fetch_me(token)
+    return connected(save_connection(details, token, g.user))
 
 
 @connect.post("/intercom/disconnect")
 def intercom_disconnect() -> Response:
+    """Forget a workspace's token, and ask Intercom to revoke it (best effort)."""
     connection_id = request.form.get("connection_id", type=record_id)
     connection = db.get_or_404(IntercomConnection, connection_id or 0)
-    name = connection.workspace_name
+    name, not_revoked = connection.workspace_name, revoke_token(connection)
     db.session.delete(connection)
     db.session.commit()
-    flash(f"Disconnected from {name}. Its token is forgotten.")
+    if not_revoked:
+        flash(
+            f"Disconnected from {name}: Hedwig forgot its token, but Intercom did not revoke "
+            f"it ({not_revoked}). To revoke it, uninstall the app in Intercom's Developer Hub "
+            "(your app → Test & Publish → Uninstall app)."
+        )
+    else:
+        flash(f"Disconnected from {name}: Intercom revoked its token, and Hedwig forgot it.")
     return redirect(url_for("log.index"))
 
 
@@ -626,9 +662,15 @@ class AccessDenied(ConnectFailed):
 
 
 class IntercomError(ConnectFailed):
-    """A call to Intercom failed."""
+    """A call to Intercom failed: ``http_status`` is Intercom's answer (None when there was
+    none), ``retry_after`` the seconds a 429 asked Hedwig to wait."""
 
     status = 502
+
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float = 0):
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
 
     def explanation(self) -> str:
         return f"Connecting failed: {self}. Nothing was stored; please try again."
@@ -651,15 +693,31 @@ def connection_state() -> dict[str, Any]:
         )
     return {
         "connections": connections,
-        "intercom_configured": intercom_configured(),
+        "oauth_configured": oauth_configured(),
+        "token_configured": bool(current_app.config["INTERCOM_CLIENT_SECRET"]),
         "settings_missing": SETTINGS_MISSING,
     }
 
 
-def intercom_configured() -> bool:
+def oauth_configured() -> bool:
     return bool(
         current_app.config["INTERCOM_CLIENT_ID"] and current_app.config["INTERCOM_CLIENT_SECRET"]
     )
+
+
+def connect_url() -> str:
+    """Where "Connect" leads: OAuth when the app's client id is set, else the token form."""
+    if oauth_configured():
+        return external_url("connect.intercom_connect")
+    return external_url("connect.connect_with_token")
+
+
+def connected(connection: IntercomConnection) -> Response:
+    current_app.logger.info(
+        "Connected Intercom workspace %s (%s)", connection.workspace_id, connection.region
+    )
+    flash(f"Connected to {connection.workspace_name}.")
+    return redirect(url_for("log.index"))
 
 
 STATE_REFUSED = (
@@ -728,7 +786,8 @@ def exchange_code_for_token(code: str) -> str:
 
 
 def fetch_me(token: str) -> dict[str, str | None]:
-    """Ask Intercom who granted the token: the workspace (app.id_code) and the admin."""
+    """Ask Intercom who granted the token: the workspace (app.id_code), its region and the
+    admin. /me is asked on the US host, which routes to the workspace's own region."""
     body = call_intercom("GET", "/me", token=token)
     workspace = body.get("app") if isinstance(body.get("app"), dict) else {}
     workspace_id = id_or_none(workspace.get("id_code"))
@@ -737,18 +796,22 @@ def fetch_me(token: str) -> dict[str, str | None]:
     return {
         "workspace_id": workspace_id,
         "workspace_name": text_or_none(workspace.get("name")) or workspace_id,
+        "region": region_of(workspace.get("region")),
         "admin_id": id_or_none(body.get("id")),
         "admin_name": text_or_none(body.get("name")),
         "admin_email": text_or_none(body.get("email"), EMAIL_MAX),
     }
 
 
-def call_intercom(method: str, path: str, token: str | None = None, **kwargs: Any) -> dict:
-    """One request to Intercom's API, returning its JSON object or raising IntercomError."""
+def call_intercom(
+    method: str, path: str, token: str | None = None, region: str = "us", **kwargs: Any
+) -> dict:
+    """One request to Intercom's API on the region's host: its JSON object (empty when the
+    answer has no body), or an IntercomError whose message a person can read."""
     headers = {"Accept": "application/json", "Intercom-Version": INTERCOM_API_VERSION}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    url = current_app.config["INTERCOM_API_URL"].rstrip("/") + path
+    url = intercom_api_url(region) + path
     timeout = current_app.config["INTERCOM_TIMEOUT"]
     try:
         # Never follow a redirect: it would carry the client secret or the token elsewhere.
@@ -761,8 +824,10 @@ def call_intercom(method: str, path: str, token: str | None = None, **kwargs: An
         raise IntercomError(
             f"could not reach Intercom for {path} ({type(error).__name__})"
         ) from None
-    if response.status_code != 200:
-        raise IntercomError(f"Intercom answered {path} with HTTP {response.status_code}")
+    if not 200 <= response.status_code < 300:
+        raise refusal(path, response)
+    if not response.content.strip():
+        return {}
     try:
         body = response.json()
     except ValueError:
@@ -770,6 +835,64 @@ def call_intercom(method: str, path: str, token: str | None = None, **kwargs: An
     if not isinstance(body, dict):
         raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
     return body
+
+
+def refusal(path: str, response: requests.Response) -> IntercomError:
+    """Intercom's non-2xx answer, as a sentence that says what it means for the team."""
+    status = response.status_code
+    meaning = {
+        401: "it no longer accepts this token (revoked, or the app was uninstalled)",
+        403: "the app lacks a permission this needs (see the README's setup guide)",
+        404: "it has no such thing (deleted or merged)",
+        429: "it asks Hedwig to slow down for a while",
+    }.get(status, "it had a problem; Hedwig will try again" if status >= 500 else "")
+    wait = retry_after_seconds(response)
+    message = f"Intercom answered {path} with HTTP {status}"
+    return IntercomError(f"{message}: {meaning}" if meaning else message, status, wait)
+
+
+def retry_after_seconds(response: requests.Response) -> float:
+    """How long a 429 asks to wait: Retry-After (seconds), else X-RateLimit-Reset (epoch)."""
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
+    return 0.0
+
+
+def intercom_api_url(region: str) -> str:
+    """The API host for a workspace's region; HEDWIG_INTERCOM_API_URL replaces every region's
+    (for stand-ins and tests)."""
+    override = current_app.config["INTERCOM_API_URL"]
+    return (override or current_app.config["INTERCOM_REGIONS"][region]["api"]).rstrip("/")
+
+
+def region_of(value: Any) -> str:
+    """Intercom's name for a region as Hedwig keys it (us, eu, au); an unknown one is the US,
+    with a warning: US hosts route to other regions, while the reverse fails."""
+    name = str(value or "").strip().lower()
+    region = REGION_ALIASES.get(name, name)
+    if region not in current_app.config["INTERCOM_REGIONS"]:
+        if name:
+            current_app.logger.warning("Unknown Intercom region %r: using the US hosts", name)
+        return "us"
+    return region
+
+
+REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
+
+
+def revoke_token(connection: IntercomConnection) -> str | None:
+    """Ask Intercom to revoke the connection's token: None when it did, else why not."""
+    token = connection.token
+    if token is None:
+        return "its token no longer decrypts here"
+    try:
+        call_intercom("POST", "/auth/uninstall", token=token, region=connection.region)
+    except IntercomError as error:
+        current_app.logger.warning("Revoking %s's token failed: %s", connection.workspace_id, error)
+        return str(error)
+    return None
 
 
 def save_connection(
@@ -841,7 +964,7 @@ def canvas_error(error: HTTPException) -> tuple[dict[str, str], int]:
 
 def read_canvas_request() -> dict[str, Any]:
     """The verified JSON object Intercom sent, or an abort: 413, 503, 401, 400 in that order."""
-    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    body = read_body(current_app.config["CANVAS_MAX_CONTENT_LENGTH"])
     secret = current_app.config["INTERCOM_CLIENT_SECRET"]
     if not secret:
         current_app.logger.error("Canvas request refused: HEDWIG_INTERCOM_CLIENT_SECRET is not set")
@@ -921,6 +1044,7 @@ class InboxContext:
     """What a canvas request says about where the agent is: workspace, conversation, customer."""
 
     workspace_id: str | None
+    region: str
     conversation_id: str | None
     contact_id: str | None
     customer_name: str
@@ -932,14 +1056,19 @@ class InboxContext:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> InboxContext:
-        # Older apps get `customer` instead of `contact`; `context` may be absent.
+        # Older apps get `customer` instead of `contact`; `context` may be absent. The
+        # customer is a contact, never a teammate: in a conversation a teammate started, the
+        # source's author is an admin, and the source's body is the teammate's words.
         contact = payload.get("contact")
         if not isinstance(contact, dict):
             contact = payload.get("customer")
-        author = field(payload, "conversation", "source", "author")
-        body = field(payload, "conversation", "source", "body")
+        source = field(payload, "conversation", "source")
+        author = field(source, "author")
+        if field(author, "type") not in CUSTOMER_TYPES:
+            author = None
         return cls(
             workspace_id=id_or_none(payload.get("workspace_id")),
+            region=region_of(payload.get("workspace_region")),
             conversation_id=id_or_none(field(payload, "conversation", "id"))
             or id_or_none(field(payload, "context", "conversation_id")),
             contact_id=id_or_none(field(contact, "id")),
@@ -952,8 +1081,26 @@ class InboxContext:
             admin_id=id_or_none(field(payload, "admin", "id")),
             admin_name=text_or_none(field(payload, "admin", "name")),
             admin_email=text_or_none(field(payload, "admin", "email"), EMAIL_MAX),
-            opening_html=body if isinstance(body, str) else "",
+            opening_html=customers_first_message(payload.get("conversation")),
         )
+
+
+CUSTOMER_TYPES = frozenset({"user", "lead", "contact"})
+
+
+def customers_first_message(conversation: Any) -> str:
+    """The HTML of the first message a customer wrote: the conversation's source when a
+    customer started it, else the first customer part (when Intercom sends the parts)."""
+    source = field(conversation, "source")
+    if field(source, "author", "type") in CUSTOMER_TYPES:
+        body = field(source, "body")
+        return body if isinstance(body, str) else ""
+    parts = field(conversation, "conversation_parts", "conversation_parts")
+    for part in parts if isinstance(parts, list) else []:
+        body = field(part, "body")
+        if field(part, "author", "type") in CUSTOMER_TYPES and isinstance(body, str) and body:
+            return body
+    return ""
 
 
 def field(data: Any, *path: str) -> Any:
@@ -986,7 +1133,7 @@ def not_connected_canvas() -> dict[str, Any]:
     return canvas(
         [
             text("This Intercom workspace is not connected to Hedwig yet.", "muted"),
-            button("connect", "Connect in Hedwig", url=external_url("connect.intercom_connect")),
+            button("connect", "Connect in Hedwig", url=connect_url()),
         ]
     )
 
@@ -1083,6 +1230,7 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
         customer_email=context.customer_email,
         source="intercom",
         workspace_id=context.workspace_id,
+        region=context.region,
         conversation_id=context.conversation_id,
         contact_id=context.contact_id,
         admin_id=context.admin_id,
@@ -1358,6 +1506,13 @@ def canvas_preview() -> str:
 
 def preview_payload(sample: Mapping[str, str]) -> dict[str, Any]:
     """A canvas request as Intercom would send it, for a sample conversation in the preview."""
+    return sample_canvas_payload(sample, PREVIEW_WORKSPACE_ID, g.user.email)
+
+
+def sample_canvas_payload(
+    sample: Mapping[str, str], workspace_id: str, admin_email: str
+) -> dict[str, Any]:
+    """A canvas request in the documented shape, for a sample conversation."""
     customer = {
         "type": "contact",
         "id": f"preview-{hashlib.sha256(sample['customer_email'].encode()).hexdigest()[:12]}",
@@ -1365,12 +1520,13 @@ def preview_payload(sample: Mapping[str, str]) -> dict[str, Any]:
         "email": sample["customer_email"],
     }
     return {
-        "workspace_id": PREVIEW_WORKSPACE_ID,
+        "workspace_id": workspace_id,
+        "workspace_region": "us",
         "admin": {
             "type": "admin",
             "id": "preview-agent",
             "name": sample["agent_name"],
-            "email": g.user.email,
+            "email": admin_email,
         },
         "conversation": {
             "type": "conversation",
@@ -1560,6 +1716,33 @@ def uncopyable_values(source: Engine, tables: list[Any]) -> Iterator[str]:
                         )
 
 
+@click.command("canvas-request")
+@click.argument("endpoint", type=click.Choice(["initialize", "submit"]))
+@click.option("--workspace", required=True, help="The workspace id (app.id_code) to name.")
+@click.option("--component", default="record", show_default=True, help="submit: what was clicked.")
+@click.option("--url", "origin", help="Hedwig's origin [default: HEDWIG_BASE_URL, or :5000].")
+@with_appcontext
+def canvas_request_command(endpoint: str, workspace: str, component: str, origin: str) -> None:
+    """Print a curl command that sends a canvas request signed as Intercom signs it."""
+    secret = current_app.config["INTERCOM_CLIENT_SECRET"]
+    if not secret:
+        raise click.ClickException(
+            "Set HEDWIG_INTERCOM_CLIENT_SECRET: requests are signed with it."
+        )
+    payload = sample_canvas_payload(SAMPLE, workspace, "alex.agent@example.com")
+    if endpoint == "submit":
+        payload |= {"component_id": component, "input_values": {}, "current_canvas": {}}
+    body = json.dumps(payload)
+    signature = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+    origin = origin or current_app.config["BASE_URL"] or "http://127.0.0.1:5000"
+    with current_app.test_request_context(base_url=origin):
+        url = url_for(f"inbox.canvas_{endpoint}", _external=True)
+    click.echo(
+        f"curl -sS -X POST {url} -H 'Content-Type: application/json' \\\n"
+        f"  -H 'X-Body-Signature: {signature}' --data-binary {shlex.quote(body)}"
+    )
+
+
 def row_counts(engine: Engine) -> dict[str, int]:
     """Rows in each of Hedwig's tables that exist in the database."""
     existing = set(inspect(engine).get_table_names())
@@ -1583,7 +1766,14 @@ ID_LARGEST = 2**63 - 1  # the largest integer SQLite and PostgreSQL keep
 ALEMBIC_VERSION = table("alembic_version", column("version_num"))
 DEFAULTS: dict[str, Any] = {
     "INTERCOM_OAUTH_URL": "https://app.intercom.com/oauth",
-    "INTERCOM_API_URL": "https://api.intercom.io",
+    "INTERCOM_API_URL": "",  # by region, unless set
+    # Intercom's hosts by region. The EU and AU web hosts come from public guides, not from
+    # Intercom's docs: HEDWIG_INTERCOM_REGIONS (JSON) replaces any of them.
+    "INTERCOM_REGIONS": {
+        "us": {"api": "https://api.intercom.io", "web": "https://app.intercom.com"},
+        "eu": {"api": "https://api.eu.intercom.io", "web": "https://app.eu.intercom.com"},
+        "au": {"api": "https://api.au.intercom.io", "web": "https://app.au.intercom.com"},
+    },
     "INTERCOM_CLIENT_ID": "",
     "INTERCOM_CLIENT_SECRET": "",
     "BASE_URL": "",
@@ -1592,7 +1782,9 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "PERMANENT_SESSION_LIFETIME": 7 * 24 * 3600,  # seconds a sign-in lasts
-    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,  # forms
+    # Canvas requests carry the conversation, which may hold up to 500 parts.
+    "CANVAS_MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
 }
 # Settings read from the environment as text, even when they look like numbers.
@@ -1606,7 +1798,13 @@ TEXT_SETTINGS = (
     "INTERCOM_API_URL",
     "BASE_URL",
 )
-NUMBER_SETTINGS = ("TRUSTED_PROXIES", "PERMANENT_SESSION_LIFETIME", "INTERCOM_TIMEOUT")
+NUMBER_SETTINGS = (
+    "TRUSTED_PROXIES",
+    "PERMANENT_SESSION_LIFETIME",
+    "INTERCOM_TIMEOUT",
+    "MAX_CONTENT_LENGTH",
+    "CANVAS_MAX_CONTENT_LENGTH",
+)
 BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE",)
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
 BOOLEAN_WORDS |= {"false": False, "no": False, "off": False, "0": False}
@@ -1630,6 +1828,7 @@ def load_settings(app: Flask, config: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise RuntimeError(f"HEDWIG_{name} must be a number of 0 or more (it is {value!r}).")
     app.config["BASE_URL"] = base_url_setting(app.config["BASE_URL"])
+    app.config["INTERCOM_REGIONS"] = regions_setting(app.config["INTERCOM_REGIONS"])
     app.config["SECRET_KEY"] = secret_key(app)
 
 
@@ -1663,6 +1862,29 @@ def base_url_setting(value: str) -> str:
             f"https://abc123.ngrok.app (it is {value!r})."
         )
     return value.rstrip("/")
+
+
+def regions_setting(value: Any) -> dict[str, dict[str, str]]:
+    """Intercom's hosts by region: the defaults, with any region HEDWIG_INTERCOM_REGIONS names
+    replaced, e.g. {"eu": {"api": "https://api.eu.intercom.io", "web": "https://…"}}."""
+    regions = {**DEFAULTS["INTERCOM_REGIONS"]}
+    if not isinstance(value, dict):
+        value = {}
+    for name, hosts in value.items():
+        if not (
+            isinstance(hosts, dict)
+            and all(
+                str(hosts.get(key, "")).startswith(("https://", "http://"))
+                for key in ("api", "web")
+            )
+        ):
+            raise RuntimeError(
+                "HEDWIG_INTERCOM_REGIONS must map each region to its api and web URLs, like "
+                '{"eu": {"api": "https://api.eu.intercom.io", "web": "https://app.eu.intercom.com"}}'
+                f" (it says {json.dumps(value)[:200]})."
+            )
+        regions[str(name).lower()] = {"api": hosts["api"], "web": str(hosts["web"]).rstrip("/")}
+    return regions
 
 
 def secret_key(app: Flask) -> str:

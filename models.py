@@ -20,6 +20,7 @@ NAME_MAX = 255
 ID_MAX = 64  # Intercom's ids (workspace, conversation, contact, admin) and form nonces
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
+REGION_MAX = 16
 # The canvas preview's own workspace: "connected" for the preview alone, never for Intercom.
 PREVIEW_WORKSPACE_ID = "hedwig-preview"
 
@@ -99,6 +100,12 @@ class FailedSignIn(db.Model):
     )
 
 
+def intercom_web_url(region: str | None) -> str:
+    """The Inbox's web origin for a region (HEDWIG_INTERCOM_REGIONS), US when unknown."""
+    regions = current_app.config["INTERCOM_REGIONS"]
+    return regions.get(region or "us", regions["us"])["web"]
+
+
 def token_cipher() -> Fernet:
     """The key that encrypts Intercom tokens, loaded at start (hedwig.load_token_cipher)."""
     return current_app.extensions["hedwig_token_cipher"]
@@ -118,6 +125,8 @@ class IntercomConnection(db.Model):
     admin_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     admin_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
     admin_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
+    # Where Intercom hosts the workspace (us, eu, au): its API host and its Inbox links.
+    region: Mapped[str] = mapped_column(String(REGION_MAX), default="us", server_default="us")
     connected_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -160,6 +169,7 @@ class Feedback(db.Model):
 
     # Where it was heard, when it came from the Intercom Inbox.
     workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    region: Mapped[str | None] = mapped_column(String(REGION_MAX))
     conversation_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     contact_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     admin_id: Mapped[str | None] = mapped_column(String(ID_MAX))
@@ -185,7 +195,7 @@ class Feedback(db.Model):
         if not self.workspace_id or not self.conversation_id or self.origin == "preview":
             return None
         return (
-            f"https://app.intercom.com/a/inbox/{self.workspace_id}"
+            f"{intercom_web_url(self.region)}/a/inbox/{self.workspace_id}"
             f"/inbox/conversation/{self.conversation_id}"
         )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 from werkzeug.serving import make_server
 
 import hedwig
@@ -177,23 +178,33 @@ def test_add_list_search_show_and_export(page: Any, serve: Callable[..., tuple[s
 
 
 def test_connect_button_follows_the_connection(
-    page: Any, serve: Callable[..., tuple[str, Any]]
+    page: Any, serve: Callable[..., tuple[str, Any]], httpserver: HTTPServer
 ) -> None:
     url, _ = serve()
     create_first_account(page, url)
     assert "Intercom not set up" in page.locator("header").inner_text()
-    assert "set HEDWIG_INTERCOM_CLIENT_ID" in page.locator(".callout").inner_text()
+    callout = page.locator(".callout").inner_text()
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in callout
+    assert "HEDWIG_INTERCOM_CLIENT_ID" in callout
 
-    url, app = serve(INTERCOM_CLIENT_ID="client-id", INTERCOM_CLIENT_SECRET="client-secret-123")
+    intercom = {"INTERCOM_API_URL": httpserver.url_for("/"), "INTERCOM_CLIENT_SECRET": "secret-123"}
+    url, _ = serve(**intercom)  # a private app: a client secret, no OAuth
+    sign_in(page, url)
+    page.click("header a:text('Connect with an access token')")
+    assert page.locator("h1").inner_text() == "Connect with an access token"
+    assert page.locator("input[name=access_token]").get_attribute("type") == "password"
+
+    url, app = serve(INTERCOM_CLIENT_ID="client-id", **intercom)
     sign_in(page, url)
     connect = page.locator("header a:text('Connect with Intercom')")
     assert connect.get_attribute("href") == "/intercom/connect"
 
     connect_workspace(app)  # what a finished OAuth flow leaves (tested in test_hedwig.py)
+    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
     page.reload()
     assert "Connected to Example Co workspace" in page.locator("header").inner_text()
     page.click("header button:text('Disconnect')")
-    assert "Disconnected from Example Co workspace" in page.content()
+    assert "Disconnected from Example Co workspace: Intercom revoked its token" in page.content()
     assert page.locator("header a:text('Connect with Intercom')").count() == 1
 
 

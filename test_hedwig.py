@@ -923,6 +923,254 @@ def test_disconnecting_an_id_beyond_what_a_database_keeps_is_404(agent: FlaskCli
     assert response.status_code == 404
 
 
+# Connect with an access token: a private app's way in.
+
+
+@pytest.fixture
+def private_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Flask:
+    """Hedwig set up as a team with a private app sets it up: a client secret, no OAuth."""
+    return make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=httpserver.url_for("/").rstrip("/"),
+        INTERCOM_TIMEOUT=1,
+    )
+
+
+@pytest.fixture
+def teammate(private_app: Flask) -> FlaskClient:
+    create_user(private_app)
+    client = private_app.test_client()
+    sign_in(client)
+    return client
+
+
+def paste_token(client: FlaskClient, token: str = TOKEN) -> Any:
+    return post(client, "/intercom/connect/token", {"access_token": token})
+
+
+def test_a_private_apps_access_token_connects_its_workspace(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    nav = page_text(teammate.get("/"))
+    assert 'href="/intercom/connect/token"' in nav
+    assert "Connect with Intercom" not in nav  # no client id: OAuth is not offered
+    response = paste_token(teammate, f"  {TOKEN}\n")
+    assert response.status_code == 302
+    assert "Connected to Example Co workspace" in page_text(teammate.get("/"))
+    (connection,) = connections(private_app)
+    assert (connection.workspace_id, connection.region, connection.admin_id) == (
+        WORKSPACE_ID,
+        "us",
+        "5551234",
+    )
+    with private_app.app_context():
+        assert connection.token == TOKEN
+    (me,) = [req for req, _ in httpserver.log if req.path == "/me"]
+    assert me.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_new_token_for_a_connected_workspace_updates_it_in_place(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    paste_token(teammate)
+    (first,) = connections(private_app)
+    httpserver.clear()
+    renamed = {**ME, "app": {**ME["app"], "name": "Renamed"}}
+    httpserver.expect_request("/me").respond_with_json(renamed)
+    paste_token(teammate, "another-token-0123456789")
+    (second,) = connections(private_app)
+    assert (second.id, second.workspace_name) == (first.id, "Renamed")
+    with private_app.app_context():
+        assert second.token == "another-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (Response('{"type": "error.list"}', 401), "HTTP 401: it no longer accepts this token"),
+        (Response('{"type": "error.list"}', 403), "HTTP 403: the app lacks a permission"),
+        (Response("upstream broke", 503), "HTTP 503: it had a problem"),
+        (Response("<html>not json</html>", 200), "was not JSON"),
+        (Response('{"type": "admin", "id": "1"}', 200), "named no workspace"),
+    ],
+    ids=["refused", "permission missing", "intercom down", "garbage", "no workspace"],
+)
+def test_a_token_intercom_does_not_vouch_for_stores_nothing(
+    private_app: Flask,
+    teammate: FlaskClient,
+    httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+    answer: Response,
+    message: str,
+) -> None:
+    httpserver.expect_request("/me").respond_with_response(answer)
+    response = paste_token(teammate, "tok_wrong_0123456789")
+    assert response.status_code == 502
+    assert message in page_text(response)
+    assert "Nothing was stored" in page_text(response)
+    assert connections(private_app) == []
+    for text in (page_text(response), caplog.text, response.headers.get("Location", "")):
+        assert "tok_wrong_0123456789" not in text
+
+
+@pytest.mark.parametrize("pasted", ["", "   ", "two words", "x" * 513, "tab\there"])
+def test_something_that_is_not_a_token_is_refused_before_asking_intercom(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer, pasted: str
+) -> None:
+    response = paste_token(teammate, pasted)
+    assert response.status_code == 400
+    assert "Paste the access token Intercom shows for your app" in page_text(response)
+    assert httpserver.log == []
+    assert connections(private_app) == []
+
+
+def test_the_token_form_needs_sign_in_a_csrf_token_and_a_client_secret(
+    private_app: Flask, teammate: FlaskClient, tmp_path: Any, httpserver: HTTPServer
+) -> None:
+    stranger = private_app.test_client()
+    assert stranger.post("/intercom/connect/token", data={"access_token": TOKEN}).status_code in (
+        302,
+        400,
+    )
+    assert teammate.post("/intercom/connect/token", data={"access_token": TOKEN}).status_code == 400
+    unconfigured = make_app(tmp_path / "other")
+    create_user(unconfigured)
+    browser = unconfigured.test_client()
+    sign_in(browser)
+    response = paste_token(browser)
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
+    assert httpserver.log == []
+
+
+# Regions: each workspace's API calls and links go to its region's hosts.
+
+
+@pytest.fixture
+def regional_intercom() -> Iterator[dict[str, HTTPServer]]:
+    """A stand-in for Intercom's API host in each region, on loopback."""
+    servers = {region: HTTPServer(host="127.0.0.1", port=0) for region in ("us", "eu", "au")}
+    for server in servers.values():
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.clear()
+        server.stop()
+
+
+@pytest.fixture
+def regional_app(
+    tmp_path: Any, database_url: str, regional_intercom: dict[str, HTTPServer]
+) -> Flask:
+    regions = {
+        region: {"api": server.url_for("/").rstrip("/"), "web": f"https://app.{region}.example"}
+        for region, server in regional_intercom.items()
+    }
+    return make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_REGIONS=regions,
+        INTERCOM_TIMEOUT=1,
+    )
+
+
+@pytest.mark.parametrize(("said", "region"), [("US", "us"), ("EU", "eu"), ("AU", "au")])
+def test_each_regions_workspace_is_called_and_linked_on_its_own_hosts(
+    regional_app: Flask, regional_intercom: dict[str, HTTPServer], said: str, region: str
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": said}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)  # US routes /me
+    regional_intercom[region].expect_request("/auth/uninstall", method="POST").respond_with_json({})
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    (connection,) = connections(regional_app)
+    assert connection.region == region
+
+    inbox = Inbox(regional_app)
+    inbox.save("Heard here", payload={**INITIALIZE, "workspace_region": said.lower()})
+    (record,) = stored_feedback(regional_app)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert (
+        f'href="https://app.{region}.example/a/inbox/{WORKSPACE_ID}/inbox/conversation/'
+        f'{CONVERSATION_ID}"' in page
+    )
+
+    post(browser, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    (uninstall,) = [
+        req for req, _ in regional_intercom[region].log if req.path == "/auth/uninstall"
+    ]
+    assert uninstall.headers["Authorization"] == f"Bearer {TOKEN}"
+    others = [name for name in regional_intercom if name not in (region, "us")]
+    assert all(regional_intercom[name].log == [] for name in others)
+
+
+def test_an_unknown_region_uses_the_us_hosts_and_says_so_in_the_log(
+    regional_app: Flask,
+    regional_intercom: dict[str, HTTPServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": "Mars"}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    (connection,) = connections(regional_app)
+    assert connection.region == "us"
+    assert "Unknown Intercom region 'mars': using the US hosts" in caplog.text
+
+
+def test_hedwig_intercom_api_url_replaces_every_regions_api_host(
+    tmp_path: Any, httpserver: HTTPServer
+) -> None:
+    app = make_app(
+        tmp_path,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=httpserver.url_for("/"),
+    )
+    with app.app_context():
+        for region in ("us", "eu", "au"):
+            assert hedwig.intercom_api_url(region) == httpserver.url_for("/").rstrip("/")
+
+
+# Disconnect: Hedwig forgets the token, and asks Intercom to revoke it.
+
+
+def test_disconnect_revokes_the_token_at_intercom(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
+    paste_token(teammate)
+    (connection,) = connections(private_app)
+    response = post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    assert response.status_code == 302
+    assert "Intercom revoked its token, and Hedwig forgot it." in page_text(teammate.get("/"))
+    assert connections(private_app) == []
+
+
+def test_disconnect_forgets_the_token_even_when_intercom_cannot_revoke_it(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    httpserver.expect_request("/auth/uninstall").respond_with_data("down", 500)
+    paste_token(teammate)
+    (connection,) = connections(private_app)
+    post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    page = page_text(teammate.get("/"))
+    assert "Hedwig forgot its token, but Intercom did not revoke it" in page
+    assert "HTTP 500" in page
+    assert "Uninstall app" in page
+    assert connections(private_app) == []
+
+
 # --- The Inbox app (Canvas Kit) -------------------------------------------------------------------
 
 
@@ -990,7 +1238,7 @@ def test_canvas_body_that_is_not_a_json_object_is_400(inbox: Inbox, body: bytes)
 
 
 def test_oversized_canvas_body_is_413(canvas_app: Flask, inbox: Inbox) -> None:
-    payload = {**INITIALIZE, "padding": "x" * (1024 * 1024)}
+    payload = {**INITIALIZE, "padding": "x" * canvas_app.config["CANVAS_MAX_CONTENT_LENGTH"]}
     assert inbox.send("initialize", payload).status_code == 413
     assert inbox.send("submit", {**payload, "component_id": "save"}).status_code == 413
     assert stored_feedback(canvas_app) == []
@@ -1344,7 +1592,8 @@ def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str | None)
 
 
 def test_a_chunked_body_over_the_limit_is_413(canvas_app: Flask, inbox: Inbox) -> None:
-    body = json.dumps({**INITIALIZE, "padding": "x" * (1024 * 1024)}).encode()
+    padding = "x" * canvas_app.config["CANVAS_MAX_CONTENT_LENGTH"]
+    body = json.dumps({**INITIALIZE, "padding": padding}).encode()
     response = inbox.client.post(
         "/intercom/canvas/initialize",
         input_stream=io.BytesIO(body),
@@ -1412,6 +1661,90 @@ def test_a_megabyte_of_hostile_html_becomes_bounded_text(hostile: str) -> None:
     text = hedwig.html_to_text("<p>Hello <b>there</b></p>" + hostile)
     assert text.startswith("Hello there")
     assert len(text) <= hedwig.HTML_READ_MAX
+
+
+def test_a_workspace_that_is_not_connected_is_sent_where_this_hedwig_connects(
+    private_app: Flask, canvas_app: Flask
+) -> None:
+    """The canvas points to OAuth when the app's client id is set, else to the token form."""
+    for app, path in ((private_app, "/intercom/connect/token"), (canvas_app, "/intercom/connect")):
+        components = Inbox(app).initialize(workspace_id="not-connected")
+        (connect,) = [c for c in components if c["type"] == "button"]
+        assert connect["action"] == {"type": "url", "url": f"https://hedwig.example{path}"}
+
+
+def teammate_started(**conversation: Any) -> dict[str, Any]:
+    """A conversation a teammate started: its source is the teammate's message."""
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"] = {
+        "type": "conversation",
+        "delivered_as": "admin_initiated",
+        "body": "<p>Hi Casey, how is the new dashboard working for you?</p>",
+        "author": {"type": "admin", "id": "5551234", "name": "Alex Agent", "email": "a@x.example"},
+    }
+    payload["conversation"].update(conversation)
+    return payload
+
+
+def test_in_a_conversation_a_teammate_started_the_customer_is_still_the_contact(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    parts = {
+        "type": "conversation_part.list",
+        "conversation_parts": [
+            {"part_type": "comment", "body": "<p>Ping?</p>", "author": {"type": "admin"}},
+            {
+                "part_type": "comment",
+                "body": "<p>Great, but I need a dark mode.</p>",
+                "author": {"type": "user", "id": CONTACT_ID, "name": "Casey Customer"},
+            },
+        ],
+    }
+    payload = teammate_started(conversation_parts=parts)
+    form = inbox.form(payload)
+    assert component(form, "description")["value"] == "Great, but I need a dark mode."
+    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    inbox.click("save", form, {"title": "Dark mode"}, payload=payload)
+    (record,) = stored_feedback(canvas_app)
+    assert (record.customer_name, record.contact_id) == ("Casey Customer", CONTACT_ID)
+
+
+def test_a_teammates_words_are_never_prefilled_as_the_customers(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    payload = teammate_started()
+    del payload["contact"]
+    form = inbox.form(payload)
+    assert component(form, "description")["value"] == ""
+    assert "Customer unknown" in texts(form)
+    inbox.click("save", form, {"title": "Asked on a call"}, payload=payload)
+    (record,) = stored_feedback(canvas_app)
+    assert (record.customer_name, record.customer_email) == ("", "")
+
+
+def test_a_conversation_with_500_parts_is_answered(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    part = {
+        "type": "conversation_part",
+        "part_type": "comment",
+        "body": "<p>" + "A long message about exports. " * 100 + "</p>",
+        "author": {"type": "admin", "id": "5551234", "name": "Alex Agent"},
+    }
+    payload["conversation"]["conversation_parts"] = {
+        "type": "conversation_part.list",
+        "conversation_parts": [part] * 500,
+        "total_count": 500,
+    }
+    assert len(json.dumps(payload)) > 1024 * 1024  # more than a form may send
+    inbox.initialize(payload)
+    form = inbox.form(payload)
+    assert component(form, "description")["value"].startswith("Hi! The CSV export button")
+
+
+def test_web_forms_keep_their_one_megabyte_limit(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "Big", "description": "x" * 1_100_000})
+    assert response.status_code == 413
+    assert feedback_count(app) == 0
 
 
 # The first canvas's lookups: bounded, whatever the history
@@ -2231,6 +2564,27 @@ def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
     assert 0 <= count <= 40
     assert distinct == count  # whole rows only, each once
     assert "Traceback" not in log.read_text()
+
+
+def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, _ = served
+    result = app.test_cli_runner().invoke(
+        args=["canvas-request", "initialize", "--workspace", WORKSPACE_ID, "--url", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"curl -sS -X POST {url}/intercom/canvas/initialize")
+    assert CLIENT_SECRET not in result.output
+    ran = subprocess.run(["bash", "-c", result.output], capture_output=True, text=True, timeout=60)
+    canvas = json.loads(ran.stdout)
+    assert "Feedback from this conversation" in texts(assert_valid_canvas(canvas, first=True))
+
+    form = app.test_cli_runner().invoke(
+        args=["canvas-request", "submit", "--workspace", WORKSPACE_ID, "--url", url]
+    )
+    ran = subprocess.run(["bash", "-c", form.output], capture_output=True, text=True, timeout=60)
+    assert "Record feedback" in texts(json.loads(ran.stdout))
 
 
 # --- make: the README's two commands on a machine that is not quite ready ---------------------
