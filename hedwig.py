@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import html
 import io
+import ipaddress
 import itertools
 import json
 import logging
@@ -32,6 +33,7 @@ import re
 import secrets
 import shlex
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -121,8 +123,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``config``), its database, and each step of the tutorial as a blueprint."""
     config = dict(config or {})
     instance_path = config.pop("INSTANCE_PATH", None) or os.environ.get("HEDWIG_INSTANCE_PATH")
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    app = Flask(
+        __name__,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+        instance_relative_config=True,
+    )
+    make_private_folder(Path(app.instance_path))
     load_settings(app, config)
     init_database(app)
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
@@ -153,6 +159,7 @@ PASSWORD_MIN = 8
 # oldest of them leaves it. Refused attempts compute no password hash.
 THROTTLE_LIMIT = 10
 THROTTLE_WINDOW = timedelta(minutes=15)
+FORM_FIELDS_MAX = 100
 
 
 def public(view: Callable) -> Callable:
@@ -171,16 +178,18 @@ def login() -> Any:
         return render_template("login.html", next_url=next_url)
 
     email = normalize_email(form_text("email", EMAIL_MAX))
-    client = request.remote_addr or "unknown"
-    retry_at = sign_in_throttled_until(email, client)
+    # Each try counts as a failure until its password is checked, so that tries running at
+    # once cannot all slip under the limit; a try that is refused, or succeeds, is uncounted.
+    attempt = count_sign_in_attempt(email[:EMAIL_MAX], client_address())
+    retry_at = sign_in_throttled_until(attempt)
     if retry_at is not None:
+        uncount(attempt)
         return sign_in_throttled(retry_at, next_url, email)
     user = db.session.scalar(select(User).where(User.email == email))
     if not password_matches(user, request.form.get("password", "")):
-        record_failed_sign_in(email, client)
         error = "Wrong email or password."
         return render_template("login.html", next_url=next_url, error=error, email=email), 401
-    db.session.execute(delete(FailedSignIn).where(FailedSignIn.email == email))
+    db.session.execute(delete(FailedSignIn).where(FailedSignIn.email == attempt.email))
     sign_in(user)
     return redirect(next_url)
 
@@ -195,6 +204,8 @@ def first_account() -> Any:
             return redirect(url_for("auth.login", next=next_url))
         return render_template("first_account.html", next_url=next_url)
 
+    if not no_user_yet():  # refused before any password is hashed
+        abort(400, "An account exists already: sign in instead.")
     email = normalize_email(form_text("email", EMAIL_MAX))
     password = request.form.get("password", "")
     error = validate_credentials(email, password)
@@ -256,8 +267,9 @@ def require_sign_in() -> Response | None:
 
 @auth.before_app_request
 def check_csrf_token() -> None:
-    if request.method != "POST" or from_intercom():
+    if request.method != "POST" or from_intercom() or request.routing_exception is not None:
         return
+    refuse_outsized_form()
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf_token", "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -269,6 +281,15 @@ def check_csrf_token() -> None:
 @auth.app_context_processor
 def sign_in_helpers() -> dict[str, Any]:
     return {"csrf_token": csrf_token}
+
+
+def refuse_outsized_form() -> None:
+    """Parsing a form costs time per field, and anyone may post one: none of Hedwig's forms has
+    more than FORM_FIELDS_MAX fields, so a body with more is refused before it is parsed."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        fields = request.get_data().count(b"&") + 1  # kept for the form's parser
+        if fields > FORM_FIELDS_MAX:
+            abort(413, "This form has more fields than any of Hedwig's.")
 
 
 def from_intercom() -> bool:
@@ -354,15 +375,29 @@ def decoy_password_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
-def sign_in_throttled_until(email: str, client: str) -> datetime | None:
-    """When sign-in may be tried again, if this account or this client has failed
-    THROTTLE_LIMIT times within THROTTLE_WINDOW; None when it may be tried now."""
+def count_sign_in_attempt(email: str, client: str) -> FailedSignIn:
+    now = utcnow()
+    db.session.execute(delete(FailedSignIn).where(FailedSignIn.failed_at <= now - THROTTLE_WINDOW))
+    attempt = FailedSignIn(email=email, client=client, failed_at=now)
+    db.session.add(attempt)
+    db.session.commit()
+    return attempt
+
+
+def uncount(attempt: FailedSignIn) -> None:
+    db.session.delete(attempt)
+    db.session.commit()
+
+
+def sign_in_throttled_until(attempt: FailedSignIn) -> datetime | None:
+    """When sign-in may be tried again, if this try's account or client has failed
+    THROTTLE_LIMIT times within THROTTLE_WINDOW (this try counted); None when it may go on."""
     since = utcnow() - THROTTLE_WINDOW
     retry_at = None
-    for key, value in ((FailedSignIn.email, email), (FailedSignIn.client, client)):
+    for key, value in ((FailedSignIn.email, attempt.email), (FailedSignIn.client, attempt.client)):
         oldest_counted = db.session.scalar(
             select(FailedSignIn.failed_at)
-            .where(key == value, FailedSignIn.failed_at > since)
+            .where(key == value, FailedSignIn.failed_at > since, FailedSignIn.id != attempt.id)
             .order_by(FailedSignIn.failed_at.desc())
             .offset(THROTTLE_LIMIT - 1)
             .limit(1)
@@ -382,11 +417,24 @@ def sign_in_throttled(retry_at: datetime, next_url: str, email: str) -> tuple[st
     return page, 429, {"Retry-After": str(seconds)}
 
 
-def record_failed_sign_in(email: str, client: str) -> None:
-    now = utcnow()
-    db.session.execute(delete(FailedSignIn).where(FailedSignIn.failed_at <= now - THROTTLE_WINDOW))
-    db.session.add(FailedSignIn(email=email, client=client[:ID_MAX], failed_at=now))
-    db.session.commit()
+def client_address() -> str:
+    """Who is trying, for the throttle: the address, or for IPv6 its /64, which one client
+    usually holds whole."""
+    address = request.remote_addr or "unknown"
+    if request.headers.get("X-Forwarded-For") and not current_app.config["TRUSTED_PROXIES"]:
+        warn_once(
+            "Requests come through a proxy (they carry X-Forwarded-For) but "
+            "HEDWIG_TRUSTED_PROXIES is 0: every client shares the proxy's sign-in limit."
+        )
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(address).version == 6:
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return address[:ID_MAX]
+
+
+@functools.cache
+def warn_once(message: str) -> None:
+    current_app.logger.warning(message)
 
 
 # --- 3. The feedback log ---------------------------------------------------------------------
@@ -923,7 +971,7 @@ def load_token_cipher(app: Flask) -> Fernet:
     try:
         return Fernet(key)
     except ValueError:
-        raise RuntimeError(
+        raise SetupError(
             f"{source} does not hold a Fernet key: make one with python -c 'from "
             "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         ) from None
@@ -939,6 +987,7 @@ def load_token_cipher(app: Flask) -> Fernet:
 inbox = Blueprint("inbox", __name__)
 CANVAS_LIST_LIMIT = 3
 NONCE_BYTES = 24
+NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe() gives
 
 
 @inbox.post("/intercom/canvas/initialize")
@@ -1218,7 +1267,7 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
     description = clean_text(field(inputs, "description"), DESCRIPTION_MAX)
     errors = validate_feedback({"title": title, "description": description})
     nonce = field(payload, "current_canvas", "stored_data", "nonce")
-    if not isinstance(nonce, str) or not 16 <= len(nonce) <= ID_MAX:
+    if not isinstance(nonce, str) or not NONCE_SHAPE.fullmatch(nonce):
         errors["form"] = "This form has expired. Check the details and save again."
     if errors:
         return form_canvas(context, title[:TITLE_MAX], description[:DESCRIPTION_MAX], errors=errors)
@@ -1605,16 +1654,17 @@ def backup_command(path: str) -> None:
         raise click.ClickException(f"The folder {target.parent} does not exist: create it first.")
     if target.resolve() in {Path(f"{live}{suffix}").resolve() for suffix in ("", "-wal", "-shm")}:
         raise click.ClickException(f"{target} is Hedwig's live database: choose another file.")
-    if target.exists() and not is_sqlite_file(target):
+    if target.exists() and not (target.is_file() and is_sqlite_file(target)):
         raise click.ClickException(
             f"{target} exists and is not an SQLite database: choose a new file name, so that "
             "nothing of yours is overwritten."
         )
-    # Written whole beside the target, then renamed: a failure never leaves a backup that
-    # looks valid and is not.
-    partial = target.with_name(f".{target.name}.partial")
+    # Written whole to a new private file beside the target, then renamed over it: a failure
+    # never leaves a backup that looks valid and is not.
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    partial = Path(name)
     try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         with (
             db.engine.connect() as connection,
             contextlib.closing(sqlite3.connect(partial)) as copy,
@@ -1632,10 +1682,13 @@ def backup_command(path: str) -> None:
     click.echo(f"Backed up the database to {target} (readable by its owner only).")
 
 
-def is_sqlite_file(path: Path) -> bool:
+def is_sqlite_file(path: Path, empty_ok: bool = False) -> bool:
+    """Whether the file begins as SQLite's databases do (an empty one, if ``empty_ok``)."""
+    if not path.is_file():
+        return False
     with open(path, "rb") as file:
         header = file.read(16)
-    return header in (b"", b"SQLite format 3\x00")
+    return header == b"SQLite format 3\x00" or (empty_ok and header == b"")
 
 
 @click.command("copy-db")
@@ -1762,7 +1815,7 @@ SECRET_KEY_MIN = 32
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 INITIAL_REVISION = "0001"
 MIGRATION_LOCK_KEY = 0x4865647769670001  # PostgreSQL advisory lock: "Hedwig" 1
-ID_LARGEST = 2**63 - 1  # the largest integer SQLite and PostgreSQL keep
+ID_LARGEST = 2**31 - 1  # the largest id PostgreSQL's integer columns keep
 ALEMBIC_VERSION = table("alembic_version", column("version_num"))
 DEFAULTS: dict[str, Any] = {
     "INTERCOM_OAUTH_URL": "https://app.intercom.com/oauth",
@@ -1782,7 +1835,8 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "PERMANENT_SESSION_LIFETIME": 7 * 24 * 3600,  # seconds a sign-in lasts
-    "MAX_CONTENT_LENGTH": 1024 * 1024,  # forms
+    "MAX_CONTENT_LENGTH": 256 * 1024,  # forms: the longest holds 10,000 characters of details
+    "MAX_FORM_PARTS": FORM_FIELDS_MAX,  # multipart forms
     # Canvas requests carry the conversation, which may hold up to 500 parts.
     "CANVAS_MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
@@ -1812,6 +1866,14 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 migrate = flask_migrate.Migrate()
 
 
+class SetupError(RuntimeError, click.ClickException):
+    """A setting or file Hedwig cannot start with. The message is one sentence saying what
+    works; the flask command prints it alone, without a traceback."""
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+
 def load_settings(app: Flask, config: Mapping[str, Any]) -> None:
     """Defaults, then HEDWIG_* variables, then ``config``; a setting that cannot work stops
     the start with a sentence saying what would."""
@@ -1826,7 +1888,7 @@ def load_settings(app: Flask, config: Mapping[str, Any]) -> None:
     for name in NUMBER_SETTINGS:
         value = app.config[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise RuntimeError(f"HEDWIG_{name} must be a number of 0 or more (it is {value!r}).")
+            raise SetupError(f"HEDWIG_{name} must be a number of 0 or more (it is {value!r}).")
     app.config["BASE_URL"] = base_url_setting(app.config["BASE_URL"])
     app.config["INTERCOM_REGIONS"] = regions_setting(app.config["INTERCOM_REGIONS"])
     app.config["SECRET_KEY"] = secret_key(app)
@@ -1838,7 +1900,7 @@ def boolean_setting(name: str, value: Any) -> bool:
         return value
     word = str(value).strip().lower()
     if word not in BOOLEAN_WORDS:
-        raise RuntimeError(
+        raise SetupError(
             f"HEDWIG_{name} must be true or false (or yes/no, on/off, 1/0); it is {value!r}."
         )
     return BOOLEAN_WORDS[word]
@@ -1857,7 +1919,7 @@ def base_url_setting(value: str) -> str:
         or parts.query
         or parts.fragment
     ):
-        raise RuntimeError(
+        raise SetupError(
             "HEDWIG_BASE_URL must be Hedwig's public https origin and nothing more, like "
             f"https://abc123.ngrok.app (it is {value!r})."
         )
@@ -1878,7 +1940,7 @@ def regions_setting(value: Any) -> dict[str, dict[str, str]]:
                 for key in ("api", "web")
             )
         ):
-            raise RuntimeError(
+            raise SetupError(
                 "HEDWIG_INTERCOM_REGIONS must map each region to its api and web URLs, like "
                 '{"eu": {"api": "https://api.eu.intercom.io", "web": "https://app.eu.intercom.com"}}'
                 f" (it says {json.dumps(value)[:200]})."
@@ -1887,12 +1949,19 @@ def regions_setting(value: Any) -> dict[str, dict[str, str]]:
     return regions
 
 
+def make_private_folder(folder: Path) -> None:
+    """The instance folder holds the keys and the database: its owner's alone."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.getuid():
+        folder.chmod(0o700)
+
+
 def secret_key(app: Flask) -> str:
     """The configured key, else one generated once and kept in the instance folder."""
     configured = app.config.get("SECRET_KEY")
     if configured:
         if len(configured) < SECRET_KEY_MIN:
-            raise RuntimeError(
+            raise SetupError(
                 f"HEDWIG_SECRET_KEY is too short ({len(configured)} characters): use at least "
                 f"{SECRET_KEY_MIN}, e.g. the output of: python -c 'import secrets; "
                 "print(secrets.token_hex(32))'"
@@ -1925,9 +1994,9 @@ def instance_secret(app: Flask, name: str, generate: Callable[[], str]) -> str:
     try:
         key = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise RuntimeError(f"Hedwig cannot read its key file {path}: {error}.") from None
+        raise SetupError(f"Hedwig cannot read its key file {path}: {error}.") from None
     if not key:
-        raise RuntimeError(
+        raise SetupError(
             f"Hedwig's key file {path} is empty: an earlier start failed while writing it (a "
             "full disk?). Delete the file and start Hedwig again to make a new key."
         )
@@ -1940,6 +2009,8 @@ def init_database(app: Flask) -> None:
     url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite":
         keep_private(Path(sqlite_path(url)))
+    # An error's message never carries the statement's values (customers' words) into a log.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"hide_parameters": True})
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     try:
@@ -1947,7 +2018,7 @@ def init_database(app: Flask) -> None:
             pass
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise RuntimeError(
+        raise SetupError(
             f"Hedwig cannot open its database ({url.render_as_string(hide_password=True)}): "
             f"{reason}. Check HEDWIG_DATABASE_URL, and that the database server is running."
         ) from None
@@ -1964,25 +2035,26 @@ def database_url_setting(app: Flask) -> str:
     try:
         url = make_url(configured)
     except ArgumentError:
-        raise RuntimeError(f"HEDWIG_DATABASE_URL is not a database URL: {works}.") from None
+        raise SetupError(f"HEDWIG_DATABASE_URL is not a database URL: {works}.") from None
+    configured = url.render_as_string(hide_password=True)  # for the messages below
     if url.drivername in ("postgres", "postgresql"):  # as hosts print it: psycopg 3 serves it
         url = url.set(drivername="postgresql+psycopg")
     backend = url.get_backend_name()
     if backend == "sqlite" and not os.path.isabs(sqlite_path(url)):
-        raise RuntimeError(
-            f"HEDWIG_DATABASE_URL names no absolute SQLite file ({configured!r}): write the "
-            "path in full after three slashes, like sqlite:////srv/hedwig/hedwig.db, or leave "
-            f"it unset for {default}."
+        raise SetupError(
+            f"HEDWIG_DATABASE_URL names no absolute SQLite file ({configured!r}): write "
+            "sqlite:/// and then the absolute path, like sqlite:////srv/hedwig/hedwig.db, or "
+            f"leave it unset for {default}."
         )
     if backend not in ("sqlite", "postgresql"):
-        raise RuntimeError(
+        raise SetupError(
             f"HEDWIG_DATABASE_URL must name an SQLite or PostgreSQL database ({configured!r}): "
             f"{works}."
         )
     try:
         url.get_dialect().import_dbapi()
     except (ImportError, NoSuchModuleError):
-        raise RuntimeError(
+        raise SetupError(
             f"HEDWIG_DATABASE_URL asks for the driver {url.drivername!r}, which is not "
             f"installed: {works}."
         ) from None
@@ -1999,7 +2071,10 @@ def sqlite_path(url: URL) -> str:
 
 def keep_private(database: Path) -> None:
     """The SQLite file holds password hashes and customers' words: readable by its owner only.
-    SQLite gives its -wal and -shm files the database's mode."""
+    SQLite gives its -wal and -shm files the database's mode. A file that is not an SQLite
+    database is left alone, and Hedwig does not start."""
+    if database.exists() and not is_sqlite_file(database, empty_ok=True):
+        raise SetupError(f"{database} is not an SQLite database: point HEDWIG_DATABASE_URL at one.")
     fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
@@ -2024,7 +2099,9 @@ def upgrade_database(app: Flask) -> None:
 def start_up_lock(app: Flask) -> Iterator[None]:
     """One process at a time: gunicorn's workers start together and would migrate together.
     A file lock serves one box; on PostgreSQL an advisory lock serves app servers on several."""
-    with open(Path(app.instance_path, "migrate.lock"), "w") as lock:
+    with open(
+        os.open(Path(app.instance_path, "migrate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    ) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if db.engine.dialect.name != "postgresql":
             yield
@@ -2129,18 +2206,19 @@ def error_page(error: HTTPException) -> tuple[str, int]:
 
 
 class RecordIdConverter(IntegerConverter):
-    """``<id:name>`` in a route: a positive integer a database keeps, else the URL is a 404."""
+    """``<id:name>`` in a route: ASCII digits a database keeps as an id, else a 404."""
+
+    regex = r"[0-9]+"
 
     def __init__(self, map: Any) -> None:
         super().__init__(map, min=1, max=ID_LARGEST)
 
 
 def record_id(value: str) -> int:
-    """A record's id from a form: a ValueError (so: none) beyond what a database keeps."""
-    number = int(value)
-    if not 1 <= number <= ID_LARGEST:
-        raise ValueError(f"{value} is no record id")
-    return number
+    """A record's id from a form: a ValueError (so: none) unless it is one a database keeps."""
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= ID_LARGEST):
+        raise ValueError(f"{value[:20]!r} is no record id")
+    return int(value)
 
 
 def clean_text(value: Any, limit: int) -> str:

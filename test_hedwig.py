@@ -345,6 +345,45 @@ def test_control_characters_in_a_sign_in_form_are_dropped(app: Flask, client: Fl
     assert post(client, "/login", form).status_code == 302
 
 
+def test_a_form_with_more_fields_than_any_of_hedwigs_is_refused_unparsed(
+    app: Flask, client: FlaskClient
+) -> None:
+    body = "a=&" * 5_000  # well under the size limit
+    response = client.post("/login", data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413
+    assert "more fields than any of Hedwig&#39;s" in page_text(response)
+    unknown = client.post("/nowhere", data=body, content_type="application/x-www-form-urlencoded")
+    assert unknown.status_code == 404  # not parsed for a CSRF token first
+
+
+def test_the_first_account_form_hashes_nothing_once_an_account_exists(
+    app: Flask, client: FlaskClient, hashes: list[str]
+) -> None:
+    create_user(app)
+    hashes.clear()
+    form = {"email": "eve@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    for _ in range(3):
+        assert post(client, "/first-account", form).status_code == 400
+    assert hashes == []
+
+
+def test_an_overlong_email_is_refused_and_counted_like_any_other(
+    app: Flask, client: FlaskClient
+) -> None:
+    create_user(app)
+    for _ in range(10):
+        assert wrong_sign_in(client, "x" * 300 + "@example.com").status_code == 401
+    assert wrong_sign_in(client, "y" * 300 + "@example.com").status_code == 429
+
+
+def test_addresses_of_one_ipv6_network_share_a_limit(app: Flask, client: FlaskClient) -> None:
+    create_user(app)
+    for n in range(10):
+        wrong_sign_in(client, f"guess{n}@example.com", REMOTE_ADDR=f"2001:db8:0:1::{n + 1:x}")
+    assert wrong_sign_in(client, REMOTE_ADDR="2001:db8:0:1::ffff").status_code == 429
+    assert wrong_sign_in(client, REMOTE_ADDR="2001:db8:0:2::1").status_code == 401
+
+
 # --- The feedback log -----------------------------------------------------------------------------
 
 
@@ -513,6 +552,13 @@ def test_control_characters_in_web_input_are_dropped_not_stored(
         "ab\nc",
     )
     assert signed_in.get("/?q=NUL%00").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/feedback/2147483648", "/feedback/%D9%A1"])
+def test_ids_beyond_an_integer_column_or_in_other_digits_are_404(
+    signed_in: FlaskClient, path: str
+) -> None:
+    assert signed_in.get(path).status_code == 404
 
 
 # Export
@@ -1741,10 +1787,21 @@ def test_a_conversation_with_500_parts_is_answered(canvas_app: Flask, inbox: Inb
     assert component(form, "description")["value"].startswith("Hi! The CSV export button")
 
 
-def test_web_forms_keep_their_one_megabyte_limit(app: Flask, signed_in: FlaskClient) -> None:
-    response = post(signed_in, "/feedback/new", {"title": "Big", "description": "x" * 1_100_000})
+def test_web_forms_keep_their_own_smaller_limit(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "Big", "description": "x" * 300_000})
     assert response.status_code == 413
     assert feedback_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    "nonce", ["\ud800" * 20, "\x00" * 20, " " * 20, "nonce with spaces in it", "ok" * 40]
+)
+def test_a_form_nonce_of_the_wrong_shape_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox, nonce: str
+) -> None:
+    body = inbox.click("save", {"canvas": {"stored_data": {"nonce": nonce}}}, {"title": "Odd"})
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert stored_feedback(canvas_app) == []
 
 
 # The first canvas's lookups: bounded, whatever the history
@@ -1910,7 +1967,7 @@ def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
 def test_preview_refuses_stored_data_nested_beyond_reason(
     app: Flask, signed_in: FlaskClient
 ) -> None:
-    response = post(signed_in, "/intercom/preview", {"stored_data": "[" * 100_000})
+    response = post(signed_in, "/intercom/preview", {"stored_data": "[" * 50_000})
     assert response.status_code == 400
     assert "stored data is not JSON" in page_text(response)
 
@@ -2162,6 +2219,28 @@ def test_copy_db_refuses_values_the_target_would_refuse_naming_their_rows(
     assert feedback_count(target) == 0
 
 
+def test_backup_refuses_an_empty_file_or_a_pipe(tmp_path: Any) -> None:
+    app = sqlite_app_with_rows(tmp_path)
+    (tmp_path / "empty").touch()
+    os.mkfifo(tmp_path / "pipe")
+    for name in ("empty", "pipe"):
+        result = backup(app, tmp_path / name)
+        assert result.exit_code == 1
+        assert "is not an SQLite database" in result.output
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_backup_onto_a_symlink_replaces_the_link_not_what_it_points_to(tmp_path: Any) -> None:
+    app = sqlite_app_with_rows(tmp_path)
+    elsewhere = tmp_path / "elsewhere.db"
+    assert backup(app, elsewhere).exit_code == 0
+    before = elsewhere.read_bytes()
+    (tmp_path / "link.db").symlink_to(elsewhere)
+    assert backup(app, tmp_path / "link.db").exit_code == 0
+    assert not (tmp_path / "link.db").is_symlink()
+    assert elsewhere.read_bytes() == before
+
+
 # --- Plumbing: settings, headers, health, logs ----------------------------------------------------
 
 
@@ -2325,8 +2404,8 @@ def test_yes_and_no_settings_read_as_people_write_them(
         ("BASE_URL", "abc123.ngrok.app", "must be Hedwig's public https origin"),
         ("BASE_URL", "http://abc123.ngrok.app", "must be Hedwig's public https origin"),
         ("BASE_URL", "https://abc123.ngrok.app/hedwig", "must be Hedwig's public https origin"),
-        ("DATABASE_URL", "sqlite:///hedwig.db", "write the path in full after three slashes"),
-        ("DATABASE_URL", "sqlite://", "write the path in full after three slashes"),
+        ("DATABASE_URL", "sqlite:///hedwig.db", "write sqlite:/// and then the absolute path"),
+        ("DATABASE_URL", "sqlite://", "write sqlite:/// and then the absolute path"),
         ("DATABASE_URL", "not a url", "is not a database URL"),
         ("DATABASE_URL", "mysql://h@db/hedwig", "must name an SQLite or PostgreSQL database"),
         ("DATABASE_URL", "postgresql+psycopg2://h@db/hedwig", "which is not installed"),
@@ -2398,6 +2477,74 @@ def test_the_error_page_renders_without_the_database(
     assert response.status_code == 500
     assert "Something went wrong" in page_text(response)
     assert "Back to the feedback log" in page_text(response)
+
+
+def test_a_database_url_naming_a_file_that_is_no_database_leaves_it_alone(tmp_path: Any) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    notes.chmod(0o644)
+    with pytest.raises(hedwig.SetupError, match="is not an SQLite database"):
+        make_app(tmp_path, DATABASE_URL=f"sqlite:///{notes}")
+    assert stat.S_IMODE(notes.stat().st_mode) == 0o644
+    assert notes.read_text() == "my notes"
+
+
+def test_a_database_url_is_never_shown_with_its_password(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEDWIG_DATABASE_URL", "mysql://hedwig:SuperSecretPw@db/hedwig")
+    with pytest.raises(hedwig.SetupError) as refused:
+        hedwig.create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": SECRET_KEY})
+    assert "SuperSecretPw" not in str(refused.value)
+    assert "hedwig:***@db" in str(refused.value)
+
+
+def test_the_flask_command_says_a_setup_mistake_in_one_line(tmp_path: Any) -> None:
+    env = {**os.environ, "HEDWIG_INSTANCE_PATH": str(tmp_path), "HEDWIG_BASE_URL": "abc.ngrok"}
+    ran = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "hedwig", "routes"],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines() == [
+        "Error: HEDWIG_BASE_URL must be Hedwig's public https origin and nothing more, like "
+        "https://abc123.ngrok.app (it is 'abc.ngrok')."
+    ]
+
+
+def test_a_relative_instance_path_is_taken_from_where_hedwig_starts(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = hedwig.create_app({"INSTANCE_PATH": "relative-instance", "SECRET_KEY": SECRET_KEY})
+    created_apps.append(app)
+    assert app.instance_path == str(tmp_path / "relative-instance")
+    assert stat.S_IMODE((tmp_path / "relative-instance").stat().st_mode) == 0o700
+
+
+def test_an_existing_instance_folder_is_made_private(tmp_path: Any) -> None:
+    (tmp_path / "instance").mkdir(mode=0o755)
+    make_app(tmp_path)
+    assert stat.S_IMODE((tmp_path / "instance").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "instance" / "migrate.lock").stat().st_mode) == 0o600
+
+
+def test_database_errors_in_the_log_never_carry_customers_words(
+    tmp_path: Any, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(tmp_path, DATABASE_URL=database_url, TESTING=False)
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    with app.app_context():
+        db.session.execute(sqlalchemy.text("DROP TABLE feedback"))
+        db.session.commit()
+    assert client.get("/?q=casey-private-words").status_code == 500
+    assert "Exception on /" in caplog.text
+    assert "casey-private-words" not in caplog.text
 
 
 # --- Solid under concurrency: a real server, real parallel requests -------------------------------
@@ -2585,6 +2732,28 @@ def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
     )
     ran = subprocess.run(["bash", "-c", form.output], capture_output=True, text=True, timeout=60)
     assert "Record feedback" in texts(json.loads(ran.stdout))
+
+
+def test_fifty_wrong_passwords_at_once_are_checked_at_most_ten_times(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    create_user(app)
+    browser = requests.Session()
+    page = browser.get(f"{url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "email": "ada@example.com", "password": "a wrong guess"}
+    start = threading.Barrier(50)
+
+    def guess(_: int) -> int:
+        start.wait()
+        return browser.post(f"{url}/login", data=form, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(guess, range(50)))
+    assert statuses.count(401) <= 10  # each 401 cost a password hash; a 429 cost none
+    assert statuses.count(401) + statuses.count(429) == 50
+    assert "Traceback" not in log.read_text()
 
 
 # --- make: the README's two commands on a machine that is not quite ready ---------------------
