@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
@@ -21,7 +22,7 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 import hedwig
-from models import Feedback, IntercomConnection, db
+from models import Evidence, Feedback, IntercomConnection, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
@@ -78,11 +79,27 @@ def dispose_engines() -> Iterator[None]:
             db.engine.dispose()
 
 
-def empty_postgres(url: str) -> None:
+HEAD = ScriptDirectory(hedwig.MIGRATIONS).get_current_head()
+
+
+def empty_postgres(url: str, fresh: bool = False) -> None:
+    """An empty database, as fast as it can be had: its tables emptied when a test left the
+    schema whole at the newest migration, else (or when ``fresh``) no schema at all, which
+    the app's start migrates."""
     engine = sqlalchemy.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
-        connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
+    tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+    try:
+        if fresh:
+            raise LookupError("a fresh schema asked for")
+        with engine.begin() as connection:
+            version = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+            if version.scalar() != HEAD:
+                raise LookupError("not at the newest migration")
+            connection.execute(sqlalchemy.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    except (sqlalchemy.exc.SQLAlchemyError, LookupError):
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
+            connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
     engine.dispose()
 
 
@@ -136,14 +153,29 @@ def signed_in(app: Flask, client: FlaskClient) -> FlaskClient:
     return client
 
 
+RECORD_FIELDS = {"title", "description", "source", "workspace_id", "created_at"}
+
+
 def add_feedback(app: Flask, count: int = 1, **fields: Any) -> list[int]:
+    """Records, as the app makes them: fields of the customer and of where they were heard
+    go to each record's first piece of evidence (workspace_id to both)."""
+    record_fields = {name: value for name, value in fields.items() if name in RECORD_FIELDS}
+    evidence_fields = {
+        name: value
+        for name, value in fields.items()
+        if name not in RECORD_FIELDS - {"workspace_id", "source"}
+    }
     with app.app_context():
-        rows = [
-            Feedback(**{"title": f"Feedback {n}", "source": "web", **fields}) for n in range(count)
-        ]
-        db.session.add_all(rows)
+        records = []
+        for n in range(count):
+            record = Feedback(**{"title": f"Feedback {n}", "source": "web", **record_fields})
+            db.session.add(record)
+            if set(evidence_fields) - {"workspace_id", "source"}:
+                hedwig.add_evidence(record, **evidence_fields)
+            hedwig.refresh_backing(record)
+            records.append(record)
         db.session.commit()
-        return [row.id for row in rows]
+        return [record.id for record in records]
 
 
 def feedback_count(app: Flask) -> int:
@@ -418,14 +450,24 @@ class Inbox:
         assert_valid_canvas(response.json)
         return response.json
 
-    def form(self, payload: Any = None) -> Any:
+    def find(self, payload: Any = None) -> Any:
+        """Click Record feedback: the find canvas, its search prefilled."""
         return self.click("record", payload=payload)
 
-    def save(self, title: str, description: str = "", payload: Any = None) -> Any:
+    def form(self, payload: Any = None) -> Any:
+        """Find, then New feedback: the form for a new record."""
+        return self.click("new", self.find(payload), payload=payload)
+
+    def save(self, title: str, quote: str = "", payload: Any = None) -> Any:
         form = self.form(payload)
-        return self.click(
-            "save", form, {"title": title, "description": description}, payload=payload
-        )
+        return self.click("save", form, {"title": title, "quote": quote}, payload=payload)
+
+    def add_to(self, feedback_id: int, quote: str | None = None, payload: Any = None) -> Any:
+        """Find, click the match, and add this conversation's customer to it."""
+        find = self.find(payload)
+        chosen = self.click(f"match-{feedback_id}", find, payload=payload)
+        words = component(chosen, "quote")["value"] if quote is None else quote
+        return self.click("add", chosen, {"quote": words}, payload=payload)
 
 
 @pytest.fixture
@@ -448,3 +490,8 @@ def component(body: Any, component_id: str) -> dict[str, Any]:
 def stored_feedback(app: Flask) -> list[Feedback]:
     with app.app_context():
         return list(db.session.scalars(select(Feedback).order_by(Feedback.id)))
+
+
+def stored_evidence(app: Flask) -> list[Evidence]:
+    with app.app_context():
+        return list(db.session.scalars(select(Evidence).order_by(Evidence.id)))

@@ -72,10 +72,12 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    distinct,
     event,
     func,
     inspect,
     literal,
+    literal_column,
     make_url,
     or_,
     select,
@@ -97,18 +99,23 @@ from werkzeug.routing import IntegerConverter
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from models import (
+    CUSTOMERS_TEXT_MAX,
     DESCRIPTION_MAX,
     EMAIL_MAX,
     ID_MAX,
     NAME_MAX,
     PREVIEW_WORKSPACE_ID,
+    QUOTE_MAX,
     TITLE_MAX,
+    Evidence,
     FailedSignIn,
     Feedback,
     IntercomConnection,
+    MergedFeedback,
     SignInSession,
     UsedOAuthState,
     User,
+    customer_key,
     db,
     is_email,
     normalize_email,
@@ -438,54 +445,151 @@ def warn_once(message: str) -> None:
 
 
 # --- 3. The feedback log ---------------------------------------------------------------------
+#
+# A record (title, details) is backed by evidence: each piece a customer who asked, where and
+# by whom it was heard, and their words. The list says how many customers back each record.
 
 feedback_log = Blueprint("log", __name__)
 PER_PAGE = 50
 PAGE_MAX = 1_000_000
 SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted essay
-FEEDBACK_FIELDS = {
-    "title": TITLE_MAX,
-    "description": DESCRIPTION_MAX,
-    "customer_name": NAME_MAX,
-    "customer_email": EMAIL_MAX,
-}
+SORTS = ("best", "newest", "customers")
+RECORD_FIELDS = {"title": TITLE_MAX, "description": DESCRIPTION_MAX}
+EVIDENCE_FIELDS = {"customer_name": NAME_MAX, "customer_email": EMAIL_MAX, "quote": QUOTE_MAX}
 
 
 @feedback_log.get("/")
 def index() -> str:
     q = search_text()
+    sort = request.args.get("sort") if request.args.get("sort") in SORTS else None
     page = request.args.get("page", 1, type=int)
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
-    pagination = db.paginate(listed_feedback(q), page=page, per_page=PER_PAGE, error_out=False)
-    return render_template("index.html", pagination=pagination, q=q)
+    statement = listed_feedback(q, sort)
+    pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+    return render_template("index.html", pagination=pagination, q=q, sort=sort)
 
 
 @feedback_log.get("/feedback/<id:feedback_id>")
-def show_feedback(feedback_id: int) -> str:
-    return render_template("show.html", feedback=db.get_or_404(Feedback, feedback_id))
+def show_feedback(feedback_id: int) -> Any:
+    record = db.session.get(Feedback, feedback_id)
+    if record is None:
+        return to_merged_record(feedback_id, "log.show_feedback")
+    return render_template("show.html", feedback=record, workspaces=workspace_names())
 
 
 @feedback_log.route("/feedback/new", methods=["GET", "POST"])
 def new_feedback() -> Any:
+    workspaces = workspace_names()
     if request.method == "GET":
-        return render_template("new.html", values={}, errors={})
-    values = {name: form_text(name, limit) for name, limit in FEEDBACK_FIELDS.items()}
+        values = {"workspace_id": next(iter(workspaces)) if len(workspaces) == 1 else ""}
+        return render_template("new.html", values=values, errors={}, workspaces=workspaces)
+    values = {
+        name: form_text(name, limit) for name, limit in (RECORD_FIELDS | EVIDENCE_FIELDS).items()
+    }
+    values["workspace_id"] = form_text("workspace_id", ID_MAX)
+    errors = validate_feedback(values)
+    if values["workspace_id"] and values["workspace_id"] not in workspaces:
+        errors["workspace_id"] = "Choose a connected workspace, or none."
+    if errors:
+        page = render_template("new.html", values=values, errors=errors, workspaces=workspaces)
+        return page, 400
+    record = Feedback(
+        title=values["title"],
+        description=values["description"],
+        workspace_id=values["workspace_id"] or None,
+        source="web",
+        created_by_id=g.user.id,
+    )
+    db.session.add(record)
+    if any(values[name] for name in EVIDENCE_FIELDS):
+        add_evidence(
+            record,
+            source="web",
+            created_by_id=g.user.id,
+            **{name: values[name] for name in EVIDENCE_FIELDS},
+        )
+    refresh_backing(record)
+    db.session.commit()
+    flash(f"Feedback #{record.id} saved.")
+    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/edit", methods=["GET", "POST"])
+def edit_feedback(feedback_id: int) -> Any:
+    record = db.session.get(Feedback, feedback_id) or to_merged_record(
+        feedback_id, "log.edit_feedback"
+    )
+    if isinstance(record, Response):
+        return record
+    if request.method == "GET":
+        values = {"title": record.title, "description": record.description}
+        return render_template("edit.html", feedback=record, values=values, errors={})
+    values = {name: form_text(name, limit) for name, limit in RECORD_FIELDS.items()}
     errors = validate_feedback(values)
     if errors:
-        return render_template("new.html", values=values, errors=errors), 400
-    feedback = Feedback(**values, source="web", created_by_id=g.user.id)
-    db.session.add(feedback)
+        page = render_template("edit.html", feedback=record, values=values, errors=errors)
+        return page, 400
+    record.title, record.description = values["title"], values["description"]
     db.session.commit()
-    flash(f"Feedback #{feedback.id} saved.")
-    return redirect(url_for("log.show_feedback", feedback_id=feedback.id))
+    flash(f"Feedback #{record.id} saved.")
+    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/delete", methods=["GET", "POST"])
+def delete_feedback(feedback_id: int) -> Any:
+    """Ask first; then the record, its evidence and the links of records merged into it go."""
+    record = db.get_or_404(Feedback, feedback_id)
+    if request.method == "GET":
+        return render_template("delete.html", feedback=record)
+    title = record.title
+    db.session.delete(record)
+    db.session.commit()
+    flash(f"Feedback #{feedback_id} deleted: {title}")
+    return redirect(url_for("log.index"))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/merge", methods=["GET", "POST"])
+def merge_feedback(feedback_id: int) -> Any:
+    """Merge a duplicate into another record: its evidence moves there, and its id leads
+    there from now on. GET asks to confirm the record chosen in ``into``."""
+    duplicate = db.get_or_404(Feedback, feedback_id)
+    into_id = request.values.get("into", type=record_id)
+    target = db.session.get(Feedback, into_id or 0) or merged_target(into_id)
+    if target is None or target.id == duplicate.id:
+        flash("Merge into which record? Give the number of another record.")
+        return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
+    if request.method == "GET":
+        return render_template("merge.html", duplicate=duplicate, target=target)
+    moved = merge_records(duplicate, target)
+    db.session.commit()
+    flash(
+        f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "
+        f"{plural(target.customer_count, 'customer')} back it now."
+    )
+    return redirect(url_for("log.show_feedback", feedback_id=target.id))
+
+
+@feedback_log.post("/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete")
+def remove_evidence(feedback_id: int, evidence_id: int) -> Response:
+    evidence = db.session.get(Evidence, evidence_id)
+    if evidence is None or evidence.feedback_id != feedback_id:
+        abort(404, "No such evidence on this record.")
+    record = evidence.feedback
+    db.session.delete(evidence)
+    db.session.flush()
+    refresh_backing(record)
+    db.session.commit()
+    flash(f"Removed {evidence.customer_name or evidence.customer_email or 'the evidence'}.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 
 
 @feedback_log.get("/feedback.csv")
 def export_csv() -> Response:
-    statement = listed_feedback(search_text())
+    """The evidence export: a row per piece of evidence, with its record."""
+    statement = listed_feedback(search_text(), request.args.get("sort"))
     response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
-    response.headers["Content-Disposition"] = 'attachment; filename="hedwig-feedback.csv"'
+    response.headers["Content-Disposition"] = 'attachment; filename="hedwig-evidence.csv"'
     return response
 
 
@@ -497,33 +601,42 @@ def search_text() -> str:
     return q
 
 
-def listed_feedback(q: str) -> Select:
-    """The list, as the page and the CSV show it: newest first, narrowed by the search."""
-    return search(select(Feedback).order_by(Feedback.created_at.desc(), Feedback.id.desc()), q)
-
-
-def search(statement: Select, q: str) -> Select:
-    """Narrow a Feedback query to rows whose text fields contain ``q`` (any case)."""
-    if not q:
-        return statement
-    # SQLite's LIKE already ignores (ASCII) case, as its lower() would, and is 3x faster
-    # without lower() around every column; other databases get ILIKE.
-    sqlite = db.session.get_bind().dialect.name == "sqlite"
-    return statement.where(
-        or_(
-            *(
-                column.contains(q, autoescape=True)
-                if sqlite
-                else column.icontains(q, autoescape=True)
-                for column in (
-                    Feedback.title,
-                    Feedback.description,
-                    Feedback.customer_name,
-                    Feedback.customer_email,
-                )
-            )
+def listed_feedback(q: str, sort: str | None = None) -> Select:
+    """The list, as the page and the CSV show it: narrowed by the search and sorted, best
+    match first when searching, else newest first (or most customers first)."""
+    statement = select(Feedback)
+    if q:
+        statement = search(statement, q, ranked=sort in (None, "best"))
+    if sort == "customers":
+        statement = statement.order_by(None).order_by(
+            Feedback.customer_count.desc(), Feedback.id.desc()
         )
+    elif sort == "newest" or not q:
+        statement = statement.order_by(None).order_by(
+            Feedback.created_at.desc(), Feedback.id.desc()
+        )
+    return statement
+
+
+def to_merged_record(feedback_id: int, endpoint: str) -> Response:
+    """A merged record's id leads to the record it was merged into, for good (301)."""
+    target = merged_target(feedback_id)
+    if target is None:
+        abort(404, f"There is no feedback #{feedback_id}.")
+    return redirect(url_for(endpoint, feedback_id=target.id), 301)
+
+
+def merged_target(feedback_id: int | None) -> Feedback | None:
+    merged = db.session.get(MergedFeedback, feedback_id) if feedback_id else None
+    return db.session.get(Feedback, merged.into_id) if merged else None
+
+
+def workspace_names() -> dict[str, str]:
+    """Connected workspaces by id: a record made on the web may belong to one of them."""
+    rows = db.session.execute(
+        select(IntercomConnection.workspace_id, IntercomConnection.workspace_name)
     )
+    return {workspace_id: name for workspace_id, name in rows}
 
 
 def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
@@ -535,6 +648,8 @@ def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
         errors["title"] = f"Keep the title to {TITLE_MAX} characters ({len(values['title'])} now)."
     if len(values.get("description", "")) > DESCRIPTION_MAX:
         errors["description"] = f"Keep the details to {DESCRIPTION_MAX} characters."
+    if len(values.get("quote", "")) > QUOTE_MAX:
+        errors["quote"] = f"Keep the customer's words to {QUOTE_MAX} characters."
     email = values.get("customer_email", "")
     if email and not is_email(email):
         errors["customer_email"] = "Enter a valid email address, or leave it empty."
@@ -543,21 +658,240 @@ def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
     return errors
 
 
+def add_evidence(record: Feedback, **fields: Any) -> Evidence:
+    """A customer backing the record; the caller refreshes the record's backing and commits
+    (a conversation that backs the record already fails the unique constraint)."""
+    evidence = Evidence(feedback=record, **fields)
+    evidence.customer_key = customer_key(
+        evidence.customer_email or "",
+        evidence.workspace_id,
+        evidence.contact_id,
+        evidence.customer_name or "",
+    )
+    db.session.add(evidence)
+    return evidence
+
+
+def refresh_backing(record: Feedback) -> None:
+    """Count the record's distinct customers and gather their words for the search, from its
+    evidence as it stands in this transaction."""
+    db.session.flush()
+    rows = db.session.execute(
+        select(
+            Evidence.customer_key, Evidence.customer_name, Evidence.customer_email, Evidence.quote
+        )
+        .where(Evidence.feedback_id == record.id)
+        .order_by(Evidence.id)
+    ).all()
+    record.customer_count = len({row.customer_key for row in rows if row.customer_key})
+    record.customers_text = "\n".join(
+        " ".join(filter(None, (row.customer_name, row.customer_email, row.quote))) for row in rows
+    )[:CUSTOMERS_TEXT_MAX]
+
+
+def merge_records(duplicate: Feedback, target: Feedback) -> int:
+    """Move the duplicate's evidence to the target (a conversation already backing the target
+    is not repeated), remember its id, and delete it: one transaction, the caller commits."""
+    begin_write(Evidence)
+    backed = set(
+        db.session.execute(
+            select(Evidence.workspace_id, Evidence.conversation_id).where(
+                Evidence.feedback_id == target.id, Evidence.conversation_id.is_not(None)
+            )
+        ).all()
+    )
+    moved = 0
+    for evidence in list(duplicate.evidence):
+        if evidence.conversation_id and (evidence.workspace_id, evidence.conversation_id) in backed:
+            continue  # deleted with the duplicate
+        evidence.feedback = target
+        moved += 1
+    db.session.flush()
+    # Links to the duplicate, and to records merged into it before, lead to the target now.
+    db.session.execute(
+        update(MergedFeedback)
+        .where(MergedFeedback.into_id == duplicate.id)
+        .values(into_id=target.id)
+    )
+    db.session.add(MergedFeedback(id=duplicate.id, into_id=target.id))
+    db.session.delete(duplicate)
+    refresh_backing(target)
+    return moved
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# Search: the database's own full-text index (SQLite FTS5, PostgreSQL tsvector), behind one
+# function. People type words, never query syntax: each word found in any order, by prefix,
+# accents folded; a match in the title ranks above one in the details or the customers'
+# words. Ranking reads the newest SEARCH_WINDOW matches, so a word that is in every record
+# costs what a rare one does; older matches follow, newest first.
+
+SEARCH_WINDOW = 500
+SEARCH_WORDS_MAX = 12
+SEARCH_INDEX = table("feedback_search", column("rowid"))
+WORD = re.compile(r"[^\W_]+")
+
+
+def best_matches(query: str, workspace_id: str | None) -> list[Feedback]:
+    """Up to FIND_LIMIT of the workspace's records, best first: those with all of the
+    words, then those with any of them, each among the newest SEARCH_WINDOW matches."""
+    in_workspace = select(Feedback).where(Feedback.workspace_id == workspace_id)
+    found = list(
+        db.session.scalars(search(in_workspace, query, window_only=True).limit(FIND_LIMIT))
+    )
+    if len(found) < FIND_LIMIT:
+        others = in_workspace.where(Feedback.id.not_in([record.id for record in found]))
+        some_words = search(others, query, any_word=True, window_only=True)
+        found += db.session.scalars(some_words.limit(FIND_LIMIT - len(found)))
+    return found
+
+
+def search(
+    statement: Select,
+    q: str,
+    ranked: bool = True,
+    any_word: bool = False,
+    window_only: bool = False,
+) -> Select:
+    """Narrow a Feedback statement to records with all of q's words (or any, with
+    ``any_word``), best match first when ``ranked``; ``window_only`` keeps only the newest
+    SEARCH_WINDOW matches, for a few best ones at a bounded cost."""
+    words = search_words(q)
+    if not words:
+        return statement.where(literal(False))
+    sqlite = db.session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        joiner = " OR " if any_word else " "
+        matching = literal_column("feedback_search").op("MATCH")(
+            joiner.join(f'"{word}"*' for word in words)
+        )
+        ids = select(SEARCH_INDEX.c.rowid).where(matching)
+        score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)  # lower is better
+    else:
+        joiner = " | " if any_word else " & "
+        terms = joiner.join(f"{word}:*" for word in words)
+        query = func.to_tsquery("simple", func.lower(func.unaccent(terms)))
+        vector = literal_column("feedback.search_vector")
+        matching = vector.op("@@")(query)
+        ids = select(Feedback.id).where(matching)
+        score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
+    if not ranked:
+        return statement.where(Feedback.id.in_(ids))
+    source = SEARCH_INDEX if sqlite else Feedback.__table__
+    key = SEARCH_INDEX.c.rowid if sqlite else Feedback.id
+    window = (
+        select(key.label("id"), score.label("score"))
+        .select_from(source)
+        .where(matching)
+        .order_by(key.desc())
+        .limit(SEARCH_WINDOW)
+        .subquery()
+    )
+    if window_only:
+        return statement.join(window, window.c.id == Feedback.id).order_by(
+            window.c.score, Feedback.id.desc()
+        )
+    return (
+        statement.where(Feedback.id.in_(ids))
+        .outerjoin(window, window.c.id == Feedback.id)
+        .order_by(window.c.score.is_(None), window.c.score, Feedback.id.desc())
+    )
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a search, lower-cased, as the index splits them; one-letter words and
+    the commonest (STOPWORDS) only when there is nothing else."""
+    words = WORD.findall(q.lower())
+    telling = [word for word in words if len(word) > 1 and word not in STOPWORDS]
+    return list(dict.fromkeys(telling or words))[:SEARCH_WORDS_MAX]
+
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "hello",
+        "hi",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "there",
+        "they",
+        "this",
+        "to",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+
+
+# The evidence export: a row per piece of evidence, with its record; a record with none has a
+# row of its own, so that no record is missing.
+
 CSV_COLUMNS = (
-    "id",
-    "created_at",
+    "feedback_id",
     "title",
-    "description",
+    "details",
+    "customer_count",
     "customer_name",
     "customer_email",
+    "quote",
     "source",
-    "workspace_id",
-    "conversation_id",
-    "contact_id",
-    "admin_id",
-    "admin_name",
-    "admin_email",
     "conversation_url",
+    "heard_by",
+    "heard_at",
 )
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -573,20 +907,37 @@ def csv_lines(statement: Select) -> Iterator[str]:
         buffer.truncate()
         return text
 
+    rows = (
+        statement.add_columns(Evidence)
+        .outerjoin(Evidence, Evidence.feedback_id == Feedback.id)
+        .order_by(Evidence.id.desc())
+        .execution_options(yield_per=500)
+    )
     writer.writerow(CSV_COLUMNS)
     yield flush()
-    for feedback in db.session.scalars(statement.execution_options(yield_per=500)):
-        writer.writerow(csv_row(feedback))
+    for record, evidence in db.session.execute(rows):
+        writer.writerow(csv_row(record, evidence))
         yield flush()
 
 
-def csv_row(feedback: Feedback) -> list[str]:
+def csv_row(record: Feedback, evidence: Evidence | None) -> list[str]:
     values = {
-        **{column: getattr(feedback, column) for column in CSV_COLUMNS},
-        "created_at": feedback.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        "source": feedback.origin,  # the word the list shows: web, intercom or preview
+        "feedback_id": record.id,
+        "title": record.title,
+        "details": record.description,
+        "customer_count": record.customer_count,
     }
-    return [csv_cell(values[column]) for column in CSV_COLUMNS]
+    if evidence is not None:
+        values |= {
+            "customer_name": evidence.customer_name,
+            "customer_email": evidence.customer_email,
+            "quote": evidence.quote,
+            "source": evidence.origin,
+            "conversation_url": evidence.conversation_url,
+            "heard_by": evidence.admin_name or evidence.admin_email,
+            "heard_at": f"{evidence.created_at:%Y-%m-%d %H:%M:%S}",
+        }
+    return [csv_cell(values.get(column)) for column in CSV_COLUMNS]
 
 
 def csv_cell(value: Any) -> str:
@@ -986,6 +1337,8 @@ def load_token_cipher(app: Flask) -> Fernet:
 
 inbox = Blueprint("inbox", __name__)
 CANVAS_LIST_LIMIT = 3
+FIND_LIMIT = 5
+PREFILL_MAX = 60  # characters of the first message the find canvas searches for
 NONCE_BYTES = 24
 NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe() gives
 
@@ -1081,10 +1434,22 @@ def submit_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]
         return not_connected_canvas()
     context = InboxContext.from_payload(payload)
     component_id = payload.get("component_id")
+    stored_query = field(payload, "current_canvas", "stored_data", "query")
+    typed = clean_text(field(payload.get("input_values"), "query"), SEARCH_MAX)[:SEARCH_MAX]
+    query = typed or (text_or_none(stored_query, SEARCH_MAX) or "")
     if component_id == "save":
         return save_feedback(context, payload)
+    if component_id == "add":
+        return add_customer(context, payload)
     if component_id in ("record", "another"):
-        return form_canvas(context)
+        return find_canvas(context, search_prefill(context))
+    if component_id in ("query", "find"):
+        return find_canvas(context, query)
+    if component_id == "new":
+        return form_canvas(context, title=query[:TITLE_MAX], query=query)
+    if isinstance(component_id, str) and component_id.startswith("match-"):
+        record = visible_record(id_number(component_id.removeprefix("match-")), context)
+        return add_canvas(context, record, query) if record else find_canvas(context, query)
     return first_canvas(context)  # "back", "done", or anything unknown
 
 
@@ -1101,6 +1466,7 @@ class InboxContext:
     admin_id: str | None
     admin_name: str | None
     admin_email: str | None
+    subject_html: str  # the conversation's subject (may hold markup), for the search
     opening_html: str  # the customer's first message; turned into text only for the form
 
     @classmethod
@@ -1130,6 +1496,9 @@ class InboxContext:
             admin_id=id_or_none(field(payload, "admin", "id")),
             admin_name=text_or_none(field(payload, "admin", "name")),
             admin_email=text_or_none(field(payload, "admin", "email"), EMAIL_MAX),
+            subject_html=text_or_none(field(source, "subject"), SEARCH_MAX * 4)
+            or text_or_none(field(payload, "conversation", "title"), SEARCH_MAX * 4)
+            or "",
             opening_html=customers_first_message(payload.get("conversation")),
         )
 
@@ -1188,8 +1557,9 @@ def not_connected_canvas() -> dict[str, Any]:
 
 
 def first_canvas(context: InboxContext) -> dict[str, Any]:
-    """What this conversation and this customer already gave, and a Record button. It is sent
-    on every conversation switch: one indexed statement, no outside calls, no primary button."""
+    """What this conversation backs and this customer asked for elsewhere, and a Record
+    button. It is sent on every conversation switch: one indexed statement, no outside
+    calls, no primary button."""
     lists = first_canvas_lists(read_connection(), context)
     components = [text("Feedback from this conversation", "header")]
     if lists["conversation"]:
@@ -1197,24 +1567,70 @@ def first_canvas(context: InboxContext) -> dict[str, Any]:
     else:
         components.append(text("Nothing recorded from this conversation yet.", "muted"))
     if lists["customer"]:
-        who = markdown_escape(context.customer_name or context.customer_email)
-        components.append(text(f"More from {who}", "header"))
+        components.append(text(f"More from {markdown_escape(customer_called(context))}", "header"))
         components += listed(lists["customer"])
     components.append(button("record", "Record feedback"))
     return canvas(components)
 
 
+def find_canvas(context: InboxContext, query: str) -> dict[str, Any]:
+    """Find before you create: the workspace's records that match, best first, each one click
+    from adding this customer to it; or a new record, its title the search."""
+    matches = best_matches(query, context.workspace_id) if query else []
+    components: list[dict[str, Any]] = [
+        text("Record feedback", "header"),
+        {
+            "type": "input",
+            "id": "query",
+            "label": "Is it asked for already?",
+            "placeholder": "Search the feedback log",
+            "value": query,
+            "action": {"type": "submit"},
+        },
+    ]
+    if matches:
+        components.append(record_list(matches, "match", submit=True))
+    elif query:
+        components.append(text("No feedback matches yet.", "muted"))
+    components += [button("new", "New feedback"), button("back", "Back", "link")]
+    return canvas(components, {"query": query})
+
+
+def add_canvas(
+    context: InboxContext, record: Feedback, query: str, quote: str | None = None
+) -> dict[str, Any]:
+    """A match, and this customer's words to add to it."""
+    if quote is None:
+        quote = html_to_text(context.opening_html)[:QUOTE_MAX]
+    components = [
+        text(markdown_escape(record.title), "header"),
+        text(f"#{record.id} · {backing(record.customer_count)}", "muted"),
+        {
+            "type": "textarea",
+            "id": "quote",
+            "label": f"{customer_called(context)}'s words",
+            "placeholder": "What they asked for, in their words",
+            "value": quote,
+        },
+        button("add", f"Add {customer_called(context)}", "primary"),
+        button("find", "Back", "link"),
+    ]
+    stored = {"nonce": new_nonce(), "feedback_id": record.id, "query": query}
+    return canvas(components, stored)
+
+
 def form_canvas(
     context: InboxContext,
     title: str = "",
-    description: str | None = None,
+    quote: str | None = None,
     errors: Mapping[str, str] | None = None,
+    query: str = "",
 ) -> dict[str, Any]:
-    """The form, prefilled with the customer's opening message so their words are kept."""
+    """A new record, its first customer's words prefilled from their opening message."""
     errors = errors or {}
     customer = " · ".join(filter(None, [context.customer_name, context.customer_email]))
     components = [
-        text("Record feedback", "header"),
+        text("New feedback", "header"),
         text(f"From {markdown_escape(customer)}" if customer else "Customer unknown", "muted"),
     ]
     components += [text(message, "error") for message in errors.values()]
@@ -1228,24 +1644,24 @@ def form_canvas(
     if "title" in errors:
         title_input["save_state"] = "failed"
     components.append(title_input)
-    if description is None:
-        description = html_to_text(context.opening_html)[:DESCRIPTION_MAX]
+    if quote is None:
+        quote = html_to_text(context.opening_html)[:QUOTE_MAX]
     components.append(
         {
             "type": "textarea",
-            "id": "description",
-            "label": "Details",
-            "placeholder": "In the customer's words",
-            "value": description,
-            "error": "description" in errors,
+            "id": "quote",
+            "label": "In the customer's words",
+            "placeholder": "What they asked for, in their words",
+            "value": quote,
+            "error": "quote" in errors,
         }
     )
     components += [
         button("save", "Save feedback", "primary"),
-        button("back", "Back", "link"),
+        button("find", "Back", "link"),
     ]
     # The nonce makes this form single use: a second submit finds the record the first made.
-    return canvas(components, {"nonce": secrets.token_urlsafe(NONCE_BYTES)})
+    return canvas(components, {"nonce": new_nonce(), "query": query})
 
 
 def saved_canvas(record: Feedback) -> dict[str, Any]:
@@ -1260,46 +1676,143 @@ def saved_canvas(record: Feedback) -> dict[str, Any]:
     )
 
 
+def added_canvas(context: InboxContext, record: Feedback, already: bool) -> dict[str, Any]:
+    who = markdown_escape(customer_called(context))
+    said = (
+        f"This conversation backs #{record.id} already"
+        if already
+        else f"{who} added to #{record.id}"
+    )
+    return canvas(
+        [
+            text(f"{said} — {backing(record.customer_count)}", "header"),
+            text(markdown_escape(record.title)),
+            button("open", "Open in Hedwig", url=feedback_url(record)),
+            button("done", "Done", "link"),
+        ]
+    )
+
+
 def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Store the submitted form once, however often it arrives, and show it saved."""
+    """A new record and its first piece of evidence, stored once however often it arrives."""
     inputs = payload.get("input_values")
     title = clean_text(field(inputs, "title"), TITLE_MAX)
-    description = clean_text(field(inputs, "description"), DESCRIPTION_MAX)
-    errors = validate_feedback({"title": title, "description": description})
-    nonce = field(payload, "current_canvas", "stored_data", "nonce")
-    if not isinstance(nonce, str) or not NONCE_SHAPE.fullmatch(nonce):
+    quote = clean_text(field(inputs, "quote"), QUOTE_MAX)
+    query = text_or_none(field(payload, "current_canvas", "stored_data", "query"), SEARCH_MAX)
+    errors = validate_feedback({"title": title, "quote": quote})
+    nonce = submitted_nonce(payload)
+    if nonce is None:
         errors["form"] = "This form has expired. Check the details and save again."
     if errors:
-        return form_canvas(context, title[:TITLE_MAX], description[:DESCRIPTION_MAX], errors=errors)
-
-    record = Feedback(
-        title=title,
-        description=description,
-        customer_name=context.customer_name,
-        customer_email=context.customer_email,
-        source="intercom",
-        workspace_id=context.workspace_id,
-        region=context.region,
-        conversation_id=context.conversation_id,
-        contact_id=context.contact_id,
-        admin_id=context.admin_id,
-        admin_name=context.admin_name,
-        admin_email=context.admin_email,
-        submit_nonce=nonce,
-    )
-    db.session.add(record)
+        return form_canvas(context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "")
     try:
+        record = Feedback(title=title, source="intercom", workspace_id=context.workspace_id)
+        db.session.add(record)
+        add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        refresh_backing(record)
         db.session.commit()
     except IntegrityError:
         # The same form again (double click, retry, replay, another worker): the unique nonce
         # refused a second row, so answer with the record the first submit made.
         db.session.rollback()
-        record = db.session.scalar(select(Feedback).where(Feedback.submit_nonce == nonce))
-        if record is None or record.workspace_id != context.workspace_id:
+        first = evidence_with_nonce(nonce)
+        if first is None or first.workspace_id != context.workspace_id:
             # A nonce another workspace spent: this form is not one Hedwig gave out here.
             errors = {"form": "This form has expired. Check the details and save again."}
-            return form_canvas(context, title, description, errors=errors)
+            return form_canvas(context, title, quote, errors, query or "")
+        record = first.feedback
     return saved_canvas(record)
+
+
+def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """This conversation's customer, backing a record found by the search: added once,
+    however often it arrives, and never twice from one conversation."""
+    stored = field(payload, "current_canvas", "stored_data")
+    query = text_or_none(field(stored, "query"), SEARCH_MAX) or ""
+    record = visible_record(field(stored, "feedback_id"), context)
+    nonce = submitted_nonce(payload)
+    if record is None or nonce is None:
+        return find_canvas(context, query)
+    quote = clean_text(field(payload.get("input_values"), "quote"), QUOTE_MAX)
+    if len(quote) > QUOTE_MAX:
+        return add_canvas(context, record, query, quote[:QUOTE_MAX])
+    record_id_ = record.id
+    try:
+        add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        refresh_backing(record)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        first = evidence_with_nonce(nonce)
+        if first is None:  # this conversation backs the record already: nothing changes
+            return added_canvas(context, db.session.get(Feedback, record_id_), already=True)
+        if first.workspace_id != context.workspace_id:  # a nonce another workspace spent
+            return find_canvas(context, query)
+        return added_canvas(context, first.feedback, already=False)  # the same click again
+    return added_canvas(context, record, already=False)
+
+
+def heard_in(context: InboxContext) -> dict[str, Any]:
+    """The evidence's customer and provenance, as the canvas request gives them."""
+    return {
+        "source": "intercom",
+        "customer_name": context.customer_name,
+        "customer_email": context.customer_email,
+        "contact_id": context.contact_id,
+        "workspace_id": context.workspace_id,
+        "region": context.region,
+        "conversation_id": context.conversation_id,
+        "admin_id": context.admin_id,
+        "admin_name": context.admin_name,
+        "admin_email": context.admin_email,
+    }
+
+
+def visible_record(feedback_id: Any, context: InboxContext) -> Feedback | None:
+    """The record a canvas names, if this workspace's Inbox may show it (a merged record
+    leads to the one it was merged into)."""
+    if not isinstance(feedback_id, int) or not 1 <= feedback_id <= ID_LARGEST:
+        return None
+    record = db.session.get(Feedback, feedback_id) or merged_target(feedback_id)
+    if record is None or record.workspace_id != context.workspace_id:
+        return None
+    return record
+
+
+def submitted_nonce(payload: Mapping[str, Any]) -> str | None:
+    nonce = field(payload, "current_canvas", "stored_data", "nonce")
+    return nonce if isinstance(nonce, str) and NONCE_SHAPE.fullmatch(nonce) else None
+
+
+def evidence_with_nonce(nonce: str) -> Evidence | None:
+    return db.session.scalar(select(Evidence).where(Evidence.submit_nonce == nonce))
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(NONCE_BYTES)
+
+
+def search_prefill(context: InboxContext) -> str:
+    """What the find canvas searches for first: the conversation's subject, else the first
+    words of the customer's first message."""
+    subject = html_to_text(context.subject_html)
+    if subject:
+        return subject[:PREFILL_MAX]
+    words = html_to_text(context.opening_html[: 20 * PREFILL_MAX]).split()
+    prefill = ""
+    for word in words:
+        if len(prefill) + len(word) + 1 > PREFILL_MAX:
+            break
+        prefill = f"{prefill} {word}".strip()
+    return prefill
+
+
+def customer_called(context: InboxContext) -> str:
+    return context.customer_name or context.customer_email or "this customer"
+
+
+def backing(customer_count: int) -> str:
+    return plural(customer_count, "customer")
 
 
 # Canvas components, one helper each, so a canvas reads as the list of what the agent sees.
@@ -1318,16 +1831,19 @@ def button(component_id: str, label: str, style: str = "secondary", url: str | N
     return {"type": "button", "id": component_id, "label": label, "style": style, "action": action}
 
 
-def feedback_list(records: list[Row]) -> dict[str, Any]:
+def record_list(records: list[Any], id_prefix: str, submit: bool = False) -> dict[str, Any]:
+    """Records as a list: each opens in Hedwig, or (``submit``) is a choice on the canvas."""
     return {
         "type": "list",
         "items": [
             {
                 "type": "item",
-                "id": f"feedback-{record.id}",
+                "id": f"{id_prefix}-{record.id}",
                 "title": record.title,
-                "subtitle": f"#{record.id} · {format_datetime(record.created_at)}",
-                "action": {"type": "url", "url": feedback_url(record)},
+                "subtitle": f"#{record.id} · {backing(record.customer_count)}",
+                "action": {"type": "submit"}
+                if submit
+                else {"type": "url", "url": feedback_url(record)},
             }
             for record in records
         ],
@@ -1338,9 +1854,9 @@ def listed(records: list[Row]) -> list[dict[str, Any]]:
     """A list of records and, below it, how many more there are."""
     shown, total = len(records), records[0].total
     if total <= shown:
-        return [feedback_list(records)]
+        return [record_list(records, "feedback")]
     more = f"{total - shown}+" if total >= COUNT_CAP else f"+{total - shown}"
-    return [feedback_list(records), text(f"{more} more in Hedwig", "muted")]
+    return [record_list(records, "feedback"), text(f"{more} more in Hedwig", "muted")]
 
 
 def feedback_url(record: Feedback | Row) -> str:
@@ -1396,26 +1912,31 @@ def markdown_escape(text: str) -> str:
 # The first canvas's lookups. Intercom asks for the first canvas on every conversation switch,
 # so its two lists come from one statement, built once at import: building it per request
 # costs more than running it. Each list reads a bounded number of index entries, so a
-# conversation with 2,000 records costs what one with 2 does.
+# conversation with 2,000 pieces of evidence costs what one with 2 does.
 
 COUNT_CAP = 100
 LOOKBACK = 2 * COUNT_CAP
 
 
-def newest_ids(*conditions: Any) -> Select:
-    """The ids of up to COUNT_CAP matching records, newest first."""
-    return select(Feedback.id).where(*conditions).order_by(Feedback.id.desc()).limit(COUNT_CAP)
+def newest_backed(*conditions: Any) -> Select:
+    """The records of up to COUNT_CAP matching pieces of evidence, newest first."""
+    return (
+        select(Evidence.feedback_id)
+        .where(*conditions)
+        .order_by(Evidence.id.desc())
+        .limit(COUNT_CAP)
+    )
 
 
-def newest_ids_elsewhere(customer: Any) -> Select:
-    """The ids of up to COUNT_CAP of a customer's records from other conversations, found among
-    their LOOKBACK newest. Without that bound, each record of theirs in this conversation would
-    be one more index entry to step over. Exact unless this conversation holds more than
-    LOOKBACK - COUNT_CAP of their records."""
+def newest_backed_elsewhere(customer: Any) -> Select:
+    """The records of up to COUNT_CAP of a customer's pieces of evidence from other
+    conversations, found among their LOOKBACK newest. Without that bound, each piece of theirs
+    in this conversation would be one more index entry to step over. Exact unless this
+    conversation holds more than LOOKBACK - COUNT_CAP of their pieces."""
     recent = (
-        select(Feedback.id, Feedback.conversation_id)
+        select(Evidence.feedback_id, Evidence.conversation_id)
         .where(customer)
-        .order_by(Feedback.id.desc())
+        .order_by(Evidence.id.desc())
         .limit(LOOKBACK)
         .subquery()
     )
@@ -1423,52 +1944,53 @@ def newest_ids_elsewhere(customer: Any) -> Select:
         recent.c.conversation_id.is_(None),
         recent.c.conversation_id != bindparam("conversation_id"),
     )
-    return select(select(recent.c.id).where(elsewhere).limit(COUNT_CAP).subquery())
+    return select(select(recent.c.feedback_id).where(elsewhere).limit(COUNT_CAP).subquery())
 
 
-def newest_first(list_name: str, ids: Select) -> Select:
-    """Up to CANVAS_LIST_LIMIT records of ``ids``, newest first, each row carrying the list's
-    name and how many ids there are."""
-    matching = ids.cte()
-    total = select(func.count()).select_from(matching).scalar_subquery()
+def newest_first(list_name: str, records: Select, excluded: Select | None = None) -> Select:
+    """Up to CANVAS_LIST_LIMIT of ``records`` (but ``excluded``), newest first, each row
+    carrying the list's name and how many records there are."""
+    matching = records.cte()
+    listed = Feedback.id.in_(select(matching.c.feedback_id))
+    counted = select(func.count(distinct(matching.c.feedback_id))).select_from(matching)
+    if excluded is not None:
+        listed = listed & Feedback.id.not_in(excluded)
+        counted = counted.where(matching.c.feedback_id.not_in(excluded))
     newest = (
         select(
             literal(list_name).label("list"),
             Feedback.id,
             Feedback.title,
-            Feedback.created_at,
-            total.label("total"),
+            Feedback.customer_count,
+            counted.scalar_subquery().label("total"),
         )
-        .where(Feedback.id.in_(select(matching.c.id)))
+        .where(listed)
         .order_by(Feedback.id.desc())
         .limit(CANVAS_LIST_LIMIT)
     )
     return select(newest.subquery())
 
 
+IN_THIS_WORKSPACE = Evidence.workspace_id == bindparam("workspace_id")
+BACKED_BY_THIS_CONVERSATION = newest_backed(
+    IN_THIS_WORKSPACE, Evidence.conversation_id == bindparam("conversation_id")
+)
 FIRST_CANVAS_LISTS = union_all(
-    newest_first(
-        "conversation",
-        newest_ids(
-            Feedback.workspace_id == bindparam("workspace_id"),
-            Feedback.conversation_id == bindparam("conversation_id"),
-        ),
-    ),
+    newest_first("conversation", BACKED_BY_THIS_CONVERSATION),
     # A customer is their Intercom contact, or their email address, in this workspace: a
-    # canvas never shows another workspace's records (a Messenger visitor can claim any
-    # email), nor those added by hand on the web, which belong to no workspace.
+    # canvas never shows what was heard in another workspace (a Messenger visitor can claim
+    # any email), nor evidence added by hand on the web, which was heard in none.
     newest_first(
         "customer",
         union(
-            newest_ids_elsewhere(
-                (Feedback.workspace_id == bindparam("workspace_id"))
-                & (Feedback.contact_id == bindparam("contact_id"))
+            newest_backed_elsewhere(
+                IN_THIS_WORKSPACE & (Evidence.contact_id == bindparam("contact_id"))
             ),
-            newest_ids_elsewhere(
-                (Feedback.workspace_id == bindparam("workspace_id"))
-                & (Feedback.customer_email == bindparam("customer_email"))
+            newest_backed_elsewhere(
+                IN_THIS_WORKSPACE & (Evidence.customer_email == bindparam("customer_email"))
             ),
         ),
+        excluded=BACKED_BY_THIS_CONVERSATION,
     ),
 )
 WORKSPACE_CONNECTION = select(IntercomConnection.id).where(
@@ -2012,7 +2534,9 @@ def init_database(app: Flask) -> None:
     # An error's message never carries the statement's values (customers' words) into a log.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"hide_parameters": True})
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    migrate.init_app(
+        app, db, directory=MIGRATIONS, render_as_batch=True, include_object=described_by_models
+    )
     try:
         with app.app_context(), db.engine.connect():
             pass
@@ -2081,6 +2605,12 @@ def keep_private(database: Path) -> None:
         with contextlib.suppress(FileNotFoundError, PermissionError):
             if path.stat().st_uid == os.getuid():
                 path.chmod(0o600)
+
+
+def described_by_models(obj: Any, name: str | None, kind: str, *args: Any) -> bool:
+    """What the models describe, for comparing them with the database: not the search index,
+    which a migration makes (an FTS5 table, or a tsvector column and its index)."""
+    return not (name or "").startswith(("feedback_search", "search_vector", "ix_feedback_search"))
 
 
 def upgrade_database(app: Flask) -> None:
@@ -2219,6 +2749,12 @@ def record_id(value: str) -> int:
     if not (value.isascii() and value.isdigit() and 1 <= int(value) <= ID_LARGEST):
         raise ValueError(f"{value[:20]!r} is no record id")
     return int(value)
+
+
+def id_number(value: str) -> int | None:
+    with contextlib.suppress(ValueError):
+        return record_id(value)
+    return None
 
 
 def clean_text(value: Any, limit: int) -> str:

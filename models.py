@@ -1,4 +1,5 @@
-"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, feedback.
+"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, and the
+feedback records with the evidence that backs them.
 
 Each length a column allows is named here once, and every validator in hedwig.py uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import ForeignKey, Index, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -20,7 +21,10 @@ NAME_MAX = 255
 ID_MAX = 64  # Intercom's ids (workspace, conversation, contact, admin) and form nonces
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
+QUOTE_MAX = DESCRIPTION_MAX  # a customer's words
+CUSTOMERS_TEXT_MAX = 200_000  # the names, emails and words a record's search reads
 REGION_MAX = 16
+CUSTOMER_KEY_MAX = EMAIL_MAX + 16  # "email:" and an address, or a contact in its workspace
 # The canvas preview's own workspace: "connected" for the preview alone, never for Intercom.
 PREVIEW_WORKSPACE_ID = "hedwig-preview"
 
@@ -158,34 +162,83 @@ class UsedOAuthState(db.Model):
 
 
 class Feedback(db.Model):
+    """A feedback record: what customers ask for, backed by evidence of who asked."""
+
     __tablename__ = "feedback"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     description: Mapped[str] = mapped_column(Text, default="")  # up to DESCRIPTION_MAX
+    source: Mapped[str] = mapped_column(String(16), default="web")  # "web" or "intercom"
+    # The workspace whose Inbox shows it: where it was recorded, or the one chosen on the web.
+    workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    # Kept with each change of its evidence: how many distinct customers back it, and their
+    # names, emails and words, which the search reads beside the title and description.
+    customer_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    customers_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    created_by: Mapped[User | None] = relationship()
+    evidence: Mapped[list[Evidence]] = relationship(
+        back_populates="feedback",
+        order_by="Evidence.id.desc()",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    @property
+    def origin(self) -> str:
+        """Where it was recorded: web, intercom, or preview (the canvas preview)."""
+        return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
+
+    __table_args__ = (
+        # The list: newest first, or most customers first.
+        Index("ix_feedback_created", "created_at", "id"),
+        Index("ix_feedback_customers", "customer_count", "id"),
+        # SQLite: an id is never given out again, so a deleted or merged record's links
+        # never lead to another one.
+        {"sqlite_autoincrement": True},
+    )
+
+
+class Evidence(db.Model):
+    """One customer backing a record: who said it, where it was heard, who heard it, and
+    their words. A conversation backs a record once."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feedback_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"))
     customer_name: Mapped[str] = mapped_column(String(NAME_MAX), default="")
     customer_email: Mapped[str] = mapped_column(String(EMAIL_MAX), default="")
+    contact_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    # Who the customer is, across their evidence: customer_key(); None when unknown.
+    customer_key: Mapped[str | None] = mapped_column(String(CUSTOMER_KEY_MAX))
+    quote: Mapped[str] = mapped_column(Text, default="")  # the customer's words
     source: Mapped[str] = mapped_column(String(16), default="web")  # "web" or "intercom"
 
-    # Where it was heard, when it came from the Intercom Inbox.
+    # Where it was heard and who heard it, when it came from the Intercom Inbox.
     workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     region: Mapped[str | None] = mapped_column(String(REGION_MAX))
     conversation_id: Mapped[str | None] = mapped_column(String(ID_MAX))
-    contact_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     admin_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     admin_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
     admin_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
-    # The one-time nonce of the canvas form that created it: a double submit hits this key.
+    # The one-time nonce of the canvas form that added it: a double submit hits this key.
     submit_nonce: Mapped[str | None] = mapped_column(String(ID_MAX), unique=True)
 
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    feedback: Mapped[Feedback] = relationship(back_populates="evidence")
     created_by: Mapped[User | None] = relationship()
 
     @property
     def origin(self) -> str:
-        """Where it was recorded: web, intercom, or preview (the canvas preview)."""
+        """Where it was heard: web, intercom, or preview (the canvas preview)."""
         return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
 
     @property
@@ -200,17 +253,52 @@ class Feedback(db.Model):
         )
 
     __table_args__ = (
-        # The list: newest first.
-        Index("ix_feedback_created", "created_at", "id"),
-        # The first canvas: this conversation's feedback, and this customer's. The customer's
-        # carry conversation_id, so telling "elsewhere" apart never reads the table.
-        Index("ix_feedback_conversation", "workspace_id", "conversation_id", "id"),
-        Index("ix_feedback_contact", "workspace_id", "contact_id", "id", "conversation_id"),
+        UniqueConstraint(
+            "feedback_id", "workspace_id", "conversation_id", name="uq_evidence_conversation"
+        ),
+        # A record's evidence, newest first.
+        Index("ix_evidence_feedback", "feedback_id", "id"),
+        # The first canvas: what this conversation backs, and this customer's other records.
+        # Each index carries what the lookup needs, so it never reads the table.
+        Index("ix_evidence_conversation", "workspace_id", "conversation_id", "id", "feedback_id"),
         Index(
-            "ix_feedback_customer_email",
+            "ix_evidence_contact",
+            "workspace_id",
+            "contact_id",
+            "id",
+            "conversation_id",
+            "feedback_id",
+        ),
+        Index(
+            "ix_evidence_customer_email",
             "workspace_id",
             "customer_email",
             "id",
             "conversation_id",
+            "feedback_id",
         ),
     )
+
+
+def customer_key(
+    email: str, workspace_id: str | None, contact_id: str | None, name: str
+) -> str | None:
+    """Who a customer is, to count them once however many conversations they backed a record
+    in: their email, else their Intercom contact in its workspace, else their name."""
+    if email:
+        return f"email:{normalize_email(email)}"
+    if contact_id:
+        return f"contact:{workspace_id or ''}:{contact_id}"
+    if name.strip():
+        return f"name:{name.strip().lower()}"[:CUSTOMER_KEY_MAX]
+    return None
+
+
+class MergedFeedback(db.Model):
+    """A record merged into another: its old id, so that old links still land."""
+
+    __tablename__ = "merged_feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    into_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"), index=True)
+    merged_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -225,39 +225,74 @@ def test_record_feedback_through_the_canvas_preview(
     inbox = page.locator(".inbox")
     assert "Nothing recorded from this conversation yet." in inbox.inner_text()
     page.click(".inbox button:text('Record feedback')")
-    page.fill(".inbox input[name='input:title']", "Single sign-on with Okta")
-    page.click(".inbox button:text('Save feedback')")
-    assert "saved" in page.locator(".inbox .c-header").inner_text()
-
-    page.fill("input[name=conversation_id]", "1002")  # the same customer, another day
-    page.click("button:text('Open this conversation')")
-    inbox = page.locator(".inbox")
-    assert "Nothing recorded from this conversation yet." in inbox.inner_text()
-    assert "More from Casey Customer" in inbox.inner_text()
-    assert "Single sign-on with Okta" in inbox.inner_text()
-    screenshot(inbox, "canvas-first")
-
-    page.click(".inbox button:text('Record feedback')")
-    details = page.locator(".inbox textarea")
-    assert details.input_value() == (
+    assert "No feedback matches yet." in inbox.inner_text()  # find before you create
+    page.click(".inbox button:text('New feedback')")
+    assert page.locator(".inbox textarea").input_value() == (
         "Hi! The CSV export button crashes the page every time I click it."
     )
     page.fill(".inbox input[name='input:title']", "CSV export crashes the reports page")
-    screenshot(page.locator(".inbox"), "canvas-form")
-
+    screenshot(inbox, "canvas-form")
     page.click(".inbox button:text('Save feedback')")
-    inbox = page.locator(".inbox")
-    assert "saved" in inbox.locator(".c-header").inner_text()
-    screenshot(inbox, "canvas-saved")
+    assert "saved" in page.locator(".inbox .c-header").inner_text()
+    screenshot(page.locator(".inbox"), "canvas-saved")
     with page.context.expect_page() as opened:
-        inbox.locator("a:text('Open in Hedwig')").click()
+        page.locator(".inbox a:text('Open in Hedwig')").click()
     record = opened.value
     record.wait_for_load_state()
     assert record.locator("h1").inner_text() == "CSV export crashes the reports page"
     assert "recorded in Hedwig's canvas preview" in record.content()
+    record.close()
 
+    # Another customer, another conversation, the same request: found, and added.
+    page.fill("input[name=customer_name]", "Dana Doe")
+    page.fill("input[name=customer_email]", "dana@example.com")
+    page.fill("input[name=conversation_id]", "1002")
+    page.click("button:text('Open this conversation')")
+    page.click(".inbox button:text('Record feedback')")
+    inbox = page.locator(".inbox")
+    match = inbox.locator("button.c-item", has_text="CSV export crashes the reports page")
+    assert "1 customer" in match.inner_text()
+    screenshot(inbox, "canvas-find")
+    match.click()
+    page.fill(".inbox textarea", "Our finance team exports every Monday; it crashes each time.")
+    screenshot(page.locator(".inbox"), "canvas-add")
+    page.click(".inbox button:text('Add Dana Doe')")
+    added = page.locator(".inbox .c-header").inner_text()
+    assert added == "Dana Doe added to #1 — 2 customers"
+    screenshot(page.locator(".inbox"), "canvas-added")
     page.click(".inbox button:text('Done')")
-    assert "CSV export crashes the reports page" in page.locator(".inbox").inner_text()
+    inbox = page.locator(".inbox")
+    assert "CSV export crashes the reports page" in inbox.inner_text()
+    assert "2 customers" in inbox.inner_text()
+    screenshot(inbox, "canvas-first")
+
+    page.goto(f"{url}/feedback/1")
+    assert "2 customers" in page.locator(".record").inner_text()
+    evidence = page.locator(".evidence")
+    assert evidence.count() == 2
+    assert "Dana Doe" in evidence.nth(0).inner_text()  # newest first
+    assert "every Monday" in evidence.nth(0).inner_text()
+    screenshot(page, "record")
     page.goto(f"{url}/")
-    assert page.locator("table.feedback .badge.preview").count() == 2
+    assert page.locator("table.feedback .badge.preview").count() == 1
+    assert page.locator("table.feedback td.number").inner_text() == "2"
     screenshot(page, "list")
+
+
+def test_merge_a_duplicate_and_its_old_link_still_lands(
+    page: Any, serve: Callable[..., tuple[str, Any]]
+) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    add_feedback(page, url, "CSV export", customer_email="a@example.com")
+    add_feedback(page, url, "Export to CSV", customer_email="b@example.com")
+    page.fill("input[name=into]", "1")
+    page.click("button:text('Merge…')")
+    assert "Merge #2 into #1?" in page.locator("h1").inner_text()
+    page.click("button:text('Merge into #1')")
+    page.wait_for_url(f"{url}/feedback/1")
+    assert "2 customers" in page.locator(".record").inner_text()
+    page.goto(f"{url}/feedback/2")
+    page.wait_for_url(f"{url}/feedback/1")
+    page.goto(f"{url}/?q=export")
+    assert page.locator("table.feedback tbody tr").count() == 1
