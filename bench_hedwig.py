@@ -397,7 +397,7 @@ def submit_payloads(count: int, tag: str) -> Iterator[dict[str, Any]]:
         yield {
             **PAYLOAD,
             "component_id": "save",
-            "input_values": {"title": f"Benchmark {tag} {n}", "description": "Load test"},
+            "input_values": {"title": f"Benchmark {tag} {n}", "quote": "Load test"},
             "current_canvas": {"stored_data": {"nonce": f"bench-{tag}-{n:08d}-nonce"}},
         }
 
@@ -445,13 +445,11 @@ def prepare_hedwig(workdir: Path, database_url: str) -> Flask:
     """A database at the newest migration with a user, a connected workspace, and the
     conversation and customer the canvas requests name, each with some history."""
     import hedwig
-    from models import Feedback, IntercomConnection, db
+    from models import IntercomConnection, db
 
     app = hedwig.create_app(
         {k.removeprefix("HEDWIG_"): v for k, v in hedwig_env(workdir, database_url).items()}
     )
-    if not database_url.startswith("sqlite"):
-        hedwig.upgrade_database(app)
     with app.app_context():
         hedwig.add_user("bench@example.com", PASSWORD)
         db.session.add(
@@ -459,52 +457,148 @@ def prepare_hedwig(workdir: Path, database_url: str) -> Flask:
                 workspace_id=WORKSPACE_ID, workspace_name="Bench", encrypted_token="unused"
             )
         )
-        db.session.execute(insert(Feedback), history(PAYLOAD, here=5, elsewhere=5))
-        db.session.execute(insert(Feedback), history(LONG_PAYLOAD, here=2000, elsewhere=5))
+        insert_records(history(PAYLOAD, here=5, elsewhere=5))
+        insert_records(history(LONG_PAYLOAD, here=2000, elsewhere=5))
         db.session.commit()
     return app
 
 
 def history(payload: dict[str, Any], here: int, elsewhere: int) -> list[dict[str, Any]]:
-    """Feedback the canvas request's customer gave: older records from other conversations,
-    then newer ones from this conversation."""
+    """Records the canvas request's customer backs: older ones from other conversations,
+    then newer ones from this conversation; each with that one piece of evidence."""
     customer = payload["contact"]
-    common = {
+    heard = {
         "source": "intercom",
         "workspace_id": payload["workspace_id"],
         "contact_id": customer["id"],
         "customer_name": customer["name"],
         "customer_email": customer["email"],
     }
-    earlier = [
-        {**common, "title": f"Earlier {n}", "conversation_id": f"9{n}"} for n in range(elsewhere)
-    ]
     conversation_id = payload["conversation"]["id"]
-    return earlier + [
-        {**common, "title": f"From this conversation {n}", "conversation_id": conversation_id}
+    return [
+        {"title": f"Earlier {n}", "evidence": [{**heard, "conversation_id": f"9{n}"}]}
+        for n in range(elsewhere)
+    ] + [
+        {
+            "title": f"From this conversation {n}",
+            "evidence": [{**heard, "conversation_id": conversation_id}],
+        }
         for n in range(here)
     ]
 
 
-def fill_to(app: Flask, rows: int) -> None:
-    """Top the feedback table up to `rows` rows, as a team's years of feedback."""
+# A team's years of feedback: titles drawn from a vocabulary, so that a word is in a few
+# percent of the records, as in a real log (not in every one).
+ASKS = [
+    "Export",
+    "Import",
+    "Sync",
+    "Search",
+    "Filter",
+    "Archive",
+    "Share",
+    "Print",
+    "Schedule",
+    "Merge",
+    "Tag",
+    "Sort",
+]
+THINGS = [
+    "invoices",
+    "contacts",
+    "reports",
+    "tickets",
+    "projects",
+    "users",
+    "teams",
+    "orders",
+    "campaigns",
+    "notes",
+]
+WAYS = [
+    "to CSV",
+    "to PDF",
+    "by date",
+    "for admins",
+    "on mobile",
+    "in bulk",
+    "via the API",
+    "with Slack",
+    "offline",
+    "by customer",
+    "in dark mode",
+    "with single sign-on",
+]
+
+
+def fill_to(app: Flask, records: int, evidence_each: int = 3) -> None:
+    """Top the log up to ``records`` records, each backed by ``evidence_each`` customers of a
+    pool of 5,000, half of them shown in the connected workspace's Inbox."""
     from models import Feedback, db
 
     with app.app_context():
         have = db.session.query(Feedback).count()
         batch = [
             {
-                "title": f"Feature request {n}: export to {['CSV', 'PDF', 'Excel'][n % 3]}",
-                "description": f"Customer {n} asked for this while talking about reports.",
-                "customer_name": f"Customer {n}",
-                "customer_email": f"customer{n}@example.com",
-                "source": "web",
+                "title": (
+                    f"{ASKS[n % len(ASKS)]} {THINGS[n // len(ASKS) % len(THINGS)]} "
+                    f"{WAYS[n // 7 % len(WAYS)]}"
+                ),
+                "description": f"Asked for while talking about {THINGS[n % len(THINGS)]}.",
+                "workspace_id": WORKSPACE_ID if n % 2 else None,
+                "evidence": [
+                    {
+                        "source": "intercom",
+                        "workspace_id": WORKSPACE_ID,
+                        "conversation_id": f"{n}-{k}",
+                        "customer_name": f"Customer {(n * 7 + k * 131) % 5000}",
+                        "customer_email": f"customer{(n * 7 + k * 131) % 5000}@example.com",
+                        "quote": f"We need this for our {THINGS[(n + k) % len(THINGS)]}.",
+                    }
+                    for k in range(evidence_each)
+                ],
             }
-            for n in range(have, rows)
+            for n in range(have, records)
         ]
         for start in range(0, len(batch), 5000):
-            db.session.execute(insert(Feedback), batch[start : start + 5000])
+            insert_records(batch[start : start + 5000])
         db.session.commit()
+
+
+def insert_records(records: list[dict[str, Any]]) -> None:
+    """Records and their evidence in bulk, with what Hedwig keeps beside them: the customer
+    count and the customers' words for the search."""
+    from models import Evidence, Feedback, customer_key, db
+
+    rows = [
+        {
+            "title": record["title"],
+            "description": record.get("description", ""),
+            "source": "intercom",
+            "workspace_id": record.get("workspace_id", WORKSPACE_ID),
+            "customer_count": len({piece["customer_email"] for piece in record["evidence"]}),
+            "customers_text": "\n".join(
+                f"{piece['customer_name']} {piece['customer_email']} {piece.get('quote', '')}"
+                for piece in record["evidence"]
+            ),
+        }
+        for record in records
+    ]
+    ids = db.session.scalars(
+        insert(Feedback).returning(Feedback.id, sort_by_parameter_order=True), rows
+    )
+    pieces = [
+        {
+            **piece,
+            "feedback_id": feedback_id,
+            "customer_key": customer_key(
+                piece["customer_email"], piece["workspace_id"], piece.get("contact_id"), ""
+            ),
+        }
+        for feedback_id, record in zip(ids, records, strict=True)
+        for piece in record["evidence"]
+    ]
+    db.session.execute(insert(Evidence), pieces)
 
 
 def session_cookie(url: str) -> str:
@@ -532,6 +626,9 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
         # initialize is read-only: every thread sends the same request (one line per thread).
         (work / "initialize.txt").write_text(signed_lines(iter([PAYLOAD] * THREADS)))
         (work / "initialize-long.txt").write_text(signed_lines(iter([LONG_PAYLOAD] * THREADS)))
+        # Record feedback: the find canvas, its search prefilled from the conversation.
+        find = {**PAYLOAD, "component_id": "record", "input_values": {}, "current_canvas": {}}
+        (work / "find.txt").write_text(signed_lines(iter([find] * THREADS)))
 
         app = prepare_hedwig(work, f"sqlite:///{work / 'hedwig.db'}")
         fill_to(app, 2000)
@@ -551,6 +648,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             cookie = ["-H", f"Cookie: {session_cookie(hedwig_url)}"]
 
             list_2k = wrk(f"{hedwig_url}/", seconds, *cookie)
+            fill_to(app, 50_000)  # and 150,000 pieces of evidence
             init = post_wrk(
                 hedwig_url, "/intercom/canvas/initialize", work / "initialize.txt", seconds
             )
@@ -559,6 +657,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             )
             echo = post_wrk(ref_url, "/echo", work / "initialize.txt", seconds)
             floor = post_wrk(ref_url, "/first-canvas", work / "initialize.txt", seconds)
+            find_ = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "find.txt", seconds)
             submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit.txt", seconds)
             insert_ = post_wrk(ref_url, "/submit", work / "reference.txt", seconds)
             with wrong_password_flood(hedwig_url, seconds, work) as flood:
@@ -575,7 +674,6 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
                     )
             with idle_connections(hedwig_url, 50):
                 alone = answer_within(hedwig_url, 5)
-            fill_to(app, 50_000)
             list_50k = wrk(f"{hedwig_url}/", seconds, *cookie)
             search_50k = wrk(f"{hedwig_url}/?q=pdf", seconds, *cookie)
 
@@ -615,11 +713,14 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             row("canvas initialize (Hedwig)", init, echo, "≥ 0.5x"),
             row("reference echo", echo, None, ""),
             row("reference echo + Hedwig's 2 statements", floor, echo, "(the floor for this work)"),
-            row("canvas initialize (Hedwig) vs that floor", init, floor, ""),
+            row("canvas initialize (Hedwig) vs that floor", init, floor, "≥ 0.7x"),
             row("initialize, 2,000 records in the conversation", init_long, init, "≈ 1x (vs 5)"),
-            row("list page, 2k rows", list_2k, None, ""),
-            row("list page, 50k rows", list_50k, list_2k, "≥ 0.67x (≤ 1.5x slower)"),
-            row("search, 50k rows", search_50k, None, ""),
+            row(
+                "canvas find (Record feedback), prefilled search", find_, init, "≥ 0.5x (of init.)"
+            ),
+            row("list page, 2k records", list_2k, None, ""),
+            row("list page, 50k records", list_50k, list_2k, "≥ 0.67x (≤ 1.5x slower)"),
+            row("search, 50k records", search_50k, list_50k, "≥ 0.5x (of the list)"),
             row(
                 "canvas initialize while 8 clients send wrong passwords",
                 init_flood,
@@ -697,7 +798,7 @@ def run_postgres(
         submit = post_wrk(hedwig_url, "/intercom/canvas/submit", work / "submit-pg.txt", seconds)
     return [
         row("PostgreSQL: canvas submit", submit, sqlite_submit, "vs SQLite"),
-        row("PostgreSQL: list page, 2k rows", list_2k, sqlite_list, "vs SQLite"),
+        row("PostgreSQL: list page, 2k records", list_2k, sqlite_list, "vs SQLite"),
     ]
 
 
@@ -723,8 +824,10 @@ def table(rows: list[tuple[str, ...]], notes: list[str], seconds: float) -> str:
             *lines,
             "",
             *(f"- {note}" for note in notes),
-            "- Search is LIKE over four columns, no full-text index: a term that matches little "
-            "scans the table twice, for the page and for the count.",
+            "- The data: 50,000 records (titles from a vocabulary of 12 x 10 x 12 words, so that "
+            "a word is in a few percent of them), each backed by 3 of 5,000 customers: 150,000 "
+            "pieces of evidence. Search ranks the newest 500 matches (title first); "
+            "the list and the canvases read the full-text index.",
         ]
     )
 
