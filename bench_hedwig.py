@@ -91,11 +91,14 @@ def tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
 
 def reference_app(database_url: str | None = None) -> Flask:
     """gunicorn 'bench_hedwig:reference_app()': the floor Hedwig is measured against."""
+    import hedwig  # for its statements; imported here, not in a request
+
     app = Flask("reference")
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["BENCH_REFERENCE_DB"]
+    # InboxContext.from_payload reads the workspace's region from the app's settings.
+    app.config["INTERCOM_REGIONS"] = hedwig.DEFAULTS["INTERCOM_REGIONS"]
     reference_db.init_app(app)
     canvas_database = create_engine(os.environ.get("BENCH_HEDWIG_DB", "sqlite://"))
-    import hedwig  # for its statements; imported here, not in a request
 
     def verified_json() -> dict[str, Any]:
         body = request.get_data()
@@ -419,13 +422,16 @@ def answer_within(url: str, seconds: float) -> float | None:
 def post_wrk(url: str, path: str, lines_file: Path, seconds: float) -> dict[str, float]:
     script = lines_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
-    return wrk(
+    result = wrk(
         url + path,
         seconds,
         "-s",
         str(script),
         script_args=(str(lines_file), path, str(THREADS)),
     )
+    if result["errors"]:  # a rate of error pages measures nothing: stop, and say where
+        raise SystemExit(f"{url}{path}: {result['errors']} requests failed; no figure is written")
+    return result
 
 
 # --- Hedwig's data -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import shlex
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,6 +79,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     make_url,
+    null,
     or_,
     select,
     table,
@@ -466,7 +467,10 @@ def index() -> str:
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
     statement = listed_feedback(q, sort)
-    pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+    # A search's total is counted in the index (search_count), not by running the list again.
+    pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False, count=not q)
+    if q:
+        pagination.total = search_count(q)
     return render_template("index.html", pagination=pagination, q=q, sort=sort)
 
 
@@ -683,9 +687,15 @@ def refresh_backing(record: Feedback) -> None:
         .where(Evidence.feedback_id == record.id)
         .order_by(Evidence.id)
     ).all()
-    record.customer_count = len({row.customer_key for row in rows if row.customer_key})
+    set_backing(record, rows)
+
+
+def set_backing(record: Feedback, evidence: Sequence[Any]) -> None:
+    """The record's customer count and their words for the search, from ``evidence``."""
+    record.customer_count = len({piece.customer_key for piece in evidence if piece.customer_key})
     record.customers_text = "\n".join(
-        " ".join(filter(None, (row.customer_name, row.customer_email, row.quote))) for row in rows
+        " ".join(filter(None, (piece.customer_name, piece.customer_email, piece.quote)))
+        for piece in evidence
     )[:CUSTOMERS_TEXT_MAX]
 
 
@@ -762,43 +772,60 @@ def search(
     words = search_words(q)
     if not words:
         return statement.where(literal(False))
-    sqlite = db.session.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        joiner = " OR " if any_word else " "
-        matching = literal_column("feedback_search").op("MATCH")(
-            joiner.join(f'"{word}"*' for word in words)
-        )
-        ids = select(SEARCH_INDEX.c.rowid).where(matching)
-        score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)  # lower is better
-    else:
-        joiner = " | " if any_word else " & "
-        terms = joiner.join(f"{word}:*" for word in words)
-        query = func.to_tsquery("simple", func.lower(func.unaccent(terms)))
-        vector = literal_column("feedback.search_vector")
-        matching = vector.op("@@")(query)
-        ids = select(Feedback.id).where(matching)
-        score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
+    source, key, matching, score = search_index(words, any_word)
     if not ranked:
-        return statement.where(Feedback.id.in_(ids))
-    source = SEARCH_INDEX if sqlite else Feedback.__table__
-    key = SEARCH_INDEX.c.rowid if sqlite else Feedback.id
+        return statement.where(Feedback.id.in_(select(key).select_from(source).where(matching)))
     window = (
         select(key.label("id"), score.label("score"))
         .select_from(source)
         .where(matching)
         .order_by(key.desc())
         .limit(SEARCH_WINDOW)
-        .subquery()
+        .cte("search_window")
     )
     if window_only:
         return statement.join(window, window.c.id == Feedback.id).order_by(
             window.c.score, Feedback.id.desc()
         )
-    return (
-        statement.where(Feedback.id.in_(ids))
-        .outerjoin(window, window.c.id == Feedback.id)
-        .order_by(window.c.score.is_(None), window.c.score, Feedback.id.desc())
+    # The window's matches best first, then the older matches, newest first: those below the
+    # window's oldest id, so that each is listed once and none is scored.
+    older = (
+        select(key.label("id"), null().label("score"))
+        .select_from(source)
+        .where(matching, key < select(func.min(window.c.id)).scalar_subquery())
     )
+    found = union_all(select(window.c.id, window.c.score), older).subquery()
+    return statement.join(found, found.c.id == Feedback.id).order_by(
+        found.c.score.is_(None), found.c.score, Feedback.id.desc()
+    )
+
+
+def search_count(q: str) -> int:
+    """How many records have all of q's words, counted in the search index alone: no record
+    is read, and the ranking is not run again (as db.paginate's own count would run it)."""
+    words = search_words(q)
+    if not words:
+        return 0
+    source, _, matching, _ = search_index(words)
+    return db.session.scalar(select(func.count()).select_from(source).where(matching))
+
+
+def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, Any, Any]:
+    """Where the database keeps its full-text index, the record id there, the condition for
+    the words (all of them, or any), and each match's score (lower is better)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        joiner = " OR " if any_word else " "
+        matching = literal_column("feedback_search").op("MATCH")(
+            joiner.join(f'"{word}"*' for word in words)
+        )
+        score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)
+        return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, score
+    joiner = " | " if any_word else " & "
+    terms = joiner.join(f"{word}:*" for word in words)
+    query = func.to_tsquery("simple", func.lower(func.unaccent(terms)))
+    vector = literal_column("feedback.search_vector")
+    score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
+    return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
 
 
 def search_words(q: str) -> list[str]:
@@ -1708,8 +1735,10 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
     try:
         record = Feedback(title=title, source="intercom", workspace_id=context.workspace_id)
         db.session.add(record)
-        add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
-        refresh_backing(record)
+        evidence = add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        # A new record's one piece of evidence is all it has: the record is inserted whole,
+        # once, and so is its row in the search index (an UPDATE would rewrite that row).
+        set_backing(record, [evidence])
         db.session.commit()
     except IntegrityError:
         # The same form again (double click, retry, replay, another worker): the unique nonce
