@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import logging
 import os
 import platform
 import re
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -38,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from flask import Flask, abort, request
+from flask import Flask, abort, g, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, String, create_engine, event, insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from werkzeug.serving import make_server
 
 from conftest import CLIENT_SECRET, INITIALIZE, PASSWORD, SECRET_KEY, WORKSPACE_ID, sign
 
@@ -384,6 +387,79 @@ def hostile_html_ms() -> float:
         hedwig.html_to_text(shape)
         slowest = max(slowest, time.perf_counter() - started)
     return slowest * 1000
+
+
+def deliver_notes(work: Path, count: int = 500) -> str:
+    """``count`` pending notes to a loopback stand-in for Intercom that answers 429
+    (Retry-After: 1) once every 100 calls: the time ``send_notes`` takes to deliver them all,
+    and that each conversation got its note exactly once."""
+    import hedwig
+    from models import Feedback, IntercomConnection, db
+
+    answers: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def intercom(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        with lock:
+            status = 429 if (len(answers) + 1) % 100 == 0 else 200
+            answers.append((environ["PATH_INFO"], status))
+        headers = [("Content-Type", "application/json")]
+        if status == 429:
+            start_response("429 Too Many Requests", [*headers, ("Retry-After", "1")])
+            return [b'{"type": "error.list"}']
+        start_response("200 OK", headers)
+        return [b'{"type": "conversation"}']
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request is noise here
+    server = make_server("127.0.0.1", 0, intercom, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = hedwig.create_app(
+        {
+            "INSTANCE_PATH": str(work / "notes-instance"),
+            "SECRET_KEY": SECRET_KEY,
+            "DATABASE_URL": f"sqlite:///{work / 'notes.db'}",
+            "BASE_URL": "https://hedwig.example",
+            "INTERCOM_API_URL": f"http://127.0.0.1:{server.server_port}",
+            "SEND_NOTES_AT_ONCE": False,
+        }
+    )
+    try:
+        with app.test_request_context():
+            g.user = hedwig.add_user("notes@example.com", PASSWORD)
+            connection = IntercomConnection(
+                workspace_id=WORKSPACE_ID, workspace_name="Bench", admin_id="5551234"
+            )
+            connection.token = "bench-token"
+            record = Feedback(title="Export to PDF", source="intercom", workspace_id=WORKSPACE_ID)
+            db.session.add_all([connection, record])
+            for n in range(count):
+                hedwig.add_evidence(
+                    record,
+                    source="intercom",
+                    workspace_id=WORKSPACE_ID,
+                    conversation_id=str(10_000 + n),
+                    customer_name=f"Customer {n}",
+                )
+            hedwig.refresh_backing(record)
+            db.session.commit()
+            hedwig.set_status(record, "done", "Shipped today.", notify=True, reopen=False)
+            db.session.commit()
+            started = time.perf_counter()
+            outcomes = hedwig.send_notes(wait_max=5)
+            seconds = time.perf_counter() - started
+    finally:
+        server.shutdown()
+    delivered = Counter(path for path, status in answers if status == 200)
+    refused = sum(status == 429 for _, status in answers)
+    if outcomes["sent"] != count or len(delivered) != count or set(delivered.values()) != {1}:
+        raise SystemExit(f"Notes: {outcomes} sent, {len(delivered)} delivered: not each once")
+    return (
+        f"Notes: {count} pending notes to a loopback stand-in for Intercom that answers 429 "
+        f"(Retry-After: 1 s) once every 100 calls: all {count} delivered, each exactly once, in "
+        f"{seconds:.1f} s; {refused} 429s were waited out, so sending took "
+        f"{(seconds - refused) / count * 1000:.1f} ms a note."
+    )
 
 
 def signed_lines(payloads: Iterator[dict[str, Any]]) -> str:
@@ -767,6 +843,8 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
             f"html_to_text on 1 MiB of hostile HTML (unclosed tags, comments, one endless tag, "
             f"entity starts): {hostile_html_ms():.0f} ms at the slowest (target: well under 1 s)."
         )
+
+        notes.append(deliver_notes(work))
 
         postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
         if postgres:

@@ -397,7 +397,10 @@ def connect_workspace(app: Flask) -> None:
     """What a finished OAuth flow leaves behind for the fixture workspace."""
     with app.app_context():
         connection = IntercomConnection(
-            workspace_id=WORKSPACE_ID, workspace_name="Example Co workspace"
+            workspace_id=WORKSPACE_ID,
+            workspace_name="Example Co workspace",
+            admin_id=ME["id"],
+            admin_name=ME["name"],
         )
         connection.token = TOKEN
         db.session.add(connection)

@@ -7,8 +7,9 @@ Read top to bottom, this module is the README's tutorial, a section a step:
 3. The feedback log: list, search, show, add, export.
 4. Connect with Intercom: OAuth, and the token kept encrypted.
 5. The Inbox app: Canvas Kit's signed initialize and submit, and a preview without Intercom.
-6. The command line.
-7. Plumbing: settings, the database, headers and error pages. Skip it on a first read.
+6. Closing the loop: a status on every record, and a note in every conversation that asked.
+7. The command line.
+8. Plumbing: settings, the database, headers and error pages. Skip it on a first read.
 
 Each section opens with its blueprint and views, then the helpers they call.
 """
@@ -34,7 +35,9 @@ import secrets
 import shlex
 import sqlite3
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +97,7 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     SQLAlchemyError,
 )
+from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -104,16 +108,20 @@ from models import (
     DESCRIPTION_MAX,
     EMAIL_MAX,
     ID_MAX,
+    MESSAGE_MAX,
     NAME_MAX,
     PREVIEW_WORKSPACE_ID,
     QUOTE_MAX,
+    STATUSES,
     TITLE_MAX,
     Evidence,
     FailedSignIn,
     Feedback,
     IntercomConnection,
     MergedFeedback,
+    Note,
     SignInSession,
+    StatusChange,
     UsedOAuthState,
     User,
     customer_key,
@@ -142,7 +150,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
 
     install_plumbing(app)
-    for blueprint in (auth, feedback_log, connect, inbox, preview):
+    for blueprint in (auth, feedback_log, connect, inbox, preview, loop):
         app.register_blueprint(blueprint)
     for command in (
         init_db_command,
@@ -150,6 +158,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         backup_command,
         copy_db_command,
         canvas_request_command,
+        send_notes_command,
     ):
         app.cli.add_command(command)
     return app
@@ -461,17 +470,20 @@ EVIDENCE_FIELDS = {"customer_name": NAME_MAX, "customer_email": EMAIL_MAX, "quot
 
 @feedback_log.get("/")
 def index() -> str:
-    q = search_text()
+    q, status = search_text(), status_filter()
     sort = request.args.get("sort") if request.args.get("sort") in SORTS else None
     page = request.args.get("page", 1, type=int)
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
-    statement = listed_feedback(q, sort)
+    statement = listed_feedback(q, sort, status)
     # A search's total is counted in the index (search_count), not by running the list again.
-    pagination = db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False, count=not q)
-    if q:
+    counted_in_index = bool(q) and status is None
+    pagination = db.paginate(
+        statement, page=page, per_page=PER_PAGE, error_out=False, count=not counted_in_index
+    )
+    if counted_in_index:
         pagination.total = search_count(q)
-    return render_template("index.html", pagination=pagination, q=q, sort=sort)
+    return render_template("index.html", pagination=pagination, q=q, sort=sort, status=status)
 
 
 @feedback_log.get("/feedback/<id:feedback_id>")
@@ -479,7 +491,7 @@ def show_feedback(feedback_id: int) -> Any:
     record = db.session.get(Feedback, feedback_id)
     if record is None:
         return to_merged_record(feedback_id, "log.show_feedback")
-    return render_template("show.html", feedback=record, workspaces=workspace_names())
+    return show_record(record)
 
 
 @feedback_log.route("/feedback/new", methods=["GET", "POST"])
@@ -591,7 +603,7 @@ def remove_evidence(feedback_id: int, evidence_id: int) -> Response:
 @feedback_log.get("/feedback.csv")
 def export_csv() -> Response:
     """The evidence export: a row per piece of evidence, with its record."""
-    statement = listed_feedback(search_text(), request.args.get("sort"))
+    statement = listed_feedback(search_text(), request.args.get("sort"), status_filter())
     response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="hedwig-evidence.csv"'
     return response
@@ -605,10 +617,20 @@ def search_text() -> str:
     return q
 
 
-def listed_feedback(q: str, sort: str | None = None) -> Select:
-    """The list, as the page and the CSV show it: narrowed by the search and sorted, best
-    match first when searching, else newest first (or most customers first)."""
+def status_filter() -> str | None:
+    """The list's ?status=, one of STATUSES; any other is refused, not ignored."""
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        abort(400, f"There is no status {status[:20]!r}: use one of {', '.join(STATUSES)}.")
+    return status
+
+
+def listed_feedback(q: str, sort: str | None = None, status: str | None = None) -> Select:
+    """The list, as the page and the CSV show it: narrowed by the search and the status, and
+    sorted, best match first when searching, else newest first (or most customers first)."""
     statement = select(Feedback)
+    if status:
+        statement = statement.where(Feedback.status == status)
     if q:
         statement = search(statement, q, ranked=sort in (None, "best"))
     if sort == "customers":
@@ -620,6 +642,23 @@ def listed_feedback(q: str, sort: str | None = None) -> Select:
             Feedback.created_at.desc(), Feedback.id.desc()
         )
     return statement
+
+
+def show_record(
+    record: Feedback,
+    status_form: Mapping[str, Any] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> str:
+    """The record's page: the record, its status with each change and what its notes did
+    (section 6), and its evidence."""
+    return render_template(
+        "show.html",
+        feedback=record,
+        workspaces=workspace_names(),
+        changes=status_history(record),
+        status_form=status_form or status_form_defaults(record),
+        errors=errors or {},
+    )
 
 
 def to_merged_record(feedback_id: int, endpoint: str) -> Response:
@@ -723,6 +762,11 @@ def merge_records(duplicate: Feedback, target: Feedback) -> int:
         .where(MergedFeedback.into_id == duplicate.id)
         .values(into_id=target.id)
     )
+    # Its history and its notes (sent, or still to send) go with its evidence.
+    for model in (StatusChange, Note):
+        db.session.execute(
+            update(model).where(model.feedback_id == duplicate.id).values(feedback_id=target.id)
+        )
     db.session.add(MergedFeedback(id=duplicate.id, into_id=target.id))
     db.session.delete(duplicate)
     refresh_backing(target)
@@ -911,6 +955,7 @@ CSV_COLUMNS = (
     "feedback_id",
     "title",
     "details",
+    "status",
     "customer_count",
     "customer_name",
     "customer_email",
@@ -952,6 +997,7 @@ def csv_row(record: Feedback, evidence: Evidence | None) -> list[str]:
         "feedback_id": record.id,
         "title": record.title,
         "details": record.description,
+        "status": record.status_label,
         "customer_count": record.customer_count,
     }
     if evidence is not None:
@@ -1234,6 +1280,23 @@ def call_intercom(
 ) -> dict:
     """One request to Intercom's API on the region's host: its JSON object (empty when the
     answer has no body), or an IntercomError whose message a person can read."""
+    response = intercom_response(method, path, token, region, **kwargs)
+    if not response.content.strip():
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        raise IntercomError(f"Intercom's answer to {path} was not JSON") from None
+    if not isinstance(body, dict):
+        raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
+    return body
+
+
+def intercom_response(
+    method: str, path: str, token: str | None = None, region: str = "us", **kwargs: Any
+) -> requests.Response:
+    """Intercom's 2xx answer to one request, or an IntercomError: it did not answer in time,
+    could not be reached, or refused (refusal())."""
     headers = {"Accept": "application/json", "Intercom-Version": INTERCOM_API_VERSION}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -1252,15 +1315,7 @@ def call_intercom(
         ) from None
     if not 200 <= response.status_code < 300:
         raise refusal(path, response)
-    if not response.content.strip():
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        raise IntercomError(f"Intercom's answer to {path} was not JSON") from None
-    if not isinstance(body, dict):
-        raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
-    return body
+    return response
 
 
 def refusal(path: str, response: requests.Response) -> IntercomError:
@@ -1333,8 +1388,10 @@ def save_connection(
         setattr(connection, name, value)
     connection.token = token
     connection.connected_by_id = user.id
+    connection.refused_at = connection.refusal = None
     db.session.add(connection)
     db.session.commit()
+    wake_sender()  # notes that waited for this reconnect
     return connection
 
 
@@ -1631,7 +1688,7 @@ def add_canvas(
         quote = html_to_text(context.opening_html)[:QUOTE_MAX]
     components = [
         text(markdown_escape(record.title), "header"),
-        text(f"#{record.id} · {backing(record.customer_count)}", "muted"),
+        text(f"#{record.id} · {about(record)}", "muted"),
         {
             "type": "textarea",
             "id": "quote",
@@ -1840,6 +1897,11 @@ def customer_called(context: InboxContext) -> str:
     return context.customer_name or context.customer_email or "this customer"
 
 
+def about(record: Feedback | Row) -> str:
+    """A record's status and backing, as a canvas's lists say them: "Planned · 7 customers"."""
+    return f"{STATUSES.get(record.status, record.status)} · {backing(record.customer_count)}"
+
+
 def backing(customer_count: int) -> str:
     return plural(customer_count, "customer")
 
@@ -1869,7 +1931,7 @@ def record_list(records: list[Any], id_prefix: str, submit: bool = False) -> dic
                 "type": "item",
                 "id": f"{id_prefix}-{record.id}",
                 "title": record.title,
-                "subtitle": f"#{record.id} · {backing(record.customer_count)}",
+                "subtitle": f"#{record.id} · {about(record)}",
                 "action": {"type": "submit"}
                 if submit
                 else {"type": "url", "url": feedback_url(record)},
@@ -1990,6 +2052,7 @@ def newest_first(list_name: str, records: Select, excluded: Select | None = None
             literal(list_name).label("list"),
             Feedback.id,
             Feedback.title,
+            Feedback.status,
             Feedback.customer_count,
             counted.scalar_subquery().label("total"),
         )
@@ -2152,7 +2215,430 @@ def canvas_markdown(value: str) -> Markup:
     return Markup(re.sub(r"\\([\\`*_\[\]<>]|&lt;|&gt;)", r"\1", html))  # noqa: S704
 
 
-# --- 6. The command line ---------------------------------------------------------------------
+# --- 6. Closing the loop: a status on every record, a note in every conversation -------------
+#
+# Every record has a status. Changing it keeps a line of history and, when asked to, writes an
+# internal note for every Intercom conversation behind the record into an outbox, in the same
+# transaction: nothing is sent before the change is kept, and nothing is lost after it. A
+# sender thread sends the notes at once, without holding the page; `flask send-notes` sends
+# what a crash or a restart left. A sender claims each note with one UPDATE before sending
+# it, so two senders never send one note twice.
+
+loop = Blueprint("loop", __name__)
+NOTIFY_BY_DEFAULT = frozenset({"planned", "done", "declined"})
+NEXT_STATUS = {"open": "planned", "planned": "in_progress", "in_progress": "done"}
+NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
+RETRY_DELAYS = (30, 60, 120, 240)  # seconds before the 2nd, 3rd, 4th and 5th try
+RATE_LIMIT_WAIT = 10  # seconds, when a 429 says neither Retry-After nor X-RateLimit-Reset
+SENDER_WAIT_MAX = 60  # seconds a sender waits for a note coming due, before leaving it
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # safe in a URL path as it is
+
+
+@loop.post("/feedback/<id:feedback_id>/status")
+def change_status(feedback_id: int) -> Any:
+    record = db.get_or_404(Feedback, feedback_id)
+    values = {
+        "status": request.form.get("status", ""),
+        "message": form_text("message", MESSAGE_MAX),
+        "notify": request.form.getlist("notify"),  # absent: the status's default
+        "reopen": request.form.get("reopen") == "on",
+    }
+    errors = validate_status_change(record, values)
+    if errors:
+        return show_record(record, status_form=values, errors=errors), 400
+    notify = "on" in values["notify"] if values["notify"] else values["status"] in NOTIFY_BY_DEFAULT
+    change = set_status(record, values["status"], values["message"], notify, values["reopen"])
+    db.session.commit()
+    wake_sender()
+    queued = sum(note.state == "pending" for note in change.notes)
+    told = f"; a note goes to {plural(queued, 'conversation')}" if queued else ""
+    flash(f"#{record.id} is {STATUSES[change.to_status].lower()} now{told}.")
+    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+
+
+@loop.post("/feedback/<id:feedback_id>/notes/retry")
+def retry_failed_notes(feedback_id: int) -> Response:
+    """Send the record's failed notes again, from their first try."""
+    db.get_or_404(Feedback, feedback_id)
+    retried = db.session.execute(
+        update(Note)
+        .where(Note.feedback_id == feedback_id, Note.state == "failed")
+        .values(state="pending", attempts=0, next_attempt_at=utcnow(), reason="")
+    ).rowcount
+    db.session.commit()
+    wake_sender()
+    flash(f"{plural(retried, 'note')} will be sent again." if retried else "No note had failed.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+@loop.before_app_request
+def send_notes_left_behind() -> None:
+    """A process's first request wakes the sender if an earlier process left notes to send."""
+    app = current_app._get_current_object()
+    if app.extensions.get("hedwig_sender_woken") or not app.config["SEND_NOTES_AT_ONCE"]:
+        return
+    try:
+        left = db.session.scalar(select(Note.id).where(Note.state.in_(("pending", "sending"))))
+    except SQLAlchemyError:  # a database not ready yet: /healthz says so; a later request looks
+        db.session.rollback()
+        return
+    app.extensions["hedwig_sender_woken"] = True
+    if left:
+        wake_sender()
+
+
+@loop.app_context_processor
+def status_helpers() -> dict[str, Any]:
+    return {
+        "statuses": STATUSES,
+        "notify_by_default": NOTIFY_BY_DEFAULT,
+        "message_max": MESSAGE_MAX,
+        "note_outcome": note_outcome,
+    }
+
+
+def status_form_defaults(record: Feedback) -> dict[str, Any]:
+    """The status form as the page first shows it: the status that usually comes next."""
+    status = NEXT_STATUS.get(record.status, "open")
+    notify = "on" if status in NOTIFY_BY_DEFAULT else "off"
+    return {"status": status, "message": "", "notify": [notify], "reopen": False}
+
+
+def status_history(record: Feedback) -> list[StatusChange]:
+    """The record's status changes, newest first, each with its notes."""
+    return list(
+        db.session.scalars(
+            select(StatusChange)
+            .where(StatusChange.feedback_id == record.id)
+            .order_by(StatusChange.id.desc())
+            .options(selectinload(StatusChange.notes), selectinload(StatusChange.changed_by))
+        )
+    )
+
+
+def validate_status_change(record: Feedback, values: Mapping[str, Any]) -> dict[str, str]:
+    errors = {}
+    if values["status"] not in STATUSES:
+        errors["status"] = f"Choose a status: {', '.join(STATUSES.values())}."
+    elif values["status"] == record.status:
+        errors["status"] = f"#{record.id} is {record.status_label.lower()} already."
+    if len(values["message"]) > MESSAGE_MAX:
+        errors["message"] = f"Keep the message to {MESSAGE_MAX} characters."
+    return errors
+
+
+def set_status(
+    record: Feedback, status: str, message: str, notify: bool, reopen: bool
+) -> StatusChange:
+    """Change the record's status, keep the change, and (``notify``) write a note for each
+    conversation behind the record into the outbox: one transaction, the caller commits."""
+    begin_write(StatusChange)
+    db.session.refresh(record)  # as it is now that this transaction holds the write lock
+    change = StatusChange(
+        feedback_id=record.id,
+        from_status=record.status,
+        to_status=status,
+        message=message,
+        notify=notify,
+        reopen=notify and reopen,
+        changed_by_id=g.user.id,
+    )
+    record.status = status
+    db.session.add(change)
+    if notify:
+        connected = set(workspace_names())
+        for evidence in record.evidence:
+            change.notes.append(new_note(record, change, evidence, connected))
+    db.session.flush()
+    return change
+
+
+def new_note(
+    record: Feedback, change: StatusChange, evidence: Evidence, connected: set[str]
+) -> Note:
+    """The note for the conversation a piece of evidence was heard in: pending, or skipped
+    with the reason a person reads on the record's page."""
+    customer = evidence.customer_name or evidence.customer_email or "the customer"
+    note = Note(
+        feedback_id=record.id,
+        customer=customer[:NAME_MAX],
+        workspace_id=evidence.workspace_id,
+        conversation_id=evidence.conversation_id,
+        reopen=change.reopen,
+        body=note_body(record, change, customer),
+    )
+    if evidence.origin == "preview":
+        note.state, note.reason = "skipped", "recorded in the canvas preview, not in Intercom"
+    elif not evidence.conversation_id or evidence.source != "intercom":
+        note.state, note.reason = "skipped", "added by hand: no Intercom conversation"
+    elif evidence.workspace_id not in connected:
+        note.state, note.reason = "skipped", "its workspace is not connected to Hedwig"
+    elif not CONVERSATION_ID.fullmatch(evidence.conversation_id):
+        note.state, note.reason = "skipped", "not an Intercom conversation id"
+    if note.state == "skipped":
+        note.finished_at = utcnow()
+    return note
+
+
+def note_body(record: Feedback, change: StatusChange, customer: str) -> str:
+    """The note as teammates read it in the conversation: the record (a link to it), its new
+    status, the team's message, and who to tell."""
+    url, title = html.escape(feedback_url(record)), html.escape(record.title)
+    link = f'<a href="{url}">#{record.id} {title}</a>'
+    lines = [f"<p>Hedwig: {link} is now <b>{html.escape(STATUSES[change.to_status])}</b>.</p>"]
+    if change.message:
+        lines.append(f"<p>{html.escape(change.message).replace(chr(10), '<br>')}</p>")
+    lines.append(f"<p>{html.escape(customer)} asked for it in this conversation: tell them?</p>")
+    return "".join(lines)
+
+
+# The sender. A note is pending until a sender claims it (sending), then sent, failed, or
+# pending again: after a 429 (at the time Intercom gave), a 5xx or a timeout (after a delay,
+# NOTE_ATTEMPTS tries in all), or a refused token (until someone reconnects the workspace).
+
+
+def send_notes(wait_max: float = 0) -> Counter[str]:
+    """Send every note that is due, waiting up to ``wait_max`` seconds for one coming due;
+    how many ended sent, failed, waiting (for later, or for a reconnect)."""
+    outcomes: Counter[str] = Counter()
+    release_abandoned_notes()
+    while True:
+        note = claim_next_note()
+        if note is not None:
+            outcomes[deliver(note)] += 1
+            continue
+        wait = seconds_until_next_note()
+        if wait is None or wait > wait_max:
+            return outcomes
+        time.sleep(wait)
+
+
+def claim_next_note() -> Note | None:
+    """The next due note, claimed by this sender: the UPDATE that moves it from pending to
+    sending is one statement, so of two senders only one moves it."""
+    now = utcnow()
+    for note_id in db.session.scalars(due_notes(now).limit(20)).all():
+        claimed = db.session.execute(
+            update(Note)
+            .where(Note.id == note_id, Note.state == "pending", Note.next_attempt_at <= now)
+            .values(state="sending", claimed_at=now)
+        ).rowcount
+        db.session.commit()
+        if claimed:
+            return db.session.get(Note, note_id)
+    db.session.rollback()
+    return None
+
+
+def due_notes(now: datetime) -> Select:
+    """Pending notes whose time has come, except those waiting for a reconnect."""
+    return (
+        select(Note.id)
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
+        .where(
+            Note.state == "pending",
+            Note.next_attempt_at <= now,
+            IntercomConnection.refused_at.is_(None),
+        )
+        .order_by(Note.next_attempt_at, Note.id)
+    )
+
+
+def seconds_until_next_note() -> float | None:
+    """How long until a pending note comes due (None: none will, without a reconnect)."""
+    future = db.session.scalar(
+        select(func.min(Note.next_attempt_at))
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
+        .where(Note.state == "pending", IntercomConnection.refused_at.is_(None))
+    )
+    db.session.rollback()
+    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+
+
+def deliver(note: Note) -> str:
+    """Send one claimed note (and reopen its conversation, if asked), and keep the outcome."""
+    connection = db.session.scalar(
+        select(IntercomConnection).where(IntercomConnection.workspace_id == note.workspace_id)
+    )
+    if connection is None:
+        return finish(note, "failed", "the workspace was disconnected before it was sent")
+    if connection.needs_reconnecting or not connection.admin_id:
+        reason = connection.needs_reconnecting or "the connection names no admin to write as"
+        return wait_for_reconnect(note, connection, reason)
+    path = f"/conversations/{note.conversation_id}"
+    author = {"admin_id": connection.admin_id}
+    try:
+        if note.noted_at is None:
+            note_json = {"message_type": "note", "type": "admin", "body": note.body} | author
+            intercom_response(
+                "POST", f"{path}/reply", connection.token, connection.region, json=note_json
+            )
+            note.noted_at = utcnow()
+            db.session.commit()  # told: a crash from here on never tells again
+        if note.reopen:
+            reopen_json = {"message_type": "open"} | author
+            intercom_response(
+                "POST", f"{path}/parts", connection.token, connection.region, json=reopen_json
+            )
+    except IntercomError as error:
+        return after_refusal(note, connection, error)
+    return finish(note, "sent")
+
+
+def after_refusal(note: Note, connection: IntercomConnection, error: IntercomError) -> str:
+    status = error.http_status
+    if status in (401, 403):
+        return wait_for_reconnect(note, connection, str(error))
+    if status == 429:
+        # Every note to this workspace waits: Intercom limits the app, not the conversation.
+        resume = utcnow() + timedelta(seconds=error.retry_after or RATE_LIMIT_WAIT)
+        db.session.execute(
+            update(Note)
+            .where(
+                Note.workspace_id == note.workspace_id,
+                Note.state == "pending",
+                Note.next_attempt_at < resume,
+            )
+            .values(next_attempt_at=resume)
+        )
+        return pending_again(note, resume, f"waiting: {error}", "waiting")
+    if status is not None and status < 500:  # 404 and any other refusal: trying again won't help
+        return finish(note, "failed", str(error))
+    note.attempts += 1
+    if note.attempts >= NOTE_ATTEMPTS:
+        return finish(note, "failed", f"{error} ({NOTE_ATTEMPTS} tries)")
+    retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[note.attempts - 1])
+    reason = f"try {note.attempts} of {NOTE_ATTEMPTS} failed: {error}"
+    return pending_again(note, retry_at, reason, "waiting")
+
+
+def wait_for_reconnect(note: Note, connection: IntercomConnection, reason: str) -> str:
+    """Intercom refused the token (or Hedwig cannot use it): the workspace needs reconnecting,
+    and its notes wait for that."""
+    if connection.refused_at is None:
+        connection.refused_at, connection.refusal = utcnow(), reason
+        current_app.logger.warning(
+            "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
+        )
+    waiting = f"waiting until {connection.workspace_name} is reconnected"
+    db.session.execute(
+        update(Note)
+        .where(Note.workspace_id == note.workspace_id, Note.state == "pending")
+        .values(reason=waiting)
+    )
+    return pending_again(note, utcnow(), waiting, "waiting")
+
+
+def pending_again(note: Note, next_attempt_at: datetime, reason: str, outcome: str) -> str:
+    note.state, note.next_attempt_at, note.reason, note.claimed_at = (
+        "pending",
+        next_attempt_at,
+        reason,
+        None,
+    )
+    db.session.commit()
+    return outcome
+
+
+def finish(note: Note, state: str, reason: str = "") -> str:
+    note.state, note.reason, note.finished_at, note.claimed_at = state, reason, utcnow(), None
+    db.session.commit()
+    if state == "failed":
+        current_app.logger.warning(
+            "Note %s to conversation %s failed: %s", note.id, note.conversation_id, reason
+        )
+    return state
+
+
+def release_abandoned_notes() -> None:
+    """Notes a sender claimed and never finished (its process stopped): a note whose delivery
+    is unknown has failed, for a person to retry, since sending it again might say it twice;
+    one only left to reopen its conversation is pending again (reopening twice is harmless)."""
+    # A sender holds a claim for two calls to Intercom at most: far less than this.
+    abandoned = utcnow() - timedelta(seconds=4 * current_app.config["INTERCOM_TIMEOUT"] + 60)
+    sending = (Note.state == "sending", Note.claimed_at < abandoned)
+    db.session.execute(
+        update(Note)
+        .where(*sending, Note.noted_at.is_(None))
+        .values(
+            state="failed",
+            finished_at=utcnow(),
+            reason="Hedwig stopped while sending it: it may have arrived. Retry sends it again.",
+        )
+    )
+    db.session.execute(update(Note).where(*sending).values(state="pending", claimed_at=None))
+    db.session.commit()
+
+
+def wake_sender() -> None:
+    """Send the notes now, in a thread of this process, so that no page waits for Intercom.
+    HEDWIG_SEND_NOTES_AT_ONCE=false leaves them to `flask send-notes` (a timer)."""
+    app = current_app._get_current_object()
+    if app.config["SEND_NOTES_AT_ONCE"]:
+        app.extensions.setdefault("hedwig_sender", NoteSender(app)).wake()
+
+
+class NoteSender:
+    """This process's sender thread: it sends what is due, sleeps until the next note comes
+    due, and ends when none is left (a reconnect or a new change wakes it again)."""
+
+    IDLE_MAX = 10 * 60  # seconds: a note due later than that is left to the next wake
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.woken = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        with self.lock:
+            self.woken.set()
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="hedwig-notes", daemon=True)
+                self.thread.start()
+
+    def run(self) -> None:
+        with self.app.app_context():
+            while True:
+                self.woken.clear()
+                try:
+                    send_notes()
+                    wait = seconds_until_next_note()
+                except Exception:  # a database gone away: the next wake, or a timer, goes on
+                    current_app.logger.exception("Sending notes stopped")
+                    db.session.rollback()
+                    wait = None
+                finally:
+                    db.session.remove()
+                with self.lock:
+                    if (wait is None or wait > self.IDLE_MAX) and not self.woken.is_set():
+                        self.thread = None
+                        return
+                self.woken.wait(wait if wait is not None else None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (the tests do)."""
+        thread = self.thread
+        if thread is not None:
+            thread.join(timeout)
+
+
+def note_outcome(note: Note) -> str:
+    """A note's state as the record's page says it."""
+    if note.state == "sent":
+        reopened = " and reopened" if note.reopen else ""
+        return f"sent{reopened} {format_datetime(note.finished_at)}"
+    if note.state == "sending":
+        return "being sent"
+    if note.state == "pending":
+        later = note.next_attempt_at > utcnow()
+        return (note.reason or "to be sent") + (
+            f"; next try {format_datetime(note.next_attempt_at)}" if later else ""
+        )
+    return f"{note.state}: {note.reason}"
+
+
+# --- 7. The command line ---------------------------------------------------------------------
 
 COPY_BATCH = 1000
 
@@ -2347,6 +2833,22 @@ def canvas_request_command(endpoint: str, workspace: str, component: str, origin
     )
 
 
+@click.command("send-notes")
+@click.option(
+    "--wait",
+    "wait_max",
+    default=SENDER_WAIT_MAX,
+    show_default=True,
+    help="Seconds to wait for a note coming due (after a 429, or between tries).",
+)
+@with_appcontext
+def send_notes_command(wait_max: float) -> None:
+    """Send the notes status changes left to send: run it from a cron job or a timer."""
+    outcomes = send_notes(wait_max)
+    waiting = db.session.scalar(select(func.count(Note.id)).where(Note.state == "pending"))
+    click.echo(f"{outcomes['sent']} sent, {outcomes['failed']} failed, {waiting} waiting.")
+
+
 def row_counts(engine: Engine) -> dict[str, int]:
     """Rows in each of Hedwig's tables that exist in the database."""
     existing = set(inspect(engine).get_table_names())
@@ -2358,7 +2860,7 @@ def row_counts(engine: Engine) -> dict[str, int]:
         }
 
 
-# --- 7. Plumbing: settings, the database, headers, error pages -------------------------------
+# --- 8. Plumbing: settings, the database, headers, error pages -------------------------------
 #
 # What every section relies on and no step of the tutorial is about.
 
@@ -2391,6 +2893,7 @@ DEFAULTS: dict[str, Any] = {
     # Canvas requests carry the conversation, which may hold up to 500 parts.
     "CANVAS_MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
+    "SEND_NOTES_AT_ONCE": True,  # false: only `flask send-notes` sends them
 }
 # Settings read from the environment as text, even when they look like numbers.
 TEXT_SETTINGS = (
@@ -2410,7 +2913,7 @@ NUMBER_SETTINGS = (
     "MAX_CONTENT_LENGTH",
     "CANVAS_MAX_CONTENT_LENGTH",
 )
-BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE",)
+BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE", "SEND_NOTES_AT_ONCE")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
 BOOLEAN_WORDS |= {"false": False, "no": False, "off": False, "0": False}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")

@@ -1,5 +1,6 @@
-"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, and the
-feedback records with the evidence that backs them.
+"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, the
+feedback records with the evidence that backs them, their status changes, and the notes those
+changes send to Intercom conversations.
 
 Each length a column allows is named here once, and every validator in hedwig.py uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -24,9 +25,19 @@ DESCRIPTION_MAX = 10_000
 QUOTE_MAX = DESCRIPTION_MAX  # a customer's words
 CUSTOMERS_TEXT_MAX = 200_000  # the names, emails and words a record's search reads
 REGION_MAX = 16
+STATE_MAX = 16  # a record's status, a note's state
+MESSAGE_MAX = 2_000  # what a status change tells the team
 CUSTOMER_KEY_MAX = EMAIL_MAX + 16  # "email:" and an address, or a contact in its workspace
 # The canvas preview's own workspace: "connected" for the preview alone, never for Intercom.
 PREVIEW_WORKSPACE_ID = "hedwig-preview"
+# A record's statuses, as stored and as shown; every record starts open.
+STATUSES = {
+    "open": "Open",
+    "planned": "Planned",
+    "in_progress": "In progress",
+    "done": "Done",
+    "declined": "Declined",
+}
 
 
 def utcnow() -> datetime:
@@ -132,6 +143,10 @@ class IntercomConnection(db.Model):
     # Where Intercom hosts the workspace (us, eu, au): its API host and its Inbox links.
     region: Mapped[str] = mapped_column(String(REGION_MAX), default="us", server_default="us")
     connected_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Set when Intercom refused the token (401/403) while sending notes: they wait for a
+    # reconnect, which clears it.
+    refused_at: Mapped[datetime | None]
+    refusal: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -150,6 +165,15 @@ class IntercomConnection(db.Model):
     @property
     def token_readable(self) -> bool:
         return self.token is not None
+
+    @property
+    def needs_reconnecting(self) -> str | None:
+        """Why Hedwig cannot use this connection until someone connects again, or None."""
+        if self.refused_at is not None:
+            return self.refusal or "Intercom refused its token"
+        if not self.token_readable:
+            return "its token no longer decrypts here (the token key changed)"
+        return None
 
 
 class UsedOAuthState(db.Model):
@@ -176,6 +200,7 @@ class Feedback(db.Model):
     # names, emails and words, which the search reads beside the title and description.
     customer_count: Mapped[int] = mapped_column(default=0, server_default="0")
     customers_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(String(STATE_MAX), default="open", server_default="open")
 
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -194,10 +219,15 @@ class Feedback(db.Model):
         """Where it was recorded: web, intercom, or preview (the canvas preview)."""
         return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
 
+    @property
+    def status_label(self) -> str:
+        return STATUSES.get(self.status, self.status)
+
     __table_args__ = (
-        # The list: newest first, or most customers first.
+        # The list: newest first, or most customers first, or by status, newest first.
         Index("ix_feedback_created", "created_at", "id"),
         Index("ix_feedback_customers", "customer_count", "id"),
+        Index("ix_feedback_status", "status", "created_at", "id"),
         # SQLite: an id is never given out again, so a deleted or merged record's links
         # never lead to another one.
         {"sqlite_autoincrement": True},
@@ -302,3 +332,65 @@ class MergedFeedback(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     into_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"), index=True)
     merged_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatusChange(db.Model):
+    """A record's status changed: from what to what, by whom, when, and what the team was
+    told. ``notes`` are what it sent to the conversations behind the record."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feedback_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"))
+    from_status: Mapped[str] = mapped_column(String(STATE_MAX))
+    to_status: Mapped[str] = mapped_column(String(STATE_MAX))
+    message: Mapped[str] = mapped_column(Text, default="")  # up to MESSAGE_MAX
+    notify: Mapped[bool] = mapped_column(default=False)
+    reopen: Mapped[bool] = mapped_column(default=False)
+    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    changed_by: Mapped[User | None] = relationship()
+    notes: Mapped[list[Note]] = relationship(
+        order_by="Note.id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return STATUSES.get(self.from_status, self.from_status), STATUSES.get(
+            self.to_status, self.to_status
+        )
+
+    __table_args__ = (Index("ix_status_changes_feedback", "feedback_id", "id"),)
+
+
+class Note(db.Model):
+    """The outbox: one internal note to one conversation about one status change. It is
+    written in the change's transaction, so nothing is sent before the change is kept and
+    nothing is lost after; a sender claims it (pending → sending) before sending it, so no
+    two senders send it. A conversation Hedwig cannot tell is kept as ``skipped``, with why."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("status_changes.id", ondelete="CASCADE"))
+    feedback_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"))
+    customer: Mapped[str] = mapped_column(String(NAME_MAX), default="")  # who asked, shown
+    workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    conversation_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    body: Mapped[str] = mapped_column(Text, default="")  # the note's HTML, as Intercom gets it
+    reopen: Mapped[bool] = mapped_column(default=False)  # reopen the conversation after it
+    # pending → sending → sent or failed; pending again after a 429, a 5xx or a refused token.
+    state: Mapped[str] = mapped_column(String(STATE_MAX), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)  # failed ones: 5xx, timeouts
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    noted_at: Mapped[datetime | None]  # when Intercom took the note (reopening may follow)
+    finished_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")  # why it failed, waits or was skipped
+
+    __table_args__ = (
+        UniqueConstraint("change_id", "workspace_id", "conversation_id", name="uq_notes_change"),
+        Index("ix_notes_due", "state", "next_attempt_at"),
+        Index("ix_notes_feedback", "feedback_id", "state"),
+    )

@@ -20,8 +20,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug.serving import make_server
 
 import hedwig
-from conftest import PASSWORD, SECRET_KEY, connect_workspace
-from models import db
+from conftest import PASSWORD, SECRET_KEY, WORKSPACE_ID, connect_workspace
+from models import Feedback, db
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_HINT = "Chromium not installed: apt-get install chromium"
@@ -296,3 +296,52 @@ def test_merge_a_duplicate_and_its_old_link_still_lands(
     page.wait_for_url(f"{url}/feedback/1")
     page.goto(f"{url}/?q=export")
     assert page.locator("table.feedback tbody tr").count() == 1
+
+
+def test_change_a_status_and_see_each_conversations_note(
+    page: Any, serve: Callable[..., tuple[str, Any]], httpserver: HTTPServer
+) -> None:
+    url, app = serve(INTERCOM_API_URL=httpserver.url_for("/"), INTERCOM_CLIENT_SECRET="secret-123")
+    connect_workspace(app)
+    httpserver.expect_request("/conversations/1001/reply", method="POST").respond_with_json({})
+    httpserver.expect_request("/conversations/1002/reply", method="POST").respond_with_json(
+        {"type": "error.list"}, status=404
+    )
+    with app.app_context():
+        record = Feedback(title="Export to PDF", source="intercom", workspace_id=WORKSPACE_ID)
+        db.session.add(record)
+        for conversation, name in (("1001", "Casey Customer"), ("1002", "Robin Reader")):
+            hedwig.add_evidence(
+                record,
+                source="intercom",
+                workspace_id=WORKSPACE_ID,
+                conversation_id=conversation,
+                customer_name=name,
+            )
+        hedwig.refresh_backing(record)
+        db.session.commit()
+        record_url = f"{url}/feedback/{record.id}"
+    create_first_account(page, url)
+    page.goto(record_url)
+    notify = page.locator("input[type=checkbox][name=notify]")
+    assert page.locator("select[name=status]").input_value() == "planned"
+    assert notify.is_checked()  # planned: the conversations are told by default
+    page.select_option("select[name=status]", "in_progress")
+    assert not notify.is_checked()
+    page.select_option("select[name=status]", "done")
+    assert notify.is_checked()
+    page.fill("textarea[name=message]", "It ships on Monday.")
+    page.click("button:text('Change status')")
+    assert "is done now; a note goes to 2 conversations." in page.locator(".flash").inner_text()
+    for _ in range(50):  # the sender thread answers within a moment; reload until it has
+        if page.locator("[data-note-state=pending], [data-note-state=sending]").count() == 0:
+            break
+        page.reload()
+    assert page.locator("[data-status]").first.inner_text() == "Done"
+    notes = page.locator(".notes").inner_text()
+    assert "Casey Customer · conversation 1001: sent" in notes
+    assert "Robin Reader · conversation 1002: failed: Intercom answered" in notes
+    assert "HTTP 404" in notes
+    screenshot(page, "status")
+    page.click("button:text('Retry failed')")
+    assert "1 note will be sent again." in page.locator(".flash").inner_text()
