@@ -8,8 +8,9 @@ Read top to bottom, this module is the README's tutorial, a section a step:
 4. Connect with Intercom: OAuth, and the token kept encrypted.
 5. The Inbox app: Canvas Kit's signed initialize and submit, and a preview without Intercom.
 6. Closing the loop: a status on every record, and a note in every conversation that asked.
-7. The command line.
-8. Plumbing: settings, the database, headers and error pages. Skip it on a first read.
+7. A team: roles, invites, passwords, and signing in with Intercom.
+8. The command line.
+9. Plumbing: settings, the database, headers and error pages. Skip it on a first read.
 
 Each section opens with its blueprint and views, then the helpers they call.
 """
@@ -49,6 +50,7 @@ from urllib.parse import urlencode, urlsplit
 import click
 import flask_migrate
 import requests
+import urllib3
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 from flask import (
@@ -67,7 +69,7 @@ from flask import (
     url_for,
 )
 from flask.cli import with_appcontext
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from markupsafe import Markup, escape
 from sqlalchemy import (
     Row,
@@ -112,8 +114,10 @@ from models import (
     NAME_MAX,
     PREVIEW_WORKSPACE_ID,
     QUOTE_MAX,
+    ROLES,
     STATUSES,
     TITLE_MAX,
+    AccountLink,
     Evidence,
     FailedSignIn,
     Feedback,
@@ -150,11 +154,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["hedwig_token_cipher"] = load_token_cipher(app)
 
     install_plumbing(app)
-    for blueprint in (auth, feedback_log, connect, inbox, preview, loop):
+    for blueprint in (auth, feedback_log, connect, inbox, preview, loop, team):
         app.register_blueprint(blueprint)
     for command in (
         init_db_command,
         create_user_command,
+        reset_password_command,
         backup_command,
         copy_db_command,
         canvas_request_command,
@@ -185,6 +190,19 @@ def public(view: Callable) -> Callable:
     return view
 
 
+def owners_only(view: Callable) -> Callable:
+    """A view only the team's owners may use (section 7): anyone else gets 403, and a
+    sentence saying so. Pages never offer these actions to members."""
+
+    @functools.wraps(view)
+    def owners_view(*args: Any, **kwargs: Any) -> Any:
+        if g.user is None or not g.user.is_owner:
+            abort(403, "Only an owner of this Hedwig can do that: ask one of them.")
+        return view(*args, **kwargs)
+
+    return owners_view
+
+
 @auth.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Any:
@@ -202,7 +220,7 @@ def login() -> Any:
     if retry_at is not None:
         uncount(attempt)
         return sign_in_throttled(retry_at, next_url, email)
-    user = db.session.scalar(select(User).where(User.email == email))
+    user = active_user(email)  # a removed teammate signs in no more
     if not password_matches(user, request.form.get("password", "")):
         error = "Wrong email or password."
         return render_template("login.html", next_url=next_url, error=error, email=email), 401
@@ -231,7 +249,7 @@ def first_account() -> Any:
     if error:
         page = render_template("first_account.html", next_url=next_url, error=error, email=email)
         return page, 400
-    user = new_user(email, password)
+    user = new_user(email, password, role="owner")
     begin_write(User)  # two first accounts at once: only one may win
     if not no_user_yet():
         db.session.rollback()
@@ -264,7 +282,11 @@ def load_signed_in_user() -> None:
         g.user = db.session.scalar(
             select(User)
             .join(SignInSession, SignInSession.user_id == User.id)
-            .where(SignInSession.key_hash == key_hash(key), SignInSession.expires_at > utcnow())
+            .where(
+                SignInSession.key_hash == key_hash(key),
+                SignInSession.expires_at > utcnow(),
+                User.removed_at.is_(None),
+            )
         )
 
 
@@ -342,14 +364,15 @@ def validate_credentials(email: str, password: str) -> str | None:
     return None
 
 
-def new_user(email: str, password: str) -> User:
-    user = User(email=normalize_email(email))
+def new_user(email: str, password: str, role: str = "member") -> User:
+    user = User(email=normalize_email(email), role=role)
     user.set_password(password)
     return user
 
 
-def add_user(email: str, password: str) -> User:
-    user = new_user(email, password)
+def add_user(email: str, password: str, role: str = "member") -> User:
+    """A new account; the first one is an owner, whatever was asked, so that there is one."""
+    user = new_user(email, password, "owner" if no_user_yet() else role)
     db.session.add(user)
     db.session.commit()
     return user
@@ -368,6 +391,7 @@ def sign_in(user: User) -> None:
             expires_at=now + current_app.permanent_session_lifetime,
         )
     )
+    user.last_signed_in_at = now
     db.session.commit()
     session.permanent = True
     session["session_key"] = key
@@ -553,6 +577,7 @@ def edit_feedback(feedback_id: int) -> Any:
 
 
 @feedback_log.route("/feedback/<id:feedback_id>/delete", methods=["GET", "POST"])
+@owners_only
 def delete_feedback(feedback_id: int) -> Any:
     """Ask first; then the record, its evidence and the links of records merged into it go."""
     record = db.get_or_404(Feedback, feedback_id)
@@ -566,6 +591,7 @@ def delete_feedback(feedback_id: int) -> Any:
 
 
 @feedback_log.route("/feedback/<id:feedback_id>/merge", methods=["GET", "POST"])
+@owners_only
 def merge_feedback(feedback_id: int) -> Any:
     """Merge a duplicate into another record: its evidence moves there, and its id leads
     there from now on. GET asks to confirm the record chosen in ``into``."""
@@ -656,6 +682,7 @@ def show_record(
         feedback=record,
         workspaces=workspace_names(),
         changes=status_history(record),
+        conversations_to_note=conversations_to_note(record),
         status_form=status_form or status_form_defaults(record),
         errors=errors or {},
     )
@@ -1041,6 +1068,7 @@ SETTINGS_MISSING = (
 
 
 @connect.get("/intercom/connect")
+@owners_only
 def intercom_connect() -> Response:
     if not oauth_configured():
         abort(503, SETTINGS_MISSING)
@@ -1057,8 +1085,9 @@ def intercom_connect() -> Response:
 @connect.get("/intercom/callback")
 @public  # a signed-out browser gets the refusal page, not the sign-in form
 def intercom_callback() -> Response:
-    # This browser's user asked to connect, just now, and this is the first answer.
-    spend_oauth_state(request.args.get("state", ""))
+    # This browser asked, just now, and this is the first answer: to connect (an owner), or
+    # to sign in with Intercom (section 7).
+    purpose = spend_oauth_state(request.args.get("state", ""))
     # Intercom's answer: a code, unless the user denied access.
     code = request.args.get("code")
     if not code:
@@ -1066,11 +1095,14 @@ def intercom_callback() -> Response:
     # Trade the code for an access token, then ask /me which workspace granted it.
     token = exchange_code_for_token(code)
     details = fetch_me(token)
+    if purpose == "sign-in":
+        return signed_in_with_intercom(details)  # the token is not kept
     # Keep the token, encrypted, for that workspace.
     return connected(save_connection(details, token, g.user))
 
 
 @connect.route("/intercom/connect/token", methods=["GET", "POST"])
+@owners_only
 def connect_with_token() -> Any:
     """A private app's access token, pasted from Intercom's Developer Hub."""
     if not current_app.config["INTERCOM_CLIENT_SECRET"]:
@@ -1088,6 +1120,7 @@ def connect_with_token() -> Any:
 
 
 @connect.post("/intercom/disconnect")
+@owners_only
 def intercom_disconnect() -> Response:
     """Forget a workspace's token, and ask Intercom to revoke it (best effort)."""
     connection_id = request.form.get("connection_id", type=record_id)
@@ -1111,6 +1144,7 @@ class ConnectFailed(Exception):
     client secret, the code or a token."""
 
     status = 400
+    heading = "Not connected to Intercom"
 
     def explanation(self) -> str:
         return str(self)
@@ -1139,10 +1173,17 @@ class IntercomError(ConnectFailed):
 
     status = 502
 
-    def __init__(self, message: str, http_status: int | None = None, retry_after: float = 0):
+    def __init__(
+        self,
+        message: str,
+        http_status: int | None = None,
+        retry_after: float = 0,
+        arrived: bool | None = False,
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.retry_after = retry_after
+        self.arrived = arrived  # None: the request went out, and the answer never came
 
     def explanation(self) -> str:
         return f"Connecting failed: {self}. Nothing was stored; please try again."
@@ -1152,7 +1193,10 @@ class IntercomError(ConnectFailed):
 def connect_failed(error: ConnectFailed) -> tuple[str, int]:
     db.session.rollback()
     current_app.logger.warning("Connect with Intercom failed: %s", error)
-    return render_template("intercom_failed.html", message=error.explanation()), error.status
+    page = render_template(
+        "intercom_failed.html", heading=error.heading, message=error.explanation()
+    )
+    return page, error.status
 
 
 @connect.app_context_processor
@@ -1202,16 +1246,20 @@ def state_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.secret_key, salt=STATE_SALT)
 
 
-def new_oauth_state(user: User) -> str:
-    """A state naming the user and a nonce that only this browser's session also holds."""
+def new_oauth_state(user: User | None) -> str:
+    """A state naming the user (none, to sign in with Intercom) and a nonce that only this
+    browser's session also holds."""
     nonce = secrets.token_urlsafe(24)
     session["oauth_nonce"] = nonce
-    return state_serializer().dumps({"user_id": user.id, "nonce": nonce})
+    if user is None:
+        return state_serializer().dumps({"purpose": "sign-in", "nonce": nonce})
+    return state_serializer().dumps({"purpose": "connect", "user_id": user.id, "nonce": nonce})
 
 
-def spend_oauth_state(state: str) -> None:
-    """Accept the state once: signed by us, at most 10 minutes old, made for the signed-in user
-    in this browser, and never used before. Raise OAuthStateError otherwise."""
+def spend_oauth_state(state: str) -> str:
+    """Accept the state once: signed by us, at most 10 minutes old, made in this browser (for
+    the signed-in owner, to connect), and never used before; its purpose, "connect" or
+    "sign-in". Raise OAuthStateError otherwise."""
     expected_nonce = session.pop("oauth_nonce", None)
     try:
         payload = state_serializer().loads(state, max_age=STATE_MAX_AGE)
@@ -1222,10 +1270,18 @@ def spend_oauth_state(state: str) -> None:
         ) from None
     except BadSignature:
         raise OAuthStateError(STATE_REFUSED) from None
+    purpose = payload.get("purpose", "connect") if isinstance(payload, dict) else None
     if not (
         isinstance(payload, dict)
-        and g.user is not None
-        and payload.get("user_id") == g.user.id
+        and (
+            purpose == "sign-in"
+            or (
+                purpose == "connect"
+                and g.user is not None
+                and g.user.is_owner
+                and payload.get("user_id") == g.user.id
+            )
+        )
         and isinstance(expected_nonce, str)
         and hmac.compare_digest(str(payload.get("nonce", "")), expected_nonce)
     ):
@@ -1238,6 +1294,7 @@ def spend_oauth_state(state: str) -> None:
     except IntegrityError:
         db.session.rollback()
         raise OAuthStateError(STATE_REFUSED) from None
+    return purpose
 
 
 def exchange_code_for_token(code: str) -> str:
@@ -1272,6 +1329,7 @@ def fetch_me(token: str) -> dict[str, str | None]:
         "admin_id": id_or_none(body.get("id")),
         "admin_name": text_or_none(body.get("name")),
         "admin_email": text_or_none(body.get("email"), EMAIL_MAX),
+        "email_verified": body.get("email_verified") is True,
     }
 
 
@@ -1305,17 +1363,58 @@ def intercom_response(
     try:
         # Never follow a redirect: it would carry the client secret or the token elsewhere.
         response = requests.request(
-            method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
+            method,
+            url,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+            **kwargs,
         )
-    except requests.Timeout:
-        raise IntercomError(f"Intercom did not answer {path} within {timeout} seconds") from None
-    except requests.RequestException as error:
+        read_bounded(response, deadline=time.monotonic() + 3 * timeout)
+    except (requests.ConnectTimeout, requests.ConnectionError) as error:
+        if not never_sent(error):
+            raise IntercomError(
+                f"Intercom's connection for {path} broke ({type(error).__name__})", arrived=None
+            ) from None
         raise IntercomError(
-            f"could not reach Intercom for {path} ({type(error).__name__})"
+            f"could not reach Intercom for {path} ({type(error).__name__})", arrived=False
+        ) from None
+    except requests.RequestException:  # a read timeout, or the answer took too long
+        raise IntercomError(
+            f"Intercom did not answer {path} within {timeout} seconds", arrived=None
         ) from None
     if not 200 <= response.status_code < 300:
         raise refusal(path, response)
     return response
+
+
+INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
+
+
+def read_bounded(response: requests.Response, deadline: float) -> None:
+    """Read the answer, up to INTERCOM_ANSWER_MAX and until ``deadline``: past either (an
+    endpoint dripping bytes, or sending hundreds of megabytes) the rest is dropped unread.
+    Its status has said what happened; a body Hedwig needs is small JSON."""
+    body = bytearray()
+    with contextlib.closing(response):
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > INTERCOM_ANSWER_MAX or time.monotonic() > deadline:
+                    body.clear()
+                    break
+        except requests.RequestException:
+            body.clear()
+    response._content = bytes(body)  # what response.json() and .content read
+
+
+def never_sent(error: requests.RequestException) -> bool:
+    """Whether the request failed before it reached Intercom (no connection was made)."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectTimeout) or isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def refusal(path: str, response: requests.Response) -> IntercomError:
@@ -1333,11 +1432,16 @@ def refusal(path: str, response: requests.Response) -> IntercomError:
 
 
 def retry_after_seconds(response: requests.Response) -> float:
-    """How long a 429 asks to wait: Retry-After (seconds), else X-RateLimit-Reset (epoch)."""
+    """How long a 429 asks to wait: Retry-After (seconds), else X-RateLimit-Reset (epoch), at
+    most RETRY_AFTER_MAX: an answer cannot park Hedwig for years, nor overflow a date."""
+    waits = []
     with contextlib.suppress(ValueError):
-        return max(0.0, float(response.headers.get("Retry-After", "")))
+        waits.append(float(response.headers.get("Retry-After", "")))
     with contextlib.suppress(ValueError):
-        return max(0.0, float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
+        waits.append(float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
+    for wait in waits:
+        if math.isfinite(wait):
+            return min(max(0.0, wait), RETRY_AFTER_MAX)
     return 0.0
 
 
@@ -1361,6 +1465,7 @@ def region_of(value: Any) -> str:
 
 
 REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
+RETRY_AFTER_MAX = 3600  # seconds
 
 
 def revoke_token(connection: IntercomConnection) -> str | None:
@@ -1376,6 +1481,16 @@ def revoke_token(connection: IntercomConnection) -> str | None:
     return None
 
 
+CONNECTION_DETAILS = (
+    "workspace_id",
+    "workspace_name",
+    "region",
+    "admin_id",
+    "admin_name",
+    "admin_email",
+)
+
+
 def save_connection(
     details: Mapping[str, str | None], token: str, user: User
 ) -> IntercomConnection:
@@ -1384,8 +1499,8 @@ def save_connection(
     connection = db.session.scalar(
         select(IntercomConnection).where(IntercomConnection.workspace_id == details["workspace_id"])
     ) or IntercomConnection(workspace_id=details["workspace_id"])
-    for name, value in details.items():
-        setattr(connection, name, value)
+    for name in CONNECTION_DETAILS:
+        setattr(connection, name, details[name])
     connection.token = token
     connection.connected_by_id = user.id
     connection.refused_at = connection.refusal = None
@@ -2236,7 +2351,10 @@ CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # safe in a URL path as it
 
 @loop.post("/feedback/<id:feedback_id>/status")
 def change_status(feedback_id: int) -> Any:
-    record = db.get_or_404(Feedback, feedback_id)
+    # A merged record's old id (a page left open) changes the record it was merged into.
+    record = db.session.get(Feedback, feedback_id) or merged_target(feedback_id)
+    if record is None:
+        abort(404, f"There is no feedback #{feedback_id}.")
     values = {
         "status": request.form.get("status", ""),
         "message": form_text("message", MESSAGE_MAX),
@@ -2248,9 +2366,12 @@ def change_status(feedback_id: int) -> Any:
         return show_record(record, status_form=values, errors=errors), 400
     notify = "on" in values["notify"] if values["notify"] else values["status"] in NOTIFY_BY_DEFAULT
     change = set_status(record, values["status"], values["message"], notify, values["reopen"])
+    if change is None:  # the same change, made at this moment by another click or teammate
+        errors = validate_status_change(record, values)
+        return show_record(record, status_form=values, errors=errors), 400
+    queued = sum(note.state == "pending" for note in change.notes)
     db.session.commit()
     wake_sender()
-    queued = sum(note.state == "pending" for note in change.notes)
     told = f"; a note goes to {plural(queued, 'conversation')}" if queued else ""
     flash(f"#{record.id} is {STATUSES[change.to_status].lower()} now{told}.")
     return redirect(url_for("log.show_feedback", feedback_id=record.id))
@@ -2329,11 +2450,15 @@ def validate_status_change(record: Feedback, values: Mapping[str, Any]) -> dict[
 
 def set_status(
     record: Feedback, status: str, message: str, notify: bool, reopen: bool
-) -> StatusChange:
+) -> StatusChange | None:
     """Change the record's status, keep the change, and (``notify``) write a note for each
-    conversation behind the record into the outbox: one transaction, the caller commits."""
+    conversation behind the record into the outbox: one transaction, the caller commits.
+    None, and nothing written, when the record has that status already."""
     begin_write(StatusChange)
     db.session.refresh(record)  # as it is now that this transaction holds the write lock
+    if record.status == status:
+        db.session.rollback()
+        return None
     change = StatusChange(
         feedback_id=record.id,
         from_status=record.status,
@@ -2367,17 +2492,29 @@ def new_note(
         reopen=change.reopen,
         body=note_body(record, change, customer),
     )
-    if evidence.origin == "preview":
-        note.state, note.reason = "skipped", "recorded in the canvas preview, not in Intercom"
-    elif not evidence.conversation_id or evidence.source != "intercom":
-        note.state, note.reason = "skipped", "added by hand: no Intercom conversation"
-    elif evidence.workspace_id not in connected:
-        note.state, note.reason = "skipped", "its workspace is not connected to Hedwig"
-    elif not CONVERSATION_ID.fullmatch(evidence.conversation_id):
-        note.state, note.reason = "skipped", "not an Intercom conversation id"
-    if note.state == "skipped":
-        note.finished_at = utcnow()
+    skipped = not_noted(evidence, connected)
+    if skipped:
+        note.state, note.reason, note.finished_at = "skipped", skipped, utcnow()
     return note
+
+
+def not_noted(evidence: Evidence, connected: set[str]) -> str | None:
+    """Why the conversation a piece of evidence was heard in gets no note, or None."""
+    if evidence.origin == "preview":
+        return "recorded in the canvas preview, not in Intercom"
+    if not evidence.conversation_id or evidence.source != "intercom":
+        return "added by hand: no Intercom conversation"
+    if evidence.workspace_id not in connected:
+        return "its workspace is not connected to Hedwig"
+    if not CONVERSATION_ID.fullmatch(evidence.conversation_id):
+        return "not an Intercom conversation id"
+    return None
+
+
+def conversations_to_note(record: Feedback) -> int:
+    """How many conversations a change of the record's status would send a note to."""
+    connected = set(workspace_names())
+    return sum(not_noted(evidence, connected) is None for evidence in record.evidence)
 
 
 def note_body(record: Feedback, change: StatusChange, customer: str) -> str:
@@ -2405,7 +2542,7 @@ def send_notes(wait_max: float = 0) -> Counter[str]:
     while True:
         note = claim_next_note()
         if note is not None:
-            outcomes[deliver(note)] += 1
+            outcomes[deliver_or_fail(note)] += 1
             continue
         wait = seconds_until_next_note()
         if wait is None or wait > wait_max:
@@ -2455,6 +2592,27 @@ def seconds_until_next_note() -> float | None:
     return None if future is None else max(0.0, (future - utcnow()).total_seconds())
 
 
+def deliver_or_fail(note: Note) -> str:
+    """deliver(), and if anything unexpected stops it (the record deleted meanwhile, say), the
+    note fails with a reason a person can act on, and the sender goes on to the next."""
+    note_id = note.id
+    try:
+        return deliver(note)
+    except Exception:
+        current_app.logger.exception("Sending note %s stopped", note_id)
+        db.session.rollback()
+        db.session.execute(
+            update(Note)
+            .where(Note.id == note_id, Note.state == "sending")
+            .values(state="failed", finished_at=utcnow(), reason=MAY_HAVE_ARRIVED)
+        )
+        db.session.commit()
+        return "failed"
+
+
+MAY_HAVE_ARRIVED = "Hedwig stopped while sending it: it may have arrived. Retry sends it again."
+
+
 def deliver(note: Note) -> str:
     """Send one claimed note (and reopen its conversation, if asked), and keep the outcome."""
     connection = db.session.scalar(
@@ -2486,7 +2644,10 @@ def deliver(note: Note) -> str:
 
 
 def after_refusal(note: Note, connection: IntercomConnection, error: IntercomError) -> str:
-    status = error.http_status
+    status, noted = error.http_status, note.noted_at is not None
+    if error.arrived is None and not noted:
+        # The note went out and no answer came: sending it again might say it twice.
+        return finish(note, "failed", f"{error}: it may have arrived. Retry sends it again.")
     if status in (401, 403):
         return wait_for_reconnect(note, connection, str(error))
     if status == 429:
@@ -2503,6 +2664,8 @@ def after_refusal(note: Note, connection: IntercomConnection, error: IntercomErr
         )
         return pending_again(note, resume, f"waiting: {error}", "waiting")
     if status is not None and status < 500:  # 404 and any other refusal: trying again won't help
+        if noted:
+            return finish(note, "sent", f"the note arrived, but reopening failed: {error}")
         return finish(note, "failed", str(error))
     note.attempts += 1
     if note.attempts >= NOTE_ATTEMPTS:
@@ -2554,8 +2717,8 @@ def release_abandoned_notes() -> None:
     """Notes a sender claimed and never finished (its process stopped): a note whose delivery
     is unknown has failed, for a person to retry, since sending it again might say it twice;
     one only left to reopen its conversation is pending again (reopening twice is harmless)."""
-    # A sender holds a claim for two calls to Intercom at most: far less than this.
-    abandoned = utcnow() - timedelta(seconds=4 * current_app.config["INTERCOM_TIMEOUT"] + 60)
+    # A sender holds a claim for two calls to Intercom, each cut off after three timeouts.
+    abandoned = utcnow() - timedelta(seconds=10 * current_app.config["INTERCOM_TIMEOUT"] + 60)
     sending = (Note.state == "sending", Note.claimed_at < abandoned)
     db.session.execute(
         update(Note)
@@ -2563,7 +2726,7 @@ def release_abandoned_notes() -> None:
         .values(
             state="failed",
             finished_at=utcnow(),
-            reason="Hedwig stopped while sending it: it may have arrived. Retry sends it again.",
+            reason=MAY_HAVE_ARRIVED,
         )
     )
     db.session.execute(update(Note).where(*sending).values(state="pending", claimed_at=None))
@@ -2626,8 +2789,9 @@ class NoteSender:
 def note_outcome(note: Note) -> str:
     """A note's state as the record's page says it."""
     if note.state == "sent":
-        reopened = " and reopened" if note.reopen else ""
-        return f"sent{reopened} {format_datetime(note.finished_at)}"
+        reopened = " and reopened" if note.reopen and not note.reason else ""
+        after = f"; {note.reason}" if note.reason else ""
+        return f"sent{reopened} {format_datetime(note.finished_at)}{after}"
     if note.state == "sending":
         return "being sent"
     if note.state == "pending":
@@ -2638,7 +2802,404 @@ def note_outcome(note: Note) -> str:
     return f"{note.state}: {note.reason}"
 
 
-# --- 7. The command line ---------------------------------------------------------------------
+# --- 7. A team: roles, invites, passwords, and signing in with Intercom ----------------------
+#
+# Owners manage the team and the Intercom connections, and may delete and merge records
+# (@owners_only); members record, edit, set statuses and export. There is always an owner.
+# Nobody needs a mail server: an owner hands out links (an invite, a password reset) however
+# they like, and teammates of a connected workspace may sign in with Intercom.
+
+team = Blueprint("team", __name__)
+INVITE_LIFETIME = timedelta(days=7)
+RESET_LIFETIME = timedelta(hours=1)
+LINK_REFUSED = {
+    "tampered": "This link is not one Hedwig made: it was changed or cut short. Ask for a new one.",
+    "used": "This link has been used already: each works once. Sign in, or ask for a new one.",
+    "expired": "This link has expired. Ask the owner who sent it for a new one.",
+    "revoked": "This link was withdrawn by an owner. Ask them for a new one.",
+}
+
+
+@team.get("/team")
+@owners_only
+def team_page() -> str:
+    return render_team_page()
+
+
+@team.post("/team/invite")
+@owners_only
+def invite() -> Any:
+    """An invite link, shown once: Hedwig keeps only its hash."""
+    email = normalize_email(form_text("email", EMAIL_MAX))
+    role = request.form.get("role", "member")
+    if email and not is_email(email):
+        return render_team_page(error="Enter a valid email address, or none."), 400
+    if role not in ROLES:
+        return render_team_page(error="Choose a role: owner or member."), 400
+    if email and active_user(email):
+        return render_team_page(error=f"{email} is on the team already."), 400
+    url = new_link("invite", INVITE_LIFETIME, email=email or None, role=role)
+    return render_team_page(new_link=url, new_link_for=email or "anyone with the link")
+
+
+@team.post("/team/links/<id:link_id>/revoke")
+@owners_only
+def revoke_link(link_id: int) -> Response:
+    link = db.get_or_404(AccountLink, link_id)
+    if link.used_at is None and link.revoked_at is None:
+        link.revoked_at = utcnow()
+        db.session.commit()
+    flash("The link was withdrawn: it opens nothing now.")
+    return redirect(url_for("team.team_page"))
+
+
+@team.post("/team/<id:user_id>/role")
+@owners_only
+def change_role(user_id: int) -> Any:
+    role = request.form.get("role", "")
+    if role not in ROLES:
+        return render_team_page(error="Choose a role: owner or member."), 400
+    begin_write(User)  # two owners demoting each other at once: one of them stays an owner
+    teammate = team_member_or_404(user_id)
+    if teammate.is_owner and role != "owner" and is_last_owner(teammate):
+        db.session.rollback()
+        return render_team_page(error=LAST_OWNER), 400
+    teammate.role = role
+    db.session.commit()
+    flash(f"{teammate.email} is {ROLES[role].lower()} now.")
+    return redirect(url_for("team.team_page"))
+
+
+@team.post("/team/<id:user_id>/remove")
+@owners_only
+def remove_teammate(user_id: int) -> Any:
+    """They sign in no more, their sessions end at once; what they recorded stays theirs."""
+    begin_write(User)
+    teammate = team_member_or_404(user_id)
+    if teammate.is_owner and is_last_owner(teammate):
+        db.session.rollback()
+        return render_team_page(error=LAST_OWNER), 400
+    teammate.removed_at = utcnow()
+    end_sessions(teammate)
+    db.session.commit()
+    flash(f"{teammate.email} was removed from the team.")
+    if teammate.id == g.user.id:
+        return redirect(url_for("auth.login"))
+    return redirect(url_for("team.team_page"))
+
+
+@team.post("/team/<id:user_id>/reset")
+@owners_only
+def reset_link(user_id: int) -> str:
+    teammate = team_member_or_404(user_id)
+    url = new_link("reset", RESET_LIFETIME, user_id=teammate.id)
+    return render_team_page(new_link=url, new_link_for=f"{teammate.email} (password reset)")
+
+
+@team.post("/team/workspaces/<id:connection_id>")
+@owners_only
+def teammates_may_join(connection_id: int) -> Response:
+    connection = db.get_or_404(IntercomConnection, connection_id)
+    connection.teammates_may_join = request.form.get("teammates_may_join") == "on"
+    db.session.commit()
+    who = f"Teammates of {connection.workspace_name}"
+    flash(
+        f"{who} without an account may join as members by signing in with Intercom."
+        if connection.teammates_may_join
+        else f"{who} need an invite to join."
+    )
+    return redirect(url_for("team.team_page"))
+
+
+@team.route("/invite/<token>", methods=["GET", "POST"])
+@public
+def accept_invite(token: str) -> Any:
+    """The invited teammate's form: their email (unless the invite names it) and a password.
+    The account is made, and the link spent, in one transaction."""
+    link = account_link(token, "invite")
+    if request.method == "GET":
+        return render_template("invite.html", link=link, email=link.email or "")
+    email = link.email or normalize_email(form_text("email", EMAIL_MAX))
+    password = request.form.get("password", "")
+    error = validate_credentials(email, password)
+    if not error and password != request.form.get("confirm", ""):
+        error = "The two passwords differ."
+    if not error and active_user(email):
+        error = f"{email} has an account already: sign in instead."
+    if error:
+        return render_template("invite.html", link=link, email=email, error=error), 400
+    spend_link(link)
+    user = db.session.scalar(select(User).where(User.email == email))  # removed, coming back
+    if user is None:
+        user = new_user(email, password, link.role)
+        db.session.add(user)
+    else:
+        user.set_password(password)
+        user.role, user.removed_at = link.role, None
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same email joined at this very moment
+        db.session.rollback()
+        error = f"{email} has an account already: sign in instead."
+        return render_template("invite.html", link=link, email=email, error=error), 400
+    link.user_id = user.id
+    sign_in(user)  # commits the account and the spent link together
+    flash(f"Welcome to Hedwig, {email}.")
+    return redirect(url_for("log.index"))
+
+
+@team.route("/reset/<token>", methods=["GET", "POST"])
+@public
+def reset_password(token: str) -> Any:
+    link = account_link(token, "reset")
+    if link.user is None or link.user.removed_at is not None:
+        abort(410, LINK_REFUSED["revoked"])
+    if request.method == "GET":
+        return render_template("reset.html", link=link)
+    password = request.form.get("password", "")
+    error = password_error(password, request.form.get("confirm", ""))
+    if error:
+        return render_template("reset.html", link=link, error=error), 400
+    spend_link(link)
+    link.user.set_password(password)
+    end_sessions(link.user)  # whoever knew the old password is signed out
+    sign_in(link.user)
+    flash("Your password is set: you are signed in.")
+    return redirect(url_for("log.index"))
+
+
+@team.get("/account")
+def account() -> str:
+    return render_template("account.html", errors={})
+
+
+@team.post("/account/password")
+def change_password() -> Any:
+    """A new password ends every other sign-in of this user; this one goes on."""
+    password = request.form.get("password", "")
+    errors = {}
+    if not g.user.check_password(request.form.get("current_password", "")):
+        errors["current_password"] = "That is not your current password."  # noqa: S105
+    error = password_error(password, request.form.get("confirm", ""))
+    if error:
+        errors["password"] = error
+    if errors:
+        return render_template("account.html", errors=errors), 400
+    g.user.set_password(password)
+    end_sessions(g.user, keep=key_hash(session["session_key"]))
+    db.session.commit()
+    flash("Your password is changed: every other sign-in of yours has ended.")
+    return redirect(url_for("team.account"))
+
+
+@team.get("/login/intercom")
+@public
+def sign_in_with_intercom() -> Response:
+    """The OAuth dance again, to ask Intercom's /me who this teammate is (section 4)."""
+    if not sign_in_with_intercom_offered():
+        abort(404, "Signing in with Intercom needs a workspace connected with OAuth.")
+    query = urlencode(
+        {
+            "client_id": current_app.config["INTERCOM_CLIENT_ID"],
+            "state": new_oauth_state(None),
+            "redirect_uri": external_url("connect.intercom_callback"),
+        }
+    )
+    return redirect(f"{current_app.config['INTERCOM_OAUTH_URL']}?{query}")
+
+
+@team.app_context_processor
+def team_helpers() -> dict[str, Any]:
+    return {"roles": ROLES, "sign_in_with_intercom_offered": sign_in_with_intercom_offered}
+
+
+LAST_OWNER = "Hedwig needs an owner: make someone else an owner first."
+
+
+def render_team_page(error: str = "", new_link: str = "", new_link_for: str = "") -> str:
+    teammates = db.session.scalars(
+        select(User).where(User.removed_at.is_(None)).order_by(User.role.desc(), User.email)
+    )
+    links = db.session.scalars(
+        select(AccountLink)
+        .where(
+            AccountLink.used_at.is_(None),
+            AccountLink.revoked_at.is_(None),
+            AccountLink.expires_at > utcnow(),
+        )
+        .order_by(AccountLink.id.desc())
+    )
+    connections = db.session.scalars(select(IntercomConnection).order_by(IntercomConnection.id))
+    return render_template(
+        "team.html",
+        teammates=list(teammates),
+        links=list(links),
+        team_connections=list(connections),
+        error=error,
+        new_link=new_link,
+        new_link_for=new_link_for,
+    )
+
+
+def team_member_or_404(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None or user.removed_at is not None:
+        abort(404, "There is no such teammate.")
+    return user
+
+
+def active_user(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == email, User.removed_at.is_(None)))
+
+
+def is_last_owner(user: User) -> bool:
+    others = select(func.count(User.id)).where(
+        User.role == "owner", User.removed_at.is_(None), User.id != user.id
+    )
+    return db.session.scalar(others) == 0
+
+
+def end_sessions(user: User, keep: str | None = None) -> None:
+    """End the user's sign-ins everywhere (but ``keep``, a session key's hash)."""
+    ending = delete(SignInSession).where(SignInSession.user_id == user.id)
+    if keep is not None:
+        ending = ending.where(SignInSession.key_hash != keep)
+    db.session.execute(ending)
+
+
+def password_error(password: str, confirm: str) -> str | None:
+    if len(password) < PASSWORD_MIN:
+        return f"The password must be at least {PASSWORD_MIN} characters."
+    if password != confirm:
+        return "The two passwords differ."
+    return None
+
+
+def link_serializer(kind: str) -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt=f"hedwig.{kind}-link")
+
+
+def new_link(kind: str, lifetime: timedelta, **fields: Any) -> str:
+    """A new single-use link of ``kind``: its URL, which holds a random key; the database keeps
+    the key's hash alone, so a copy of the database opens nothing."""
+    key, now = secrets.token_urlsafe(24), utcnow()
+    link = AccountLink(
+        kind=kind,
+        key_hash=key_hash(key),
+        created_at=now,
+        expires_at=now + lifetime,
+        created_by_id=g.user.id if g.get("user") else None,
+        **fields,
+    )
+    db.session.add(link)
+    db.session.commit()
+    token = link_serializer(kind).dumps([link.id, key])
+    endpoint = "team.accept_invite" if kind == "invite" else "team.reset_password"
+    return external_url(endpoint, token=token)
+
+
+def account_link(token: str, kind: str) -> AccountLink:
+    """The link a token names, if it may still be used; else a page that says why not."""
+    try:
+        link_id, key = link_serializer(kind).loads(token)
+    except (BadSignature, ValueError, TypeError):
+        abort(404, LINK_REFUSED["tampered"])
+    link = db.session.get(AccountLink, link_id) if isinstance(link_id, int) else None
+    if (
+        link is None
+        or link.kind != kind
+        or not isinstance(key, str)
+        or not hmac.compare_digest(key_hash(key), link.key_hash)
+    ):
+        abort(404, LINK_REFUSED["tampered"])
+    refused = link_refused(link)
+    if refused:
+        abort(410, LINK_REFUSED[refused])
+    return link
+
+
+def link_refused(link: AccountLink) -> str | None:
+    if link.revoked_at is not None:
+        return "revoked"
+    if link.used_at is not None:
+        return "used"
+    if link.expires_at <= utcnow():
+        return "expired"
+    return None
+
+
+def spend_link(link: AccountLink) -> None:
+    """Mark the link used in this transaction, or refuse: one UPDATE, so that of two uses at
+    once only one gets through. The caller commits."""
+    now = utcnow()
+    spent = db.session.execute(
+        update(AccountLink)
+        .where(
+            AccountLink.id == link.id,
+            AccountLink.used_at.is_(None),
+            AccountLink.revoked_at.is_(None),
+            AccountLink.expires_at > now,
+        )
+        .values(used_at=now)
+    ).rowcount
+    if not spent:
+        db.session.rollback()
+        abort(410, LINK_REFUSED[link_refused(db.session.get(AccountLink, link.id)) or "used"])
+
+
+def sign_in_with_intercom_offered() -> bool:
+    """Shown on the sign-in page when OAuth is set up and a workspace is connected."""
+    return (
+        oauth_configured() and db.session.scalar(select(IntercomConnection.id).limit(1)) is not None
+    )
+
+
+class SignInRefused(ConnectFailed):
+    """Intercom said who the teammate is, and it does not sign anyone in: the message says why."""
+
+    status = 403
+    heading = "Not signed in"
+
+    def explanation(self) -> str:
+        return f"Nobody was signed in: {self}"
+
+
+def signed_in_with_intercom(details: Mapping[str, Any]) -> Response:
+    """Sign in the Hedwig user /me names: a verified email, in a connected workspace. A
+    teammate without an account joins as a member where an owner allowed it."""
+    email = normalize_email(details.get("admin_email") or "")
+    if not email or not details["email_verified"]:
+        raise SignInRefused(
+            f"Intercom has not verified the email address {email or '(none)'} of your Intercom "
+            "account, so Hedwig cannot tell it is yours. Verify it in Intercom, or sign in with "
+            "your password."
+        )
+    connection = db.session.scalar(
+        select(IntercomConnection).where(IntercomConnection.workspace_id == details["workspace_id"])
+    )
+    if connection is None:
+        raise SignInRefused(
+            f"your Intercom workspace ({details['workspace_name']}) is not connected to this "
+            "Hedwig. Sign in with your password, or ask an owner to connect it."
+        )
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is not None and user.removed_at is not None:
+        raise SignInRefused(f"{email} was removed from this team. Ask an owner to invite you.")
+    if user is None:
+        if not connection.teammates_may_join:
+            raise SignInRefused(
+                f"there is no Hedwig account for {email}. Ask an owner for an invite, or to let "
+                f"teammates of {connection.workspace_name} join."
+            )
+        user = new_user(email, secrets.token_urlsafe(32))  # a password nobody knows
+        db.session.add(user)
+        db.session.flush()
+    sign_in(user)
+    flash(f"Signed in with Intercom as {email}.")
+    return redirect(url_for("log.index"))
+
+
+# --- 8. The command line ---------------------------------------------------------------------
 
 COPY_BATCH = 1000
 
@@ -2661,18 +3222,34 @@ def init_db_command() -> None:
     confirmation_prompt=True,
     help=f"At least {PASSWORD_MIN} characters.",
 )
-def create_user_command(email: str, password: str) -> None:
+@click.option("--owner", is_flag=True, help="An owner, not a member (the first user always is).")
+def create_user_command(email: str, password: str, owner: bool) -> None:
     """Create a user who can sign in to Hedwig."""
     email = normalize_email(email)
     error = validate_credentials(email, password)
     if error:
         raise click.ClickException(error)
     try:
-        add_user(email, password)
+        user = add_user(email, password, "owner" if owner else "member")
     except IntegrityError:
         db.session.rollback()
         raise click.ClickException(f"A user with the email {email} exists already.") from None
-    click.echo(f"Created user {email}.")
+    click.echo(f"Created user {email}, {user.role}.")
+
+
+@click.command("reset-password")
+@with_appcontext
+@click.argument("email")
+@click.option("--url", "origin", help="Hedwig's origin [default: HEDWIG_BASE_URL, or :5000].")
+def reset_password_command(email: str, origin: str | None) -> None:
+    """Print a one-hour, single-use link that sets EMAIL's password (no mail is sent)."""
+    user = active_user(normalize_email(email))
+    if user is None:
+        raise click.ClickException(f"There is no teammate {normalize_email(email)}.")
+    origin = origin or current_app.config["BASE_URL"] or "http://127.0.0.1:5000"
+    with current_app.test_request_context(base_url=origin):
+        url = new_link("reset", RESET_LIFETIME, user_id=user.id)
+    click.echo(f"Open this link within an hour to set the password of {user.email}:\n{url}")
 
 
 @click.command("backup")
@@ -2860,7 +3437,7 @@ def row_counts(engine: Engine) -> dict[str, int]:
         }
 
 
-# --- 8. Plumbing: settings, the database, headers, error pages -------------------------------
+# --- 9. Plumbing: settings, the database, headers, error pages -------------------------------
 #
 # What every section relies on and no step of the tutorial is about.
 
@@ -3212,7 +3789,7 @@ def install_plumbing(app: Flask) -> None:
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, error_page)
     app.add_template_filter(format_datetime, "datetime")
-    logging.getLogger("werkzeug").addFilter(REDACT_OAUTH_QUERY)
+    logging.getLogger("werkzeug").addFilter(REDACT_CREDENTIALS)
 
 
 @public
@@ -3325,19 +3902,23 @@ def external_url(endpoint: str, **values: Any) -> str:
     return url_for(endpoint, _external=True, **values)
 
 
-class RedactOAuthQuery(logging.Filter):
+class RedactCredentials(logging.Filter):
     """Request lines logged by the development server must not carry the OAuth callback's
-    `code` or `state`: the code is a credential until it is spent."""
+    `code` or `state`, nor an invite's or a reset's key: each is a credential until spent."""
 
     SECRET_PARAMETER = re.compile(r"\b(code|state)=[^&\s\"]+")
+    SECRET_PATH = re.compile(r"/(invite|reset)/[^\s?\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                self.SECRET_PARAMETER.sub(r"\1=[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                self.redact(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 
+    def redact(self, line: str) -> str:
+        line = self.SECRET_PARAMETER.sub(r"\1=[redacted]", line)
+        return self.SECRET_PATH.sub(r"/\1/[redacted]", line)
 
-REDACT_OAUTH_QUERY = RedactOAuthQuery()
+
+REDACT_CREDENTIALS = RedactCredentials()

@@ -1,6 +1,7 @@
-"""Hedwig's tables: users and their sign-ins, Intercom connections, used OAuth states, the
-feedback records with the evidence that backs them, their status changes, and the notes those
-changes send to Intercom conversations.
+"""Hedwig's tables: users, their sign-ins and the links that invite them or reset their
+passwords, Intercom connections, used OAuth states, the feedback records with the evidence
+that backs them, their status changes, and the notes those changes send to Intercom
+conversations.
 
 Each length a column allows is named here once, and every validator in hedwig.py uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -69,13 +70,27 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 
 
+ROLES = {"owner": "Owner", "member": "Member"}
+
+
 class User(db.Model):
+    """A teammate. Owners manage the team and the Intercom connections, and may delete and
+    merge records; members record, edit, set statuses and export. A removed teammate keeps
+    their row, so what they recorded is still theirs by name, but signs in no more."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)  # normalize_email()
     password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(STATE_MAX), default="member", server_default="member")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_signed_in_at: Mapped[datetime | None]
+    removed_at: Mapped[datetime | None]
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == "owner"
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -147,6 +162,8 @@ class IntercomConnection(db.Model):
     # reconnect, which clears it.
     refused_at: Mapped[datetime | None]
     refusal: Mapped[str | None] = mapped_column(Text)
+    # Teammates of this workspace may join as members by signing in with Intercom.
+    teammates_may_join: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -174,6 +191,31 @@ class IntercomConnection(db.Model):
         if not self.token_readable:
             return "its token no longer decrypts here (the token key changed)"
         return None
+
+
+class AccountLink(db.Model):
+    """A link an owner hands a teammate: an invite that makes an account, or a reset that
+    sets a forgotten password. The link holds a key; the row holds its hash. Single use."""
+
+    __tablename__ = "account_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(STATE_MAX))  # "invite" or "reset"
+    key_hash: Mapped[str] = mapped_column(String(ID_MAX))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))  # an invite's, if fixed
+    role: Mapped[str] = mapped_column(String(STATE_MAX), default="member")  # an invite's
+    # A reset's teammate; an invite's, once used.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User | None] = relationship(foreign_keys=[user_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    __table_args__ = (Index("ix_account_links_kind", "kind", "used_at", "expires_at"),)
 
 
 class UsedOAuthState(db.Model):

@@ -345,3 +345,32 @@ def test_change_a_status_and_see_each_conversations_note(
     screenshot(page, "status")
     page.click("button:text('Retry failed')")
     assert "1 note will be sent again." in page.locator(".flash").inner_text()
+
+
+def test_invite_a_teammate_who_joins_as_a_member(
+    browser: Any, page: Any, serve: Callable[..., tuple[str, Any]]
+) -> None:
+    url, _ = serve()
+    create_first_account(page, url)
+    page.click("nav >> text=Team")
+    page.fill("form.invite-form input[name=email]", "grace@example.com")
+    page.click("text=Make an invite link")
+    link = page.locator("input.link-field").input_value()
+    assert link.startswith(f"{url}/invite/")
+    screenshot(page, "team")
+
+    newcomer = browser.new_context(viewport={"width": 1100, "height": 760}).new_page()
+    newcomer.goto(link)
+    assert "ada@example.com invites you" in newcomer.content()
+    newcomer.fill("input[name=password]", PASSWORD)
+    newcomer.fill("input[name=confirm]", PASSWORD)
+    newcomer.click("text=Create my account")
+    newcomer.wait_for_url(f"{url}/")
+    assert "Welcome to Hedwig, grace@example.com." in newcomer.locator(".flash").inner_text()
+    assert newcomer.locator("nav >> text=Team").count() == 0  # a member
+    newcomer.context.close()
+
+    page.reload()
+    assert "grace@example.com" in page.locator("table.team").inner_text()
+    page.goto(link)
+    assert "This link has been used already" in page.content()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ from conftest import (
     connect_workspace,
     create_user,
     created_apps,
+    csrf,
     empty_postgres,
     feedback_count,
     is_sqlite,
@@ -2816,12 +2818,16 @@ def test_5xx_and_timeouts_are_tried_again_a_bounded_number_of_times_then_fail(
     assert "(5 tries)" in page and "Retry failed" in page
 
 
-def test_a_timeout_counts_as_a_failed_try(
+def test_a_note_whose_answer_never_came_is_left_for_a_person_not_sent_twice(
     canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
 ) -> None:
+    """Intercom took the request and did not answer in time: it may have the note, so sending
+    it again might say it twice. It fails, saying so, and Retry is a person's choice."""
     canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    calls = []
 
     def slow(request: Request) -> Response:
+        calls.append(request.path)
         time.sleep(1.5)  # longer than INTERCOM_TIMEOUT (1 s)
         return Response("{}", 200, content_type="application/json")
 
@@ -2829,9 +2835,170 @@ def test_a_timeout_counts_as_a_failed_try(
     feedback_id = backed_record(canvas_app, ("1001",))
     change_status(team, feedback_id, "done")
     send_notes(canvas_app)
+    come_due(canvas_app)
+    send_notes(canvas_app)
+    assert calls == ["/conversations/1001/reply"]
     (note,) = stored_notes(canvas_app)
+    assert note.state == "failed"
+    assert note.reason == (
+        "Intercom did not answer /conversations/1001/reply within 1 seconds: it may have "
+        "arrived. Retry sends it again."
+    )
+
+
+def test_a_note_that_could_not_reach_intercom_is_tried_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    app = make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=f"http://127.0.0.1:{port}",
+        INTERCOM_TIMEOUT=1,
+        SEND_NOTES_AT_ONCE=False,
+    )
+    connect_workspace(app)
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    change_status(client, backed_record(app, ("1001",)), "done")
+    send_notes(app)
+    (note,) = stored_notes(app)
     assert (note.state, note.attempts) == ("pending", 1)
-    assert "did not answer /conversations/1001/reply within 1 seconds" in note.reason
+    assert (
+        "try 1 of 5 failed: could not reach Intercom for /conversations/1001/reply" in note.reason
+    )
+
+
+def test_the_same_change_twice_at_once_is_made_and_told_once(
+    canvas_app: Flask, conversations: IntercomConversations
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    create_user(canvas_app)
+    feedback_id = backed_record(canvas_app)
+    clients = []
+    for _ in range(2):
+        client = canvas_app.test_client()
+        sign_in(client)
+        csrf(client)
+        clients.append(client)
+
+    def click(client: FlaskClient) -> int:
+        return change_status(client, feedback_id, "done").status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(click, clients))
+    assert statuses == [302, 400]
+    with canvas_app.app_context():
+        changes = db.session.scalars(select(models.StatusChange)).all()
+        assert [(c.from_status, c.to_status) for c in changes] == [("open", "done")]
+    assert len(stored_notes(canvas_app)) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Retry-After": "1e300"}, {"Retry-After": "inf"}, {"X-RateLimit-Reset": "1e12"}],
+)
+def test_a_429_asking_for_forever_waits_an_hour_at_most(
+    canvas_app: Flask, conversations: IntercomConversations, headers: dict[str, str]
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    create_user(canvas_app)
+    client = canvas_app.test_client()
+    sign_in(client)
+    change_status(client, backed_record(canvas_app), "planned")
+    conversations.answers = [(429, headers)]
+    send_notes(canvas_app)
+    notes = stored_notes(canvas_app)
+    assert {note.state for note in notes} == {"pending"}
+    latest = models.utcnow() + timedelta(hours=1)
+    assert all(note.next_attempt_at <= latest for note in notes)
+
+
+def test_a_record_deleted_while_its_note_is_sent_stops_only_that_note(
+    canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    doomed = backed_record(canvas_app, ("1001",), title="Doomed")
+    kept = backed_record(canvas_app, ("1002",), title="Kept")
+    change_status(team, doomed, "done")
+    change_status(team, kept, "done")
+    sent = []
+
+    def delete_then_answer(request: Request) -> Response:
+        with canvas_app.app_context():
+            db.session.execute(sqlalchemy.delete(Feedback).where(Feedback.id == doomed))
+            db.session.commit()
+        return Response("{}", 200, content_type="application/json")
+
+    def answer(request: Request) -> Response:
+        sent.append(request.path)
+        return Response("{}", 200, content_type="application/json")
+
+    httpserver.expect_request("/conversations/1001/reply").respond_with_handler(delete_then_answer)
+    httpserver.expect_request("/conversations/1002/reply").respond_with_handler(answer)
+    send_notes(canvas_app)
+    assert sent == ["/conversations/1002/reply"]
+    assert [(n.conversation_id, n.state) for n in stored_notes(canvas_app)] == [("1002", "sent")]
+
+
+def test_a_refused_reopen_after_the_note_arrived_says_so(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    conversations.answers = [(200, {}), (404, {})]
+    change_status(team, feedback_id, "done", notify="on", reopen="on")
+    wait_for_sender(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert note.state == "sent"
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "the note arrived, but reopening failed: Intercom answered" in page
+    assert "Notes: 1 sent" in page
+
+
+def test_the_form_counts_the_conversations_that_would_get_a_note(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001", "1002"))
+    with canvas_app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        hedwig.add_evidence(record, source="web", customer_name="By hand")
+        hedwig.add_evidence(record, source="intercom", workspace_id="gone-ws", conversation_id="9")
+        db.session.commit()
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "Add an internal note to 2 conversations that asked" in page
+
+
+def test_a_status_change_on_a_merged_records_old_id_changes_the_record_it_went_into(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    duplicate = backed_record(canvas_app, ("1001",), title="Export CSV")
+    target = backed_record(canvas_app, ("1002",), title="CSV export")
+    post(team, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    response = change_status(team, duplicate, "planned", notify="off")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/feedback/{target}"
+    assert [(r.id, r.status) for r in stored_feedback(canvas_app)] == [(target, "planned")]
+
+
+def test_an_answer_that_drips_or_floods_holds_the_sender_a_bounded_time(
+    canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
+) -> None:
+    """A 200 whose body never ends still said the note arrived: it is sent, and the rest of
+    the body is left unread (at most 1 MiB, or three timeouts, is read)."""
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+
+    def endless(request: Request) -> Response:
+        return Response(itertools.repeat(b"x" * 65536), 200, content_type="application/json")
+
+    httpserver.expect_request("/conversations/1001/reply").respond_with_handler(endless)
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "done")
+    send_notes(canvas_app)
+    assert [note.state for note in stored_notes(canvas_app)] == ["sent"]
 
 
 def test_conversations_hedwig_cannot_tell_are_skipped_and_shown(
@@ -2982,6 +3149,428 @@ def test_merging_keeps_the_duplicates_history_and_notes(
     page = page_text(team.get(f"/feedback/{target}"))
     assert "Open → Planned" in page and "Next sprint" in page
     assert "Customer 0 · conversation 1001:" in page
+
+
+# --- A team: roles, invites, passwords, Sign in with Intercom -----------------------------------
+
+MEMBER = "grace@example.com"
+
+
+def users(app: Flask) -> dict[str, tuple[str, bool]]:
+    """Email → (role, removed), for everyone Hedwig knows."""
+    with app.app_context():
+        return {
+            u.email: (u.role, u.removed_at is not None) for u in db.session.scalars(select(User))
+        }
+
+
+def member_client(app: Flask, email: str = MEMBER) -> FlaskClient:
+    create_user(app, email)
+    client = app.test_client()
+    sign_in(client, email)
+    return client
+
+
+def user_id(app: Flask, email: str) -> int:
+    with app.app_context():
+        return db.session.scalar(select(User.id).where(User.email == email))
+
+
+def shown_link(response: Any) -> str:
+    """The path of the one-time link the team page shows after it was made."""
+    found = re.search(r'readonly value="([^"]+)"', page_text(response))
+    assert found, "no link shown"
+    return urlsplit(html.unescape(found.group(1))).path
+
+
+def test_the_first_account_is_an_owner_and_later_ones_members_unless_asked(
+    app: Flask, client: FlaskClient
+) -> None:
+    post(
+        client,
+        "/first-account",
+        {"email": "ada@example.com", "password": PASSWORD, "confirm": PASSWORD},
+    )
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-user", MEMBER, "--password", PASSWORD])
+    assert result.output == f"Created user {MEMBER}, member.\n"
+    result = runner.invoke(
+        args=["create-user", "lin@example.com", "--password", PASSWORD, "--owner"]
+    )
+    assert result.output == "Created user lin@example.com, owner.\n"
+    assert users(app) == {
+        "ada@example.com": ("owner", False),
+        MEMBER: ("member", False),
+        "lin@example.com": ("owner", False),
+    }
+
+
+def test_the_first_user_made_on_the_command_line_is_an_owner(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["create-user", MEMBER, "--password", PASSWORD])
+    assert result.output == f"Created user {MEMBER}, owner.\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/team", None),
+        ("post", "/team/invite", {"role": "member"}),
+        ("post", "/team/1/role", {"role": "member"}),
+        ("post", "/team/1/remove", {}),
+        ("post", "/team/1/reset", {}),
+        ("get", "/feedback/1/delete", None),
+        ("post", "/feedback/1/delete", {}),
+        ("get", "/feedback/1/merge?into=2", None),
+        ("post", "/feedback/1/merge", {"into": "2"}),
+        ("get", "/intercom/connect", None),
+        ("get", "/intercom/connect/token", None),
+        ("post", "/intercom/connect/token", {"access_token": TOKEN}),
+        ("post", "/intercom/disconnect", {"connection_id": "1"}),
+    ],
+)
+def test_a_member_is_refused_an_owners_action_with_a_sentence(
+    canvas_app: Flask, method: str, path: str, data: dict[str, str] | None
+) -> None:
+    create_user(canvas_app)  # the owner
+    add_feedback(canvas_app, 2)
+    member = member_client(canvas_app)
+    response = member.get(path) if data is None else post(member, path, data)
+    assert response.status_code == 403
+    assert "Only an owner of this Hedwig can do that: ask one of them." in page_text(response)
+    assert feedback_count(canvas_app) == 2
+    assert len(connections(canvas_app)) == 1
+    assert users(canvas_app)["ada@example.com"] == ("owner", False)
+
+
+def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
+    create_user(canvas_app)
+    (feedback_id,) = add_feedback(canvas_app)
+    member = member_client(canvas_app)
+    page = page_text(member.get(f"/feedback/{feedback_id}"))
+    assert "Delete…" not in page and "Merge…" not in page
+    assert "Change status" in page and "Edit" in page  # members may do these
+    nav = page_text(member.get("/"))
+    assert 'href="/team"' not in nav and "Disconnect" not in nav
+    assert "Connected to Example Co workspace" in nav
+    owner = canvas_app.test_client()
+    sign_in(owner)
+    page = page_text(owner.get(f"/feedback/{feedback_id}"))
+    assert "Delete…" in page and "Merge…" in page
+    assert 'href="/team"' in page and "Disconnect" in page
+
+
+def test_hedwig_always_keeps_an_owner(app: Flask, signed_in: FlaskClient) -> None:
+    me = user_id(app, "ada@example.com")
+    for path, data in ((f"/team/{me}/role", {"role": "member"}), (f"/team/{me}/remove", {})):
+        response = post(signed_in, path, data)
+        assert response.status_code == 400
+        assert "Hedwig needs an owner: make someone else an owner first." in page_text(response)
+    assert users(app) == {"ada@example.com": ("owner", False)}
+    create_user(app, MEMBER)
+    assert (
+        post(signed_in, f"/team/{user_id(app, MEMBER)}/role", {"role": "owner"}).status_code == 302
+    )
+    assert post(signed_in, f"/team/{me}/role", {"role": "member"}).status_code == 302
+    assert users(app) == {"ada@example.com": ("member", False), MEMBER: ("owner", False)}
+    assert signed_in.get("/team").status_code == 403  # a member now
+
+
+def test_a_removed_teammate_is_signed_out_at_once_and_their_records_stay_theirs(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    member = member_client(app)
+    post(member, "/feedback/new", {"title": "Dark mode"})
+    response = post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
+    assert response.status_code == 302
+    assert member.get("/").status_code == 302  # to the sign-in page
+    refused = post(member, "/login", {"email": MEMBER, "password": PASSWORD})
+    assert refused.status_code == 401
+    assert "by grace@example.com" in page_text(signed_in.get("/feedback/1"))
+    team = page_text(signed_in.get("/team"))
+    assert MEMBER not in team
+    assert users(app)[MEMBER] == ("member", True)
+
+
+def test_the_team_page_shows_roles_and_last_sign_in(app: Flask, signed_in: FlaskClient) -> None:
+    create_user(app, MEMBER)
+    page = page_text(signed_in.get("/team"))
+    row = re.search(rf'<tr data-teammate="{MEMBER}">.*?</tr>', page, re.S).group(0)
+    assert "never" in row and '<option value="member" selected>' in row
+    row = re.search(r'<tr data-teammate="ada@example.com">.*?</tr>', page, re.S).group(0)
+    assert "(you)" in row and " UTC" in row and '<option value="owner" selected>' in row
+
+
+def invite_link(client: FlaskClient, **fields: str) -> str:
+    response = post(client, "/team/invite", {"role": "member", **fields})
+    assert response.status_code == 200
+    assert "It works once; Hedwig will not show it again." in page_text(response)
+    return shown_link(response)
+
+
+def test_an_invite_makes_an_account_once(app: Flask, signed_in: FlaskClient) -> None:
+    link = invite_link(signed_in, email=MEMBER)
+    assert link.startswith("/invite/")
+    newcomer = app.test_client()
+    form = newcomer.get(link)
+    assert form.status_code == 200
+    assert "ada@example.com invites you" in page_text(form) and MEMBER in page_text(form)
+    mismatch = post(newcomer, link, {"password": PASSWORD, "confirm": "something else"})
+    assert mismatch.status_code == 400 and "The two passwords differ." in page_text(mismatch)
+    joined = post(newcomer, link, {"password": PASSWORD, "confirm": PASSWORD})
+    assert joined.status_code == 302
+    assert MEMBER in page_text(newcomer.get("/"))  # signed in
+    assert users(app)[MEMBER] == ("member", False)
+
+    again = post(app.test_client(), link, {"password": PASSWORD, "confirm": PASSWORD})
+    assert again.status_code == 410
+    assert "This link has been used already" in page_text(again)
+    assert app.test_client().get(link).status_code == 410
+    assert len(users(app)) == 2
+
+
+def test_an_open_invite_asks_for_the_email_and_gives_its_role(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    link = invite_link(signed_in, role="owner")
+    newcomer = app.test_client()
+    assert 'name="email"' in page_text(newcomer.get(link))
+    taken = post(
+        newcomer, link, {"email": "ADA@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert taken.status_code == 400
+    assert "ada@example.com has an account already: sign in instead." in page_text(taken)
+    joined = post(
+        newcomer, link, {"email": "lin@example.com", "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert joined.status_code == 302
+    assert users(app)["lin@example.com"] == ("owner", False)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "status", "message"),
+    [
+        ("expire", 410, "This link has expired."),
+        ("revoke", 410, "This link was withdrawn by an owner."),
+        ("tamper", 404, "This link is not one Hedwig made"),
+    ],
+)
+def test_an_expired_revoked_or_tampered_invite_says_which_and_makes_nothing(
+    app: Flask, signed_in: FlaskClient, spoil: str, status: int, message: str
+) -> None:
+    link = invite_link(signed_in, email=MEMBER)
+    with app.app_context():
+        invite = db.session.scalars(select(models.AccountLink)).one()
+        invite_id = invite.id
+        if spoil == "expire":
+            invite.expires_at = models.utcnow() - timedelta(seconds=1)
+            db.session.commit()
+    if spoil == "revoke":
+        assert "Withdraw" in page_text(signed_in.get("/team"))
+        assert post(signed_in, f"/team/links/{invite_id}/revoke").status_code == 302
+    if spoil == "tamper":
+        link = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+    newcomer = app.test_client()
+    for response in (
+        newcomer.get(link),
+        post(newcomer, link, {"password": PASSWORD, "confirm": PASSWORD}),
+    ):
+        assert response.status_code == status
+        assert message in page_text(response)
+    assert MEMBER not in users(app)
+
+
+def test_an_invite_lasts_seven_days(app: Flask, signed_in: FlaskClient) -> None:
+    invite_link(signed_in)
+    with app.app_context():
+        invite = db.session.scalars(select(models.AccountLink)).one()
+        assert invite.expires_at - invite.created_at == timedelta(days=7)
+        assert len(invite.key_hash) == 64  # a hash; the key is in the link alone
+
+
+def test_changing_your_password_ends_your_other_sign_ins(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    elsewhere = app.test_client()
+    sign_in(elsewhere)
+    wrong = post(
+        signed_in,
+        "/account/password",
+        {"current_password": "nope", "password": "new password 123", "confirm": "new password 123"},
+    )
+    assert wrong.status_code == 400
+    assert "That is not your current password." in page_text(wrong)
+    assert elsewhere.get("/").status_code == 200
+    changed = post(
+        signed_in,
+        "/account/password",
+        {
+            "current_password": PASSWORD,
+            "password": "new password 123",
+            "confirm": "new password 123",
+        },
+    )
+    assert changed.status_code == 302
+    assert signed_in.get("/").status_code == 200  # this sign-in goes on
+    assert elsewhere.get("/").status_code == 302  # the other has ended
+    old = post(app.test_client(), "/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert old.status_code == 401
+    new = post(
+        app.test_client(), "/login", {"email": "ada@example.com", "password": "new password 123"}
+    )
+    assert new.status_code == 302
+
+
+def test_a_reset_link_sets_a_forgotten_password_once_and_ends_old_sign_ins(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    member = member_client(app)
+    response = post(signed_in, f"/team/{user_id(app, MEMBER)}/reset")
+    assert "Send this link to grace@example.com (password reset)" in page_text(response)
+    link = shown_link(response)
+    assert link.startswith("/reset/")
+    browser = app.test_client()
+    assert f"For {MEMBER}." in page_text(browser.get(link))
+    short = post(browser, link, {"password": "short", "confirm": "short"})
+    assert short.status_code == 400
+    assert (
+        post(browser, link, {"password": "brand new pass", "confirm": "brand new pass"}).status_code
+        == 302
+    )
+    assert browser.get("/").status_code == 200  # signed in
+    assert member.get("/").status_code == 302  # the old sign-in has ended
+    assert (
+        post(
+            app.test_client(), link, {"password": "another one 1", "confirm": "another one 1"}
+        ).status_code
+        == 410
+    )
+    ok = post(app.test_client(), "/login", {"email": MEMBER, "password": "brand new pass"})
+    assert ok.status_code == 302
+    with app.app_context():
+        reset = db.session.scalars(select(models.AccountLink)).one()
+        assert reset.expires_at - reset.created_at == timedelta(hours=1)
+
+
+def test_an_invite_link_is_no_reset_link(app: Flask, signed_in: FlaskClient) -> None:
+    link = invite_link(signed_in)
+    response = app.test_client().get(link.replace("/invite/", "/reset/"))
+    assert response.status_code == 404
+
+
+def test_flask_reset_password_prints_a_link_for_a_lone_owner(
+    app: Flask, client: FlaskClient
+) -> None:
+    create_user(app)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["reset-password", "Ada@Example.com"])
+    assert result.exit_code == 0
+    link = urlsplit(result.output.splitlines()[-1])
+    assert (link.scheme, link.netloc) == ("https", "hedwig.example")
+    assert (
+        post(
+            client, link.path, {"password": "fresh password", "confirm": "fresh password"}
+        ).status_code
+        == 302
+    )
+    unknown = runner.invoke(args=["reset-password", "nobody@example.com"])
+    assert unknown.exit_code == 1 and "There is no teammate nobody@example.com." in unknown.output
+
+
+def start_sign_in_with_intercom(client: FlaskClient) -> str:
+    login = page_text(client.get("/login"))
+    assert 'href="/login/intercom"' in login
+    response = client.get("/login/intercom")
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["redirect_uri"] == ["https://hedwig.example/intercom/callback"]
+    return query["state"][0]
+
+
+def serve_me(httpserver: HTTPServer, **changes: Any) -> None:
+    me = {**ME, **changes}
+    serve_intercom(
+        httpserver,
+        me=lambda request: Response(json.dumps(me), 200, content_type="application/json"),
+    )
+
+
+def test_sign_in_with_intercom_signs_in_the_teammate_with_that_verified_email(
+    canvas_app: Flask, httpserver: HTTPServer
+) -> None:
+    create_user(canvas_app)
+    create_user(canvas_app, ME["email"])
+    serve_intercom(httpserver)
+    browser = canvas_app.test_client()
+    state = start_sign_in_with_intercom(browser)
+    response = callback(browser, state)
+    assert response.status_code == 302
+    page = page_text(browser.get("/"))
+    assert "Signed in with Intercom as alex.agent@example.com." in page
+    (connection,) = connections(canvas_app)
+    assert connection.admin_id == ME["id"]  # the connection is as it was: the token not kept
+    with canvas_app.app_context():
+        assert db.session.get(IntercomConnection, connection.id).token == TOKEN
+    replay = callback(canvas_app.test_client(), state)
+    assert replay.status_code == 400
+    again = callback(browser, state)
+    assert again.status_code == 400  # single use, in this browser too
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"email_verified": False},
+            "Intercom has not verified the email address alex.agent@example.com",
+        ),
+        (
+            {"app": {**ME["app"], "id_code": "other-ws", "name": "Other Co"}},
+            "your Intercom workspace (Other Co) is not connected to this Hedwig",
+        ),
+        (
+            {},
+            "there is no Hedwig account for alex.agent@example.com. Ask an owner for an invite, "
+            "or to let teammates of Example Co workspace join.",
+        ),
+    ],
+)
+def test_sign_in_with_intercom_refuses_and_says_why(
+    canvas_app: Flask, httpserver: HTTPServer, changes: dict[str, Any], message: str
+) -> None:
+    create_user(canvas_app)
+    if changes:
+        create_user(canvas_app, ME["email"])
+    serve_me(httpserver, **changes)
+    browser = canvas_app.test_client()
+    response = callback(browser, start_sign_in_with_intercom(browser))
+    assert response.status_code == 403
+    assert message in page_text(response)
+    assert browser.get("/").status_code == 302  # nobody signed in
+    assert len(users(canvas_app)) == (2 if changes else 1)
+
+
+def test_a_new_teammate_joins_as_a_member_where_an_owner_allowed_it(
+    canvas_app: Flask, httpserver: HTTPServer
+) -> None:
+    create_user(canvas_app)
+    owner = canvas_app.test_client()
+    sign_in(owner)
+    (connection,) = connections(canvas_app)
+    post(owner, f"/team/workspaces/{connection.id}", {"teammates_may_join": "on"})
+    serve_intercom(httpserver)
+    browser = canvas_app.test_client()
+    assert callback(browser, start_sign_in_with_intercom(browser)).status_code == 302
+    assert users(canvas_app)[ME["email"]] == ("member", False)
+    assert ME["email"] in page_text(browser.get("/"))
+
+
+def test_sign_in_with_intercom_is_offered_only_when_it_can_work(
+    intercom_app: Flask, httpserver: HTTPServer
+) -> None:
+    create_user(intercom_app)
+    browser = intercom_app.test_client()
+    assert "Sign in with Intercom" not in page_text(browser.get("/login"))  # nothing connected
+    assert browser.get("/login/intercom").status_code == 404
 
 
 # --- The command line -----------------------------------------------------------------------------
@@ -3419,6 +4008,19 @@ def test_development_server_request_logs_leave_out_the_oauth_code(
     assert CODE not in caplog.text
     assert "abc.def" not in caplog.text
     assert "code=[redacted]&state=[redacted]" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/invite/", "/reset/"])
+def test_development_server_request_logs_leave_out_the_keys_of_links(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    make_app(tmp_path)
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        logging.getLogger("werkzeug").info(
+            '"%s" %s %s', f"GET {path}WzEsImtleSJd.sig HTTP/1.1", 200, 0
+        )
+    assert "WzEsImtleSJd" not in caplog.text
+    assert f"GET {path}[redacted] HTTP/1.1" in caplog.text
 
 
 @pytest.mark.parametrize("key_file", ["secret_key", "token_key"])
