@@ -342,7 +342,7 @@ def test_change_a_status_and_see_each_conversations_note(
     assert "Casey Customer · conversation 1001: sent" in notes
     assert "Robin Reader · conversation 1002: failed: Intercom answered" in notes
     assert "HTTP 404" in notes
-    screenshot(page, "status")
+    screenshot(page.locator("#status"), "status")
     page.click("button:text('Retry failed')")
     assert "1 note will be sent again." in page.locator(".flash").inner_text()
 
