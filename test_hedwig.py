@@ -2496,6 +2496,14 @@ def backed_record(
         return record.id
 
 
+@pytest.fixture
+def held(canvas_app: Flask, team: FlaskClient) -> FlaskClient:
+    """The team's browser, on a Hedwig that leaves its notes to send_notes(): no sender thread
+    (as after a crash, or with HEDWIG_SEND_NOTES_AT_ONCE=false)."""
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    return team
+
+
 def change_status(client: FlaskClient, feedback_id: int, status: str, **fields: Any) -> Any:
     return post(client, f"/feedback/{feedback_id}/status", {"status": status, **fields})
 
@@ -2647,13 +2655,9 @@ def test_a_note_left_pending_by_a_crash_is_sent_later_exactly_once(
 
 
 def test_flask_send_notes_sends_what_is_pending(
-    canvas_app: Flask, conversations: IntercomConversations
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    change_status(client, backed_record(canvas_app), "done")
+    change_status(held, backed_record(canvas_app), "done")
     result = canvas_app.test_cli_runner().invoke(args=["send-notes"])
     assert result.exit_code == 0
     assert result.output == "2 sent, 0 failed, 0 waiting.\n"
@@ -2661,17 +2665,13 @@ def test_flask_send_notes_sends_what_is_pending(
 
 
 def test_a_note_whose_sender_stopped_mid_call_is_never_sent_twice(
-    canvas_app: Flask, conversations: IntercomConversations
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
 ) -> None:
     """A sender that stopped while sending leaves a claimed note: Intercom may have it, so it is
     failed for a person to retry, never sent again by itself. One whose note went out and that
     only had its conversation left to reopen is reopened."""
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
     feedback_id = backed_record(canvas_app)
-    change_status(client, feedback_id, "done", notify="on", reopen="on")
+    change_status(held, feedback_id, "done", notify="on", reopen="on")
     long_ago = datetime(2000, 1, 1)
     with canvas_app.app_context():
         notes = db.session.scalars(select(models.Note).order_by(models.Note.conversation_id))
@@ -2685,18 +2685,14 @@ def test_a_note_whose_sender_stopped_mid_call_is_never_sent_twice(
     assert states["1002"] == ("sent", "")
     assert states["1001"][0] == "failed"
     assert "it may have arrived. Retry sends it again." in states["1001"][1]
-    assert "Retry failed" in page_text(client.get(f"/feedback/{feedback_id}"))
+    assert "Retry failed" in page_text(held.get(f"/feedback/{feedback_id}"))
 
 
 def test_two_senders_at_once_send_each_note_once(
-    canvas_app: Flask, conversations: IntercomConversations
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
     many = tuple(str(2000 + n) for n in range(40))
-    change_status(client, backed_record(canvas_app, many), "planned", notify="on")
+    change_status(held, backed_record(canvas_app, many), "planned", notify="on")
 
     def sender() -> Any:
         return send_notes(canvas_app)
@@ -2760,13 +2756,9 @@ def test_a_deleted_conversation_fails_for_good_and_can_be_retried(
 
 
 def test_a_429_waits_as_retry_after_says_then_goes_on(
-    canvas_app: Flask, conversations: IntercomConversations
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    change_status(client, backed_record(canvas_app), "planned")
+    change_status(held, backed_record(canvas_app), "planned")
     conversations.answers = [(429, {"Retry-After": "1"})]
     outcomes = send_notes(canvas_app, wait_max=5)
     assert outcomes["sent"] == 2
@@ -2776,13 +2768,9 @@ def test_a_429_waits_as_retry_after_says_then_goes_on(
 
 @pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
 def test_a_long_429_leaves_the_workspaces_notes_for_the_time_it_gives(
-    canvas_app: Flask, conversations: IntercomConversations, header: str
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations, header: str
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    change_status(client, backed_record(canvas_app), "planned")
+    change_status(held, backed_record(canvas_app), "planned")
     hour = "3600" if header == "Retry-After" else str(int(time.time()) + 3600)
     conversations.answers = [(429, {header: hour})]
     send_notes(canvas_app, wait_max=5)
@@ -2903,13 +2891,12 @@ def test_the_same_change_twice_at_once_is_made_and_told_once(
     [{"Retry-After": "1e300"}, {"Retry-After": "inf"}, {"X-RateLimit-Reset": "1e12"}],
 )
 def test_a_429_asking_for_forever_waits_an_hour_at_most(
-    canvas_app: Flask, conversations: IntercomConversations, headers: dict[str, str]
+    canvas_app: Flask,
+    held: FlaskClient,
+    conversations: IntercomConversations,
+    headers: dict[str, str],
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    change_status(client, backed_record(canvas_app), "planned")
+    change_status(held, backed_record(canvas_app), "planned")
     conversations.answers = [(429, headers)]
     send_notes(canvas_app)
     notes = stored_notes(canvas_app)
@@ -3035,13 +3022,9 @@ def test_conversations_hedwig_cannot_tell_are_skipped_and_shown(
 
 
 def test_a_workspace_disconnected_before_its_notes_went_fails_them(
-    canvas_app: Flask, conversations: IntercomConversations
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
 ) -> None:
-    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    change_status(client, backed_record(canvas_app, ("1001",)), "planned")
+    change_status(held, backed_record(canvas_app, ("1001",)), "planned")
     with canvas_app.app_context():
         db.session.execute(sqlalchemy.delete(IntercomConnection))
         db.session.commit()
