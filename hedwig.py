@@ -1093,8 +1093,13 @@ def intercom_callback() -> Response:
     if not code:
         raise AccessDenied(request.args.get("error", ""))
     # Trade the code for an access token, then ask /me which workspace granted it.
-    token = exchange_code_for_token(code)
-    details = fetch_me(token)
+    try:
+        token = exchange_code_for_token(code)
+        details = fetch_me(token)
+    except IntercomError as error:
+        if purpose == "sign-in":
+            raise SignInRefused(f"Intercom could not say who you are ({error}).") from None
+        raise
     if purpose == "sign-in":
         return signed_in_with_intercom(details)  # the token is not kept
     # Keep the token, encrypted, for that workspace.
@@ -1288,6 +1293,13 @@ def spend_oauth_state(state: str) -> str:
         raise OAuthStateError(STATE_REFUSED)
     # The session is a cookie the browser keeps: an old copy of it still holds the nonce, so
     # single use is settled by the database's unique key, not by the session.
+    if not request.args.get("code"):
+        return purpose  # nothing to replay: the nonce has left this browser's session
+    db.session.execute(
+        delete(UsedOAuthState).where(
+            UsedOAuthState.used_at < utcnow() - timedelta(seconds=STATE_MAX_AGE)
+        )
+    )
     db.session.add(UsedOAuthState(nonce=expected_nonce))
     try:
         db.session.commit()
@@ -2846,10 +2858,12 @@ def invite() -> Any:
 @owners_only
 def revoke_link(link_id: int) -> Response:
     link = db.get_or_404(AccountLink, link_id)
-    if link.used_at is None and link.revoked_at is None:
-        link.revoked_at = utcnow()
+    if link.used_at is not None:
+        flash("That link was used already: nothing to withdraw.")
+    else:
+        link.revoked_at = link.revoked_at or utcnow()
         db.session.commit()
-    flash("The link was withdrawn: it opens nothing now.")
+        flash("The link was withdrawn: it opens nothing now.")
     return redirect(url_for("team.team_page"))
 
 
@@ -2865,8 +2879,12 @@ def change_role(user_id: int) -> Any:
         db.session.rollback()
         return render_team_page(error=LAST_OWNER), 400
     teammate.role = role
+    if role != "owner":
+        withdraw_links(made_by=teammate)
     db.session.commit()
     flash(f"{teammate.email} is {ROLES[role].lower()} now.")
+    if not g.user.is_owner:  # they made themselves a member: the team page is not theirs now
+        return redirect(url_for("log.index"))
     return redirect(url_for("team.team_page"))
 
 
@@ -2881,6 +2899,7 @@ def remove_teammate(user_id: int) -> Any:
         return render_team_page(error=LAST_OWNER), 400
     teammate.removed_at = utcnow()
     end_sessions(teammate)
+    withdraw_links(made_by=teammate, made_for=teammate)
     db.session.commit()
     flash(f"{teammate.email} was removed from the team.")
     if teammate.id == g.user.id:
@@ -2929,7 +2948,17 @@ def accept_invite(token: str) -> Any:
     if error:
         return render_template("invite.html", link=link, email=email, error=error), 400
     spend_link(link)
-    user = db.session.scalar(select(User).where(User.email == email))  # removed, coming back
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is not None and (user.removed_at is None or link.email != email):
+        # Joined a moment ago, or a removed teammate's address: only an invite made for that
+        # address brings them back.
+        db.session.rollback()
+        error = (
+            f"{email} has an account already: sign in instead."
+            if user.removed_at is None
+            else f"{email} was removed from the team: ask an owner for an invite made for it."
+        )
+        return render_template("invite.html", link=link, email=email, error=error), 400
     if user is None:
         user = new_user(email, password, link.role)
         db.session.add(user)
@@ -2975,19 +3004,28 @@ def account() -> str:
 
 @team.post("/account/password")
 def change_password() -> Any:
-    """A new password ends every other sign-in of this user; this one goes on."""
-    password = request.form.get("password", "")
+    """A new password ends every other sign-in of this user; this one goes on, under a new
+    key. Wrong current passwords count towards the sign-in throttle, as at the sign-in page."""
+    user, password = g.user, request.form.get("password", "")
+    attempt = count_sign_in_attempt(user.email, client_address())
+    retry_at = sign_in_throttled_until(attempt)
+    if retry_at is not None:
+        uncount(attempt)
+        error = f"Too many wrong passwords. Try again after {retry_at:%H:%M} UTC."
+        return render_template("account.html", errors={"current_password": error}), 429
     errors = {}
-    if not g.user.check_password(request.form.get("current_password", "")):
+    if user.check_password(request.form.get("current_password", "")):
+        uncount(attempt)
+    else:
         errors["current_password"] = "That is not your current password."  # noqa: S105
     error = password_error(password, request.form.get("confirm", ""))
     if error:
         errors["password"] = error
     if errors:
         return render_template("account.html", errors=errors), 400
-    g.user.set_password(password)
-    end_sessions(g.user, keep=key_hash(session["session_key"]))
-    db.session.commit()
+    user.set_password(password)
+    end_sessions(user)
+    sign_in(user)  # a copy of the old cookie, this one's included, signs nobody in now
     flash("Your password is changed: every other sign-in of yours has ended.")
     return redirect(url_for("team.account"))
 
@@ -3059,6 +3097,19 @@ def is_last_owner(user: User) -> bool:
     return db.session.scalar(others) == 0
 
 
+def withdraw_links(made_by: User, made_for: User | None = None) -> None:
+    """Withdraw the open links a teammate made (they are no longer an owner, or no longer
+    here), and a removed teammate's own reset links."""
+    made = AccountLink.created_by_id == made_by.id
+    if made_for is not None:
+        made = made | (AccountLink.user_id == made_for.id)
+    db.session.execute(
+        update(AccountLink)
+        .where(made, AccountLink.used_at.is_(None), AccountLink.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
 def end_sessions(user: User, keep: str | None = None) -> None:
     """End the user's sign-ins everywhere (but ``keep``, a session key's hash)."""
     ending = delete(SignInSession).where(SignInSession.user_id == user.id)
@@ -3119,7 +3170,10 @@ def account_link(token: str, kind: str) -> AccountLink:
 
 
 def link_refused(link: AccountLink) -> str | None:
-    if link.revoked_at is not None:
+    maker = link.created_by  # None: made on the command line
+    if link.revoked_at is not None or (
+        maker is not None and (maker.removed_at is not None or not maker.is_owner)
+    ):
         return "revoked"
     if link.used_at is not None:
         return "used"
@@ -3193,7 +3247,11 @@ def signed_in_with_intercom(details: Mapping[str, Any]) -> Response:
             )
         user = new_user(email, secrets.token_urlsafe(32))  # a password nobody knows
         db.session.add(user)
-        db.session.flush()
+        try:
+            db.session.flush()
+        except IntegrityError:  # the same teammate, signing in twice at this moment
+            db.session.rollback()
+            user = db.session.scalar(select(User).where(User.email == email))
     sign_in(user)
     flash(f"Signed in with Intercom as {email}.")
     return redirect(url_for("log.index"))
@@ -3790,6 +3848,7 @@ def install_plumbing(app: Flask) -> None:
     app.register_error_handler(HTTPException, error_page)
     app.add_template_filter(format_datetime, "datetime")
     logging.getLogger("werkzeug").addFilter(REDACT_CREDENTIALS)
+    app.logger.addFilter(REDACT_CREDENTIALS)  # "Exception on /invite/<key> [POST]"
 
 
 @public
@@ -3910,6 +3969,8 @@ class RedactCredentials(logging.Filter):
     SECRET_PATH = re.compile(r"/(invite|reset)/[^\s?\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):  # Flask's own "Exception on <path>" is formatted
+            record.msg = self.redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(
                 self.redact(arg) if isinstance(arg, str) else arg for arg in record.args

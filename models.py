@@ -51,7 +51,9 @@ def normalize_email(email: str) -> str:
 
 
 def is_email(email: str) -> bool:
-    return "@" in email and len(email) <= EMAIL_MAX
+    """Something, an @, something: the one check an address needs here (no mail is sent)."""
+    local, at, domain = email.rpartition("@")
+    return bool(local and at and domain) and len(email) <= EMAIL_MAX
 
 
 class Base(DeclarativeBase):

@@ -3459,6 +3459,154 @@ def test_flask_reset_password_prints_a_link_for_a_lone_owner(
     assert unknown.exit_code == 1 and "There is no teammate nobody@example.com." in unknown.output
 
 
+def test_links_go_with_the_power_of_the_owner_who_made_them(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    """An owner demoted or removed leaves no working link behind: not an invite that would
+    bring them back, not a reset link into another account."""
+    mallory = "mallory@example.com"
+    create_user(app, mallory)
+    post(signed_in, f"/team/{user_id(app, mallory)}/role", {"role": "owner"})
+    insider = app.test_client()
+    sign_in(insider, mallory)
+    invite = invite_link(insider, role="owner")
+    reset = shown_link(post(insider, f"/team/{user_id(app, 'ada@example.com')}/reset"))
+    post(signed_in, f"/team/{user_id(app, mallory)}/role", {"role": "member"})
+    for link in (invite, reset):
+        response = app.test_client().get(link)
+        assert response.status_code == 410
+        assert "This link was withdrawn by an owner." in page_text(response)
+    post(signed_in, f"/team/{user_id(app, mallory)}/remove")
+    back = post(
+        app.test_client(), invite, {"email": mallory, "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert back.status_code == 410
+    assert users(app)[mallory] == ("member", True)
+    assert 'data-teammate="mallory@example.com"' not in page_text(signed_in.get("/team"))
+
+
+def test_a_removed_teammates_reset_link_stays_dead_when_they_come_back(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    create_user(app, MEMBER)
+    reset = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
+    post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
+    assert "Password reset for" not in page_text(signed_in.get("/team"))
+    invite = invite_link(signed_in, email=MEMBER)
+    assert (
+        post(app.test_client(), invite, {"password": PASSWORD, "confirm": PASSWORD}).status_code
+        == 302
+    )
+    assert users(app)[MEMBER] == ("member", False)
+    assert app.test_client().get(reset).status_code == 410
+
+
+def test_an_open_invite_cannot_take_a_removed_teammates_place(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    create_user(app, MEMBER)
+    post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
+    link = invite_link(signed_in)
+    response = post(
+        app.test_client(), link, {"email": MEMBER, "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert response.status_code == 400
+    assert "was removed from the team: ask an owner for an invite made for it." in page_text(
+        response
+    )
+    assert users(app)[MEMBER] == ("member", True)
+    assert app.test_client().get(link).status_code == 200  # not spent
+
+
+def test_two_invites_accepted_at_once_for_one_email_make_one_account(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    links = [invite_link(signed_in), invite_link(signed_in, role="owner")]
+    browsers = [app.test_client() for _ in links]
+    for browser in browsers:
+        csrf(browser)
+
+    def join(n: int) -> int:
+        fields = {
+            "email": MEMBER,
+            "password": f"password number {n}",
+            "confirm": f"password number {n}",
+        }
+        return post(browsers[n], links[n], fields).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(join, range(2)))
+    assert statuses == [302, 400]
+    role = users(app)[MEMBER][0]
+    winner = 0 if role == "member" else 1
+    ok = post(
+        app.test_client(), "/login", {"email": MEMBER, "password": f"password number {winner}"}
+    )
+    assert ok.status_code == 302
+
+
+def test_a_failing_invite_request_logs_no_key(
+    app: Flask,
+    signed_in: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link = invite_link(signed_in)
+    token = link.removeprefix("/invite/")
+
+    def broken(link: Any) -> None:
+        raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(hedwig, "spend_link", broken)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 page, and a log line
+    with caplog.at_level(logging.ERROR):
+        response = post(
+            app.test_client(), link, {"email": MEMBER, "password": PASSWORD, "confirm": PASSWORD}
+        )
+    assert response.status_code == 500
+    assert "Exception on /invite/[redacted] [POST]" in caplog.text
+    assert token not in caplog.text
+
+
+def test_a_changed_password_ends_copies_of_this_sign_in_too_and_guesses_are_throttled(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    copy = app.test_client()
+    with signed_in.session_transaction() as original, copy.session_transaction() as copied:
+        copied.update(original)
+    fields = {
+        "current_password": PASSWORD,
+        "password": "new password 123",
+        "confirm": "new password 123",
+    }
+    assert post(signed_in, "/account/password", fields).status_code == 302
+    assert signed_in.get("/").status_code == 200
+    assert copy.get("/").status_code == 302
+    wrong = {"current_password": "guess", "password": "another pass 1", "confirm": "another pass 1"}
+    statuses = [post(signed_in, "/account/password", wrong).status_code for _ in range(11)]
+    assert statuses == [400] * 10 + [429]
+
+
+def test_an_owner_who_makes_themselves_a_member_lands_on_the_log(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    create_user(app, "lin@example.com")
+    post(signed_in, f"/team/{user_id(app, 'lin@example.com')}/role", {"role": "owner"})
+    response = post(signed_in, f"/team/{user_id(app, 'ada@example.com')}/role", {"role": "member"})
+    assert response.headers["Location"] == "/"
+
+
+def test_a_sign_in_with_intercom_callback_without_a_code_keeps_no_row(
+    canvas_app: Flask,
+) -> None:
+    create_user(canvas_app)
+    for _ in range(5):
+        browser = canvas_app.test_client()
+        callback(browser, start_sign_in_with_intercom(browser), code=None)
+    with canvas_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(models.UsedOAuthState)) == 0
+
+
 def start_sign_in_with_intercom(client: FlaskClient) -> str:
     login = page_text(client.get("/login"))
     assert 'href="/login/intercom"' in login
