@@ -3110,12 +3110,20 @@ def withdraw_links(made_by: User, made_for: User | None = None) -> None:
     )
 
 
-def end_sessions(user: User, keep: str | None = None) -> None:
-    """End the user's sign-ins everywhere (but ``keep``, a session key's hash)."""
-    ending = delete(SignInSession).where(SignInSession.user_id == user.id)
-    if keep is not None:
-        ending = ending.where(SignInSession.key_hash != keep)
-    db.session.execute(ending)
+def end_sessions(user: User) -> None:
+    """End the user's sign-ins everywhere, and withdraw their open reset links: a new
+    password, or leaving the team, closes every way in that came before."""
+    db.session.execute(delete(SignInSession).where(SignInSession.user_id == user.id))
+    db.session.execute(
+        update(AccountLink)
+        .where(
+            AccountLink.kind == "reset",
+            AccountLink.user_id == user.id,
+            AccountLink.used_at.is_(None),
+            AccountLink.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
 
 
 def password_error(password: str, confirm: str) -> str | None:
@@ -3304,7 +3312,7 @@ def reset_password_command(email: str, origin: str | None) -> None:
     user = active_user(normalize_email(email))
     if user is None:
         raise click.ClickException(f"There is no teammate {normalize_email(email)}.")
-    origin = origin or current_app.config["BASE_URL"] or "http://127.0.0.1:5000"
+    origin = origin or current_app.config["BASE_URL"] or local_origin()
     with current_app.test_request_context(base_url=origin):
         url = new_link("reset", RESET_LIFETIME, user_id=user.id)
     click.echo(f"Open this link within an hour to set the password of {user.email}:\n{url}")
@@ -3459,7 +3467,7 @@ def canvas_request_command(endpoint: str, workspace: str, component: str, origin
         payload |= {"component_id": component, "input_values": {}, "current_canvas": {}}
     body = json.dumps(payload)
     signature = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
-    origin = origin or current_app.config["BASE_URL"] or "http://127.0.0.1:5000"
+    origin = origin or current_app.config["BASE_URL"] or local_origin()
     with current_app.test_request_context(base_url=origin):
         url = url_for(f"inbox.canvas_{endpoint}", _external=True)
     click.echo(
@@ -3482,6 +3490,11 @@ def send_notes_command(wait_max: float) -> None:
     outcomes = send_notes(wait_max)
     waiting = db.session.scalar(select(func.count(Note.id)).where(Note.state == "pending"))
     click.echo(f"{outcomes['sent']} sent, {outcomes['failed']} failed, {waiting} waiting.")
+
+
+def local_origin() -> str:
+    """Where `make run` serves, for links the commands print: FLASK_RUN_PORT, else 5000."""
+    return f"http://127.0.0.1:{os.environ.get('FLASK_RUN_PORT') or 5000}"
 
 
 def row_counts(engine: Engine) -> dict[str, int]:

@@ -3587,6 +3587,45 @@ def test_a_changed_password_ends_copies_of_this_sign_in_too_and_guesses_are_thro
     assert statuses == [400] * 10 + [429]
 
 
+def test_a_new_password_withdraws_the_reset_links_made_before(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    member = member_client(app)
+    older = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
+    newer = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
+    fields = {"password": "brand new pass", "confirm": "brand new pass"}
+    assert post(app.test_client(), newer, fields).status_code == 302
+    assert app.test_client().get(older).status_code == 410
+    third = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
+    sign_in_again = {"email": MEMBER, "password": "brand new pass"}
+    assert post(member, "/login", sign_in_again).status_code == 302
+    changed = {
+        "current_password": "brand new pass",
+        "password": "newest pass 1",
+        "confirm": "newest pass 1",
+    }
+    assert post(member, "/account/password", changed).status_code == 302
+    assert app.test_client().get(third).status_code == 410
+    assert "Password reset for" not in page_text(signed_in.get("/team"))
+
+
+def test_printed_links_follow_the_port_make_run_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(tmp_path, BASE_URL="")
+    create_user(app)
+    monkeypatch.setenv("FLASK_RUN_PORT", "5057")
+    result = app.test_cli_runner().invoke(args=["reset-password", "ada@example.com"])
+    assert result.output.splitlines()[-1].startswith("http://127.0.0.1:5057/reset/")
+
+
+def test_a_record_no_conversation_backs_offers_no_note(app: Flask, signed_in: FlaskClient) -> None:
+    (feedback_id,) = add_feedback(app, customer_name="By hand")
+    page = page_text(signed_in.get(f"/feedback/{feedback_id}"))
+    assert "No conversation of a connected Intercom workspace backs it: no note to add." in page
+    assert 'name="notify"' not in page
+
+
 def test_an_owner_who_makes_themselves_a_member_lands_on_the_log(
     app: Flask, signed_in: FlaskClient
 ) -> None:
