@@ -2376,7 +2376,11 @@ def change_status(feedback_id: int) -> Any:
     errors = validate_status_change(record, values)
     if errors:
         return show_record(record, status_form=values, errors=errors), 400
-    notify = "on" in values["notify"] if values["notify"] else values["status"] in NOTIFY_BY_DEFAULT
+    notify = (
+        any(BOOLEAN_WORDS.get(value.lower()) for value in values["notify"])
+        if values["notify"]
+        else values["status"] in NOTIFY_BY_DEFAULT
+    )
     change = set_status(record, values["status"], values["message"], notify, values["reopen"])
     if change is None:  # the same change, made at this moment by another click or teammate
         errors = validate_status_change(record, values)

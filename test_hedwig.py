@@ -2579,6 +2579,8 @@ def test_a_status_change_notes_every_conversation_that_asked(
         ("in_progress", None, False),
         ("planned", "off", False),  # the form's checkbox, unticked
         ("in_progress", ["off", "on"], True),  # ticked
+        ("in_progress", "yes", True),  # as a script might say it
+        ("done", "false", False),
     ],
 )
 def test_notify_is_asked_for_or_the_statuss_default(
