@@ -243,9 +243,7 @@ def first_account() -> Any:
         abort(400, "An account exists already: sign in instead.")
     email = normalize_email(form_text("email", EMAIL_MAX))
     password = request.form.get("password", "")
-    error = validate_credentials(email, password)
-    if not error and password != request.form.get("confirm", ""):
-        error = "The two passwords differ."
+    error = validate_credentials(email, password, request.form.get("confirm", ""))
     if error:
         page = render_template("first_account.html", next_url=next_url, error=error, email=email)
         return page, 400
@@ -356,11 +354,18 @@ def no_user_yet() -> bool:
     return db.session.scalar(select(User.id).limit(1)) is None
 
 
-def validate_credentials(email: str, password: str) -> str | None:
+def validate_credentials(email: str, password: str, confirm: str | None = None) -> str | None:
     if not is_email(email):
         return "Enter a valid email address."
+    return password_error(password, confirm)
+
+
+def password_error(password: str, confirm: str | None = None) -> str | None:
+    """What is wrong with a new password (and its confirmation, when the form asks twice)."""
     if len(password) < PASSWORD_MIN:
         return f"The password must be at least {PASSWORD_MIN} characters."
+    if confirm is not None and password != confirm:
+        return "The two passwords differ."
     return None
 
 
@@ -1072,14 +1077,7 @@ SETTINGS_MISSING = (
 def intercom_connect() -> Response:
     if not oauth_configured():
         abort(503, SETTINGS_MISSING)
-    query = urlencode(
-        {
-            "client_id": current_app.config["INTERCOM_CLIENT_ID"],
-            "state": new_oauth_state(g.user),
-            "redirect_uri": external_url("connect.intercom_callback"),
-        }
-    )
-    return redirect(f"{current_app.config['INTERCOM_OAUTH_URL']}?{query}")
+    return to_intercom_oauth(g.user)
 
 
 @connect.get("/intercom/callback")
@@ -1231,6 +1229,20 @@ def connect_url() -> str:
     if oauth_configured():
         return external_url("connect.intercom_connect")
     return external_url("connect.connect_with_token")
+
+
+def to_intercom_oauth(user: User | None) -> Response:
+    """The browser, off to Intercom's authorize page with a fresh state: to connect (an
+    owner), or with no user to sign in (section 7). Both come back to the one callback URL,
+    since Intercom uses the first redirect URL an app lists."""
+    query = urlencode(
+        {
+            "client_id": current_app.config["INTERCOM_CLIENT_ID"],
+            "state": new_oauth_state(user),
+            "redirect_uri": external_url("connect.intercom_callback"),
+        }
+    )
+    return redirect(f"{current_app.config['INTERCOM_OAUTH_URL']}?{query}")
 
 
 def connected(connection: IntercomConnection) -> Response:
@@ -2944,9 +2956,7 @@ def accept_invite(token: str) -> Any:
         return render_template("invite.html", link=link, email=link.email or "")
     email = link.email or normalize_email(form_text("email", EMAIL_MAX))
     password = request.form.get("password", "")
-    error = validate_credentials(email, password)
-    if not error and password != request.form.get("confirm", ""):
-        error = "The two passwords differ."
+    error = validate_credentials(email, password, request.form.get("confirm", ""))
     if not error and active_user(email):
         error = f"{email} has an account already: sign in instead."
     if error:
@@ -3040,14 +3050,7 @@ def sign_in_with_intercom() -> Response:
     """The OAuth dance again, to ask Intercom's /me who this teammate is (section 4)."""
     if not sign_in_with_intercom_offered():
         abort(404, "Signing in with Intercom needs a workspace connected with OAuth.")
-    query = urlencode(
-        {
-            "client_id": current_app.config["INTERCOM_CLIENT_ID"],
-            "state": new_oauth_state(None),
-            "redirect_uri": external_url("connect.intercom_callback"),
-        }
-    )
-    return redirect(f"{current_app.config['INTERCOM_OAUTH_URL']}?{query}")
+    return to_intercom_oauth(None)
 
 
 @team.app_context_processor
@@ -3128,14 +3131,6 @@ def end_sessions(user: User) -> None:
         )
         .values(revoked_at=utcnow())
     )
-
-
-def password_error(password: str, confirm: str) -> str | None:
-    if len(password) < PASSWORD_MIN:
-        return f"The password must be at least {PASSWORD_MIN} characters."
-    if password != confirm:
-        return "The two passwords differ."
-    return None
 
 
 def link_serializer(kind: str) -> URLSafeSerializer:
