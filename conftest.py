@@ -146,6 +146,14 @@ def sign_in(client: FlaskClient, email: str = "ada@example.com") -> None:
     assert response.status_code == 302
 
 
+def signed_in_browser(app: Flask, email: str = "ada@example.com") -> FlaskClient:
+    """A new user, and a browser of theirs signed in (the app's first user is an owner)."""
+    create_user(app, email)
+    client = app.test_client()
+    sign_in(client, email)
+    return client
+
+
 @pytest.fixture
 def signed_in(app: Flask, client: FlaskClient) -> FlaskClient:
     create_user(app)
@@ -232,10 +240,7 @@ def intercom_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Fl
 @pytest.fixture
 def agent(intercom_app: Flask) -> FlaskClient:
     """A signed-in browser on the Intercom-configured Hedwig."""
-    create_user(intercom_app)
-    client = intercom_app.test_client()
-    sign_in(client)
-    return client
+    return signed_in_browser(intercom_app)
 
 
 def token_answer(request: Request) -> Response:

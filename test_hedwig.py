@@ -78,6 +78,7 @@ from conftest import (
     serve_intercom,
     sign,
     sign_in,
+    signed_in_browser,
     stored_evidence,
     stored_feedback,
     texts,
@@ -1258,10 +1259,7 @@ def private_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Fla
 
 @pytest.fixture
 def teammate(private_app: Flask) -> FlaskClient:
-    create_user(private_app)
-    client = private_app.test_client()
-    sign_in(client)
-    return client
+    return signed_in_browser(private_app)
 
 
 def paste_token(client: FlaskClient, token: str = TOKEN) -> Any:
@@ -2469,10 +2467,7 @@ def conversations(httpserver: HTTPServer) -> IntercomConversations:
 @pytest.fixture
 def team(canvas_app: Flask) -> FlaskClient:
     """A signed-in browser on Hedwig with the fixture workspace connected."""
-    create_user(canvas_app)
-    client = canvas_app.test_client()
-    sign_in(client)
-    return client
+    return signed_in_browser(canvas_app)
 
 
 def backed_record(
@@ -3149,13 +3144,6 @@ def users(app: Flask) -> dict[str, tuple[str, bool]]:
         }
 
 
-def member_client(app: Flask, email: str = MEMBER) -> FlaskClient:
-    create_user(app, email)
-    client = app.test_client()
-    sign_in(client, email)
-    return client
-
-
 def user_id(app: Flask, email: str) -> int:
     with app.app_context():
         return db.session.scalar(select(User.id).where(User.email == email))
@@ -3218,7 +3206,7 @@ def test_a_member_is_refused_an_owners_action_with_a_sentence(
 ) -> None:
     create_user(canvas_app)  # the owner
     add_feedback(canvas_app, 2)
-    member = member_client(canvas_app)
+    member = signed_in_browser(canvas_app, MEMBER)
     response = member.get(path) if data is None else post(member, path, data)
     assert response.status_code == 403
     assert "Only an owner of this Hedwig can do that: ask one of them." in page_text(response)
@@ -3230,7 +3218,7 @@ def test_a_member_is_refused_an_owners_action_with_a_sentence(
 def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
     create_user(canvas_app)
     (feedback_id,) = add_feedback(canvas_app)
-    member = member_client(canvas_app)
+    member = signed_in_browser(canvas_app, MEMBER)
     page = page_text(member.get(f"/feedback/{feedback_id}"))
     assert "Delete…" not in page and "Merge…" not in page
     assert "Change status" in page and "Edit" in page  # members may do these
@@ -3263,7 +3251,7 @@ def test_hedwig_always_keeps_an_owner(app: Flask, signed_in: FlaskClient) -> Non
 def test_a_removed_teammate_is_signed_out_at_once_and_their_records_stay_theirs(
     app: Flask, signed_in: FlaskClient
 ) -> None:
-    member = member_client(app)
+    member = signed_in_browser(app, MEMBER)
     post(member, "/feedback/new", {"title": "Dark mode"})
     response = post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
     assert response.status_code == 302
@@ -3408,7 +3396,7 @@ def test_changing_your_password_ends_your_other_sign_ins(
 def test_a_reset_link_sets_a_forgotten_password_once_and_ends_old_sign_ins(
     app: Flask, signed_in: FlaskClient
 ) -> None:
-    member = member_client(app)
+    member = signed_in_browser(app, MEMBER)
     response = post(signed_in, f"/team/{user_id(app, MEMBER)}/reset")
     assert "Send this link to grace@example.com (password reset)" in page_text(response)
     link = shown_link(response)
@@ -3592,7 +3580,7 @@ def test_a_changed_password_ends_copies_of_this_sign_in_too_and_guesses_are_thro
 def test_a_new_password_withdraws_the_reset_links_made_before(
     app: Flask, signed_in: FlaskClient
 ) -> None:
-    member = member_client(app)
+    member = signed_in_browser(app, MEMBER)
     older = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
     newer = shown_link(post(signed_in, f"/team/{user_id(app, MEMBER)}/reset"))
     fields = {"password": "brand new pass", "confirm": "brand new pass"}
