@@ -47,6 +47,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.serving import make_server
 
 from conftest import CLIENT_SECRET, INITIALIZE, PASSWORD, SECRET_KEY, WORKSPACE_ID, sign
+from hedwig_app import outbox
+from hedwig_app.auth import add_user
+from hedwig_app.canvas_kit import html_to_text
+from hedwig_app.canvases import InboxContext, first_canvas_lists
+from hedwig_app.inbox import workspace_connected
+from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.settings import DEFAULTS
+from hedwig_app.status import set_status
 
 HERE = Path(__file__).parent
 HEDWIG = "hedwig:create_app()"  # as gunicorn is told in the README
@@ -94,12 +102,10 @@ def tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
 
 def reference_app(database_url: str | None = None) -> Flask:
     """gunicorn 'bench_hedwig:reference_app()': the floor Hedwig is measured against."""
-    import hedwig  # for its statements; imported here, not in a request
-
     app = Flask("reference")
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["BENCH_REFERENCE_DB"]
     # InboxContext.from_payload reads the workspace's region from the app's settings.
-    app.config["INTERCOM_REGIONS"] = hedwig.DEFAULTS["INTERCOM_REGIONS"]
+    app.config["INTERCOM_REGIONS"] = DEFAULTS["INTERCOM_REGIONS"]
     reference_db.init_app(app)
     canvas_database = create_engine(os.environ.get("BENCH_HEDWIG_DB", "sqlite://"))
 
@@ -132,10 +138,10 @@ def reference_app(database_url: str | None = None) -> Flask:
         """Initialize's database work at its least: the echo plus Hedwig's own two lookups
         (is the workspace connected; both lists) on a Core connection, on Hedwig's database."""
         payload = verified_json()
-        context = hedwig.InboxContext.from_payload(payload)
+        context = InboxContext.from_payload(payload)
         with canvas_database.connect() as connection:
-            connected = hedwig.workspace_connected(context.workspace_id, connection)
-            lists = hedwig.first_canvas_lists(connection, context)
+            connected = workspace_connected(context.workspace_id, connection)
+            lists = first_canvas_lists(connection, context)
         text = f"{connected}: {sum(map(len, lists.values()))} records"
         return {"canvas": {"content": {"components": [{"type": "text", "text": text}]}}}
 
@@ -378,13 +384,12 @@ def wrong_password_flood(url: str, seconds: float, work: Path) -> Iterator[dict[
 
 def hostile_html_ms() -> float:
     """The slowest of html_to_text over 1 MiB of each hostile shape, in milliseconds."""
-    import hedwig
 
     shapes = ["<a " * 350_000, "<!--" * 260_000, "<" + "a" * 1_048_576, "&#" * 520_000]
     slowest = 0.0
     for shape in shapes:
         started = time.perf_counter()
-        hedwig.html_to_text(shape)
+        html_to_text(shape)
         slowest = max(slowest, time.perf_counter() - started)
     return slowest * 1000
 
@@ -426,7 +431,7 @@ def deliver_notes(work: Path, count: int = 500) -> str:
     )
     try:
         with app.test_request_context():
-            g.user = hedwig.add_user("notes@example.com", PASSWORD)
+            g.user = add_user("notes@example.com", PASSWORD)
             connection = IntercomConnection(
                 workspace_id=WORKSPACE_ID, workspace_name="Bench", admin_id="5551234"
             )
@@ -434,19 +439,19 @@ def deliver_notes(work: Path, count: int = 500) -> str:
             record = Feedback(title="Export to PDF", source="intercom", workspace_id=WORKSPACE_ID)
             db.session.add_all([connection, record])
             for n in range(count):
-                hedwig.add_evidence(
+                add_evidence(
                     record,
                     source="intercom",
                     workspace_id=WORKSPACE_ID,
                     conversation_id=str(10_000 + n),
                     customer_name=f"Customer {n}",
                 )
-            hedwig.refresh_backing(record)
+            refresh_backing(record)
             db.session.commit()
-            hedwig.set_status(record, "done", "Shipped today.", notify=True, reopen=False)
+            set_status(record, "done", "Shipped today.", notify=True, reopen=False)
             db.session.commit()
             started = time.perf_counter()
-            outcomes = hedwig.send_notes(wait_max=5)
+            outcomes = outbox.send_notes(wait_max=5)
             seconds = time.perf_counter() - started
     finally:
         server.shutdown()
@@ -533,7 +538,7 @@ def prepare_hedwig(workdir: Path, database_url: str) -> Flask:
         {k.removeprefix("HEDWIG_"): v for k, v in hedwig_env(workdir, database_url).items()}
     )
     with app.app_context():
-        hedwig.add_user("bench@example.com", PASSWORD)
+        add_user("bench@example.com", PASSWORD)
         db.session.add(
             IntercomConnection(
                 workspace_id=WORKSPACE_ID, workspace_name="Bench", encrypted_token="unused"

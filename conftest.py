@@ -22,6 +22,9 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 import hedwig
+from hedwig_app.auth import add_user
+from hedwig_app.database import MIGRATIONS, upgrade_database
+from hedwig_app.records import add_evidence, refresh_backing
 from models import Evidence, Feedback, IntercomConnection, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
@@ -61,7 +64,7 @@ def make_app(tmp_path: Any, **overrides: Any) -> Flask:
     app = hedwig.create_app(config_for(tmp_path, **overrides))
     created_apps.append(app)
     if not is_sqlite(app):
-        hedwig.upgrade_database(app)  # what `flask db upgrade` does
+        upgrade_database(app)  # what `flask db upgrade` does
     return app
 
 
@@ -79,7 +82,7 @@ def dispose_engines() -> Iterator[None]:
             db.engine.dispose()
 
 
-HEAD = ScriptDirectory(hedwig.MIGRATIONS).get_current_head()
+HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
 
 def empty_postgres(url: str, fresh: bool = False) -> None:
@@ -138,7 +141,9 @@ def post(client: FlaskClient, url: str, data: dict[str, str] | None = None, **kw
 
 def create_user(app: Flask, email: str = "ada@example.com", password: str = PASSWORD) -> int:
     with app.app_context():
-        return hedwig.add_user(email, password).id
+        user = add_user(email, password)
+        db.session.commit()
+        return user.id
 
 
 def sign_in(client: FlaskClient, email: str = "ada@example.com") -> None:
@@ -179,8 +184,8 @@ def add_feedback(app: Flask, count: int = 1, **fields: Any) -> list[int]:
             record = Feedback(**{"title": f"Feedback {n}", "source": "web", **record_fields})
             db.session.add(record)
             if set(evidence_fields) - {"workspace_id", "source"}:
-                hedwig.add_evidence(record, **evidence_fields)
-            hedwig.refresh_backing(record)
+                add_evidence(record, **evidence_fields)
+            refresh_backing(record)
             records.append(record)
         db.session.commit()
         return [record.id for record in records]

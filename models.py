@@ -3,7 +3,7 @@ passwords, Intercom connections, used OAuth states, the feedback records with th
 that backs them, their status changes, and the notes those changes send to Intercom
 conversations.
 
-Each length a column allows is named here once, and every validator in hedwig.py uses the name.
+Each length a column allows is named here once, and every validator in hedwig_app uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
 """
 

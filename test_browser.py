@@ -21,6 +21,7 @@ from werkzeug.serving import make_server
 
 import hedwig
 from conftest import PASSWORD, SECRET_KEY, WORKSPACE_ID, connect_workspace
+from hedwig_app.records import add_evidence, refresh_backing
 from models import Feedback, db
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -311,14 +312,14 @@ def test_change_a_status_and_see_each_conversations_note(
         record = Feedback(title="Export to PDF", source="intercom", workspace_id=WORKSPACE_ID)
         db.session.add(record)
         for conversation, name in (("1001", "Casey Customer"), ("1002", "Robin Reader")):
-            hedwig.add_evidence(
+            add_evidence(
                 record,
                 source="intercom",
                 workspace_id=WORKSPACE_ID,
                 conversation_id=conversation,
                 customer_name=name,
             )
-        hedwig.refresh_backing(record)
+        refresh_backing(record)
         db.session.commit()
         record_url = f"{url}/feedback/{record.id}"
     create_first_account(page, url)

@@ -45,6 +45,7 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 import hedwig
+import hedwig_app.auth
 import models
 from conftest import (
     CLIENT_ID,
@@ -84,6 +85,17 @@ from conftest import (
     texts,
     token_answer,
 )
+from hedwig_app import outbox
+from hedwig_app.canvas_kit import HTML_READ_MAX, html_to_text, markdown_escape
+from hedwig_app.canvases import COUNT_CAP
+from hedwig_app.database import INITIAL_REVISION, MIGRATIONS, described_by_models
+from hedwig_app.inbox import verify_canvas_signature
+from hedwig_app.intercom import intercom_api_url
+from hedwig_app.log import CSV_COLUMNS
+from hedwig_app.preview import SAMPLE, canvas_markdown
+from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.search import search, search_words
+from hedwig_app.settings import SetupError
 from models import Evidence, Feedback, IntercomConnection, User, db
 
 # --- Sign-in --------------------------------------------------------------------------------------
@@ -242,8 +254,8 @@ def test_a_sign_in_lasts_a_week(
 ) -> None:
     assert "Expires=" in signed_in.get("/").headers.get("Set-Cookie", "Expires=")
     assert signed_in.get("/").status_code == 200
-    eight_days_later = hedwig.utcnow() + timedelta(days=8)
-    monkeypatch.setattr(hedwig, "utcnow", lambda: eight_days_later)
+    eight_days_later = models.utcnow() + timedelta(days=8)
+    monkeypatch.setattr("hedwig_app.auth.utcnow", lambda: eight_days_later)
     assert signed_in.get("/").status_code == 302
 
 
@@ -256,7 +268,7 @@ def wrong_sign_in(client: FlaskClient, email: str = "ada@example.com", **environ
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every password check made, by the email's account or the decoy."""
     made: list[str] = []
-    for module in (hedwig, models):
+    for module in (hedwig_app.auth, models):
         check = module.check_password_hash
 
         def counted(stored: str, password: str, check: Any = check) -> bool:
@@ -307,8 +319,8 @@ def test_the_sign_in_throttle_lifts_after_fifteen_minutes(
     for _ in range(10):
         wrong_sign_in(client)
     assert wrong_sign_in(client).status_code == 429
-    sixteen_minutes_later = hedwig.utcnow() + timedelta(minutes=16)
-    monkeypatch.setattr(hedwig, "utcnow", lambda: sixteen_minutes_later)
+    sixteen_minutes_later = models.utcnow() + timedelta(minutes=16)
+    monkeypatch.setattr("hedwig_app.auth.utcnow", lambda: sixteen_minutes_later)
     assert wrong_sign_in(client).status_code == 401
 
 
@@ -566,8 +578,8 @@ def backed_by(app: Flask, feedback_id: int, *customers: str, **fields: Any) -> N
     with app.app_context():
         record = db.session.get(Feedback, feedback_id)
         for email in customers:
-            hedwig.add_evidence(record, customer_email=email, **fields)
-        hedwig.refresh_backing(record)
+            add_evidence(record, customer_email=email, **fields)
+        refresh_backing(record)
         db.session.commit()
 
 
@@ -763,8 +775,8 @@ def test_search_reads_customers_names_emails_and_words(app: Flask, signed_in: Fl
     backed_by(app, record_id, "zoe@bigcorp.example")
     with app.app_context():
         record = db.session.get(Feedback, record_id)
-        hedwig.add_evidence(record, customer_name="Ångström Ltd", quote="night shift please")
-        hedwig.refresh_backing(record)
+        add_evidence(record, customer_name="Ångström Ltd", quote="night shift please")
+        refresh_backing(record)
         db.session.commit()
     add_feedback(app, title="Unrelated")
     for q in ("bigcorp", "zoe", "angstrom", "night shift"):
@@ -799,7 +811,7 @@ def test_query_syntax_is_searched_as_words_and_never_raises(
     add_feedback(app, title="CSV export")
     response = signed_in.get("/?" + urlencode({"q": hostile}))
     assert response.status_code == 200
-    words = hedwig.search_words(hostile)  # its words, without the commonest ("or", "not")
+    words = search_words(hostile)  # its words, without the commonest ("or", "not")
     found = words and all(any(t.startswith(w) for t in ("csv", "export")) for w in words)
     assert searched(signed_in, hostile) == (["CSV export"] if found else [])
     assert signed_in.get("/feedback.csv?" + urlencode({"q": hostile})).status_code == 200
@@ -893,7 +905,7 @@ def test_the_export_has_a_row_per_piece_of_evidence_and_per_record_without(
     ]
     assert rows[1]["customer_count"] == "2"
     assert rows[1]["quote"] == "'+1 please"
-    assert list(rows[0]) == list(hedwig.CSV_COLUMNS)
+    assert list(rows[0]) == list(CSV_COLUMNS)
 
 
 # --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback -------------------
@@ -1453,7 +1465,7 @@ def test_hedwig_intercom_api_url_replaces_every_regions_api_host(
     )
     with app.app_context():
         for region in ("us", "eu", "au"):
-            assert hedwig.intercom_api_url(region) == httpserver.url_for("/").rstrip("/")
+            assert intercom_api_url(region) == httpserver.url_for("/").rstrip("/")
 
 
 # Disconnect: Hedwig forgets the token, and asks Intercom to revoke it.
@@ -1916,8 +1928,8 @@ BODY = b'{"workspace_id": "abc12def"}'
 @example(body=BODY, signature=sign(BODY, CLIENT_SECRET + "x"))
 def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str | None) -> None:
     expected = sign(body)
-    assert hedwig.verify_canvas_signature(body, signature, CLIENT_SECRET) == (signature == expected)
-    assert hedwig.verify_canvas_signature(body, expected, CLIENT_SECRET)
+    assert verify_canvas_signature(body, signature, CLIENT_SECRET) == (signature == expected)
+    assert verify_canvas_signature(body, expected, CLIENT_SECRET)
 
 
 def test_a_chunked_body_over_the_limit_is_413(canvas_app: Flask, inbox: Inbox) -> None:
@@ -1988,9 +2000,9 @@ def test_lone_surrogates_and_control_characters_in_a_canvas_request_are_dropped(
 def test_a_megabyte_of_hostile_html_becomes_bounded_text(hostile: str) -> None:
     """CPython's html.parser takes quadratic time on such input (CVE-2025-6069); the form needs
     only the first part of a message, read in one linear pass (timed in make bench)."""
-    text = hedwig.html_to_text("<p>Hello <b>there</b></p>" + hostile)
+    text = html_to_text("<p>Hello <b>there</b></p>" + hostile)
     assert text.startswith("Hello there")
-    assert len(text) <= hedwig.HTML_READ_MAX
+    assert len(text) <= HTML_READ_MAX
 
 
 def test_a_workspace_that_is_not_connected_is_sent_where_this_hedwig_connects(
@@ -2295,7 +2307,7 @@ def test_customer_list_sees_past_a_long_history_in_this_conversation(
     conversation (the bound that keeps a long conversation as cheap as a short one)."""
     for conversation_id in ("earlier-1", "earlier-2", "earlier-3", "earlier-4"):
         add_feedback(canvas_app, title=conversation_id, conversation_id=conversation_id, **CUSTOMER)
-    add_feedback(canvas_app, hedwig.COUNT_CAP, conversation_id=CONVERSATION_ID, **CUSTOMER)
+    add_feedback(canvas_app, COUNT_CAP, conversation_id=CONVERSATION_ID, **CUSTOMER)
     components = inbox.initialize()
     assert customer_list(components) == ["earlier-4", "earlier-3", "earlier-2"]
     assert texts(components)[-1] == "+1 more in Hedwig"
@@ -2393,11 +2405,11 @@ def test_real_canvas_requests_for_the_preview_workspace_are_refused(
 
 
 def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
-    assert str(hedwig.canvas_markdown("**Saved** [open](https://h.example/1)")) == (
+    assert str(canvas_markdown("**Saved** [open](https://h.example/1)")) == (
         '<strong>Saved</strong> <a href="https://h.example/1" target="_blank" '
         'rel="noopener noreferrer">open</a>'
     )
-    assert str(hedwig.canvas_markdown(hedwig.markdown_escape("[x](https://evil.example) <b>"))) == (
+    assert str(canvas_markdown(markdown_escape("[x](https://evil.example) <b>"))) == (
         "[x](https://evil.example) &lt;b&gt;"
     )
 
@@ -2478,7 +2490,7 @@ def backed_record(
         record = Feedback(title=title, source="intercom", workspace_id=WORKSPACE_ID)
         db.session.add(record)
         for n, conversation in enumerate(conversations):
-            hedwig.add_evidence(
+            add_evidence(
                 record,
                 source="intercom",
                 workspace_id=WORKSPACE_ID,
@@ -2486,7 +2498,7 @@ def backed_record(
                 customer_name=f"Customer {n}",
                 customer_email=f"customer{n}@example.com",
             )
-        hedwig.refresh_backing(record)
+        refresh_backing(record)
         db.session.commit()
         return record.id
 
@@ -2518,7 +2530,7 @@ def stored_notes(app: Flask) -> list[models.Note]:
 
 def send_notes(app: Flask, wait_max: float = 0) -> Any:
     with app.app_context():
-        return hedwig.send_notes(wait_max)
+        return outbox.send_notes(wait_max)
 
 
 def come_due(app: Flask) -> None:
@@ -2949,8 +2961,8 @@ def test_the_form_counts_the_conversations_that_would_get_a_note(
     feedback_id = backed_record(canvas_app, ("1001", "1002"))
     with canvas_app.app_context():
         record = db.session.get(Feedback, feedback_id)
-        hedwig.add_evidence(record, source="web", customer_name="By hand")
-        hedwig.add_evidence(record, source="intercom", workspace_id="gone-ws", conversation_id="9")
+        add_evidence(record, source="web", customer_name="By hand")
+        add_evidence(record, source="intercom", workspace_id="gone-ws", conversation_id="9")
         db.session.commit()
     page = page_text(team.get(f"/feedback/{feedback_id}"))
     assert "Add an internal note to 2 conversations that asked" in page
@@ -2991,15 +3003,15 @@ def test_conversations_hedwig_cannot_tell_are_skipped_and_shown(
     feedback_id = backed_record(canvas_app, ("1001",))
     with canvas_app.app_context():
         record = db.session.get(Feedback, feedback_id)
-        hedwig.add_evidence(
+        add_evidence(
             record,
             source="intercom",
             workspace_id="gone-ws",
             conversation_id="77",
             customer_name="Dana Elsewhere",
         )
-        hedwig.add_evidence(record, source="web", customer_name="Erin By Hand")
-        hedwig.add_evidence(
+        add_evidence(record, source="web", customer_name="Erin By Hand")
+        add_evidence(
             record,
             source="intercom",
             workspace_id=models.PREVIEW_WORKSPACE_ID,
@@ -3108,8 +3120,8 @@ def test_the_preview_shows_status_on_its_lists(app: Flask, signed_in: FlaskClien
         title="Dark mode",
         source="intercom",
         workspace_id=models.PREVIEW_WORKSPACE_ID,
-        conversation_id=hedwig.SAMPLE["conversation_id"],
-        customer_email=hedwig.SAMPLE["customer_email"],
+        conversation_id=SAMPLE["conversation_id"],
+        customer_email=SAMPLE["customer_email"],
     )
     with app.app_context():
         db.session.get(Feedback, feedback_id).status = "planned"
@@ -3547,7 +3559,7 @@ def test_a_failing_invite_request_logs_no_key(
     def broken(link: Any) -> None:
         raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(hedwig, "spend_link", broken)
+    monkeypatch.setattr("hedwig_app.team.spend_link", broken)
     app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 page, and a log line
     with caplog.at_level(logging.ERROR):
         response = post(
@@ -3774,16 +3786,14 @@ def test_new_database_is_at_the_newest_migration(app: Flask) -> None:
     with app.app_context():
         version = db.session.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
         head = ScriptDirectory.from_config(
-            app.extensions["migrate"].migrate.get_config(hedwig.MIGRATIONS)
+            app.extensions["migrate"].migrate.get_config(MIGRATIONS)
         ).get_current_head()
     assert version == head
 
 
 def migration_context(connection: sqlalchemy.Connection) -> MigrationContext:
     """Alembic's view of the database, leaving out the search index a migration makes."""
-    return MigrationContext.configure(
-        connection, opts={"include_object": hedwig.described_by_models}
-    )
+    return MigrationContext.configure(connection, opts={"include_object": described_by_models})
 
 
 def test_models_and_migrations_agree(app: Flask) -> None:
@@ -3808,7 +3818,7 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
             models.AccountLink(kind="invite", key_hash="0" * 64, expires_at=models.utcnow())
         )
         db.session.commit()
-        flask_migrate.downgrade(revision=hedwig.INITIAL_REVISION)
+        flask_migrate.downgrade(revision=INITIAL_REVISION)
         flask_migrate.upgrade()
         with db.engine.connect() as connection:
             differences = compare_metadata(migration_context(connection), db.metadata)
@@ -3825,7 +3835,7 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
 
 def test_database_from_before_migrations_is_stamped_and_keeps_its_rows(tmp_path: Any) -> None:
     with make_app(tmp_path).app_context():  # before migrations, Hedwig made 0001's tables
-        flask_migrate.downgrade(revision=hedwig.INITIAL_REVISION)
+        flask_migrate.downgrade(revision=INITIAL_REVISION)
         db.session.execute(sqlalchemy.text("DROP TABLE alembic_version"))
         db.session.commit()
         db.engine.dispose()
@@ -4084,7 +4094,7 @@ def test_evidence_migration_moves_customers_and_back_keeping_rows(app: Flask) ->
     ) == (inbox_record.id, "Casey Café", "eu", "Alex", "nonce-0123456789abcdef")
     assert (inbox_record.workspace_id, inbox_record.source) == (WORKSPACE_ID, "intercom")
     with app.app_context():
-        found = db.session.scalars(hedwig.search(select(Feedback), "cafe")).all()
+        found = db.session.scalars(search(select(Feedback), "cafe")).all()
         assert [record.title for record in found] == ["From the Inbox"]  # indexed
         db.session.rollback()  # the read's transaction ends before the schema changes
         flask_migrate.downgrade(revision="0004")
@@ -4363,7 +4373,7 @@ def test_a_database_url_naming_a_file_that_is_no_database_leaves_it_alone(tmp_pa
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
     notes.chmod(0o644)
-    with pytest.raises(hedwig.SetupError, match="is not an SQLite database"):
+    with pytest.raises(SetupError, match="is not an SQLite database"):
         make_app(tmp_path, DATABASE_URL=f"sqlite:///{notes}")
     assert stat.S_IMODE(notes.stat().st_mode) == 0o644
     assert notes.read_text() == "my notes"
@@ -4373,7 +4383,7 @@ def test_a_database_url_is_never_shown_with_its_password(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HEDWIG_DATABASE_URL", "mysql://hedwig:SuperSecretPw@db/hedwig")
-    with pytest.raises(hedwig.SetupError) as refused:
+    with pytest.raises(SetupError) as refused:
         hedwig.create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": SECRET_KEY})
     assert "SuperSecretPw" not in str(refused.value)
     assert "hedwig:***@db" in str(refused.value)

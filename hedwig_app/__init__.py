@@ -1,0 +1,34 @@
+"""Hedwig's rooms: one module per step of the tutorial and per shared concern.
+
+Imports run one way, down this list: a module imports from those above it, never from one
+below it, and hedwig.py (create_app) imports from any. ``models.py`` beside the package is
+below them all.
+
+    settings      the settings, checked; the keys kept in the instance folder
+    database      the database, its migrations, tuning and write locks
+    plumbing      the marks on public views, headers, error pages, text and URL helpers
+    auth          sign-in: accounts, the session, CSRF, the throttle
+    records       records and their evidence: validation, backing, merge
+    search        the full-text search and the log's list query
+    status        statuses, their history, and the notes a change writes
+    intercom      the client for Intercom's REST API
+    outbox        the sender of the notes, exactly once
+    log           the feedback log's pages and the CSV export
+    loop          the status form's views, and waking the sender
+    connect       connecting a workspace (token or OAuth); signing in with Intercom
+    canvas_kit    Canvas Kit's components, as pure functions
+    canvases      the Inbox app's canvases and the first canvas's lookups
+    inbox         Intercom's signed initialize and submit requests
+    preview       the canvases in the browser, without Intercom
+    team          roles, invites, reset links, your password
+    commands      the flask commands
+
+Transactions have one rule: **the view or command that owns the request commits, in its own
+body or in the function that finishes it and returns its answer (``connected()``,
+``save_feedback()``); the helpers it calls never do.** Helpers add, change, flush (to get an
+id, or to meet a unique key) and may roll back to refuse. A view commits more than once only
+where something must be kept before a slow or outside step (a sign-in try is counted before
+its password is checked; an OAuth state is spent before its code goes to Intercom), and says
+so there. The note sender (outbox.py) owns its own transactions: it keeps each note's
+progress as it happens, so that a crash never sends a note twice.
+"""

@@ -1,0 +1,69 @@
+"""Canvas Kit's components as pure functions, so that a canvas reads as the list of what the
+agent sees; and what customers write (HTML, markdown-like text) made safe for a canvas.
+Imports plumbing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from hedwig_app.plumbing import clean_text
+from models import DESCRIPTION_MAX
+
+
+def canvas(components: list[dict[str, Any]], stored_data: dict | None = None) -> dict[str, Any]:
+    return {"canvas": {"content": {"components": components}, "stored_data": stored_data or {}}}
+
+
+def text(value: str, style: str = "paragraph") -> dict[str, Any]:
+    return {"type": "text", "text": value, "style": style}
+
+
+def button(component_id: str, label: str, style: str = "secondary", url: str | None = None) -> dict:
+    action = {"type": "url", "url": url} if url else {"type": "submit"}
+    return {"type": "button", "id": component_id, "label": label, "style": style, "action": action}
+
+
+def markdown_escape(text: str) -> str:
+    """Customer-supplied text in a markdown `text` component must not become a link or emphasis."""
+    return re.sub(r"([\\`*_\[\]<>])", r"\\\1", text)
+
+
+HTML_READ_MAX = 10 * DESCRIPTION_MAX  # characters of markup read; the details keep fewer
+HTML_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*+)[^<>]*+>|<!--")
+BLOCK_TAGS = frozenset({"p", "div", "li", "tr", "blockquote", "pre", "h1", "h2", "h3", "h4"})
+SKIPPED_TAGS = frozenset({"script", "style"})
+
+
+def html_to_text(markup: str) -> str:
+    """The customer's message as clean plain text: tags dropped, entities decoded, blank runs
+    folded.
+
+    One pass over a bounded prefix, in linear time whatever the input: CPython's html.parser
+    takes quadratic time on unclosed tags (CVE-2025-6069), and a customer writes this HTML.
+    """
+    markup = markup[:HTML_READ_MAX]
+    parts: list[str] = []
+    position, skipping = 0, ""
+    while match := HTML_TOKEN.search(markup, position):
+        if not skipping:
+            parts.append(markup[position : match.start()])
+        if match.group() == "<!--":
+            end = markup.find("-->", match.end())
+            position = len(markup) if end < 0 else end + 3
+            continue
+        position = match.end()
+        closing, tag = match.group(1), match.group(2).lower()
+        if skipping:
+            skipping = "" if closing and tag == skipping else skipping
+        elif tag in SKIPPED_TAGS and not closing:
+            skipping = tag
+        elif tag == "br" or (closing and tag in BLOCK_TAGS):
+            parts.append("\n")
+    if not skipping:
+        parts.append(markup[position:])
+    text = clean_text(html.unescape("".join(parts)), HTML_READ_MAX)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,269 @@
+"""The Inbox app's endpoints. Intercom POSTs signed JSON to /intercom/canvas/initialize
+(every time an agent opens a conversation) and /intercom/canvas/submit (when a button is
+clicked); Hedwig verifies the body's signature, parses it, and answers with a canvas. Owns
+reading and verifying those requests, choosing the canvas, and saving feedback and evidence
+exactly once however often a submit arrives. Imports canvases, records and search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, request
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from hedwig_app.canvases import (
+    WORKSPACE_CONNECTION,
+    InboxContext,
+    add_canvas,
+    added_canvas,
+    close_read_connection,
+    find_canvas,
+    first_canvas,
+    form_canvas,
+    not_connected_canvas,
+    read_connection,
+    saved_canvas,
+    search_prefill,
+)
+from hedwig_app.plumbing import (
+    ID_LARGEST,
+    clean_text,
+    field,
+    id_number,
+    id_or_none,
+    signed_by_intercom,
+    text_or_none,
+)
+from hedwig_app.records import (
+    add_evidence,
+    merged_target,
+    refresh_backing,
+    set_backing,
+    validate_feedback,
+)
+from hedwig_app.search import SEARCH_MAX
+from models import PREVIEW_WORKSPACE_ID, QUOTE_MAX, TITLE_MAX, Evidence, Feedback, db
+
+inbox = Blueprint("inbox", __name__)
+NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe() gives
+
+
+@inbox.post("/intercom/canvas/initialize")
+@signed_by_intercom
+def canvas_initialize() -> Response:
+    payload = read_canvas_request()
+    connected = workspace_connected(payload.get("workspace_id"), read_connection())
+    return canvas_response(initialize_canvas(payload, connected))
+
+
+@inbox.post("/intercom/canvas/submit")
+@signed_by_intercom
+def canvas_submit() -> Response:
+    payload = read_canvas_request()
+    # On the ORM session's connection: a save goes on to use it.
+    connected = workspace_connected(payload.get("workspace_id"), db.session.connection())
+    return canvas_response(submit_canvas(payload, connected))
+
+
+@inbox.errorhandler(HTTPException)
+def canvas_error(error: HTTPException) -> tuple[dict[str, str], int]:
+    """Intercom reads JSON, not pages."""
+    return {"error": error.description or ""}, error.code or 500
+
+
+def read_canvas_request() -> dict[str, Any]:
+    """The verified JSON object Intercom sent, or an abort: 413, 503, 401, 400 in that order."""
+    body = read_body(current_app.config["CANVAS_MAX_CONTENT_LENGTH"])
+    secret = current_app.config["INTERCOM_CLIENT_SECRET"]
+    if not secret:
+        current_app.logger.error("Canvas request refused: HEDWIG_INTERCOM_CLIENT_SECRET is not set")
+        abort(503, "Hedwig has no Intercom client secret configured, so it cannot verify requests.")
+    # The signature comes first: nothing of an unverified body is parsed or trusted.
+    if not verify_canvas_signature(body, request.headers.get("X-Body-Signature"), secret):
+        abort(401, "The request's X-Body-Signature does not match its body.")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        abort(400, "The request body is not JSON.")
+    if not isinstance(payload, dict):
+        abort(400, "The request body must be a JSON object.")
+    return payload
+
+
+def read_body(limit: int) -> bytes:
+    """The raw body, or 413 past ``limit`` bytes, with or without a Content-Length (a chunked
+    body is otherwise cut at the limit without a word, and would fail its signature)."""
+    too_large = f"The request body is larger than {limit} bytes."
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, too_large)
+    request.max_content_length = limit + 1  # so that a byte past the limit can be seen
+    chunks, size = [], 0
+    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        abort(413, too_large)
+    return b"".join(chunks)
+
+
+def verify_canvas_signature(body: bytes, signature: str | None, secret: str) -> bool:
+    """True only for the exact hex HMAC-SHA256 of the raw body, keyed with the client secret."""
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), (signature or "").encode())
+
+
+def canvas_response(body: dict[str, Any]) -> Response:
+    response = Response(json.dumps(body, ensure_ascii=False), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def workspace_connected(workspace_id: Any, connection: Connection) -> bool:
+    """Whether the request's workspace is connected. The preview's workspace never is: a real
+    canvas request naming it is refused like any unconnected one."""
+    workspace_id = id_or_none(workspace_id)
+    if workspace_id == PREVIEW_WORKSPACE_ID:
+        return False
+    found = connection.execute(WORKSPACE_CONNECTION, {"workspace_id": workspace_id})
+    return found.first() is not None
+
+
+def initialize_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]:
+    """The answer to an initialize request (from Intercom, or from the preview)."""
+    if not connected:
+        return not_connected_canvas()
+    return first_canvas(InboxContext.from_payload(payload))
+
+
+def submit_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]:
+    """The answer to a submit request, by the component that was clicked."""
+    if not connected:
+        return not_connected_canvas()
+    context = InboxContext.from_payload(payload)
+    component_id = payload.get("component_id")
+    stored_query = field(payload, "current_canvas", "stored_data", "query")
+    typed = clean_text(field(payload.get("input_values"), "query"), SEARCH_MAX)[:SEARCH_MAX]
+    query = typed or (text_or_none(stored_query, SEARCH_MAX) or "")
+    if component_id == "save":
+        return save_feedback(context, payload)
+    if component_id == "add":
+        return add_customer(context, payload)
+    if component_id in ("record", "another"):
+        return find_canvas(context, search_prefill(context))
+    if component_id in ("query", "find"):
+        return find_canvas(context, query)
+    if component_id == "new":
+        return form_canvas(context, title=query[:TITLE_MAX], query=query)
+    if isinstance(component_id, str) and component_id.startswith("match-"):
+        record = visible_record(id_number(component_id.removeprefix("match-")), context)
+        return add_canvas(context, record, query) if record else find_canvas(context, query)
+    return first_canvas(context)  # "back", "done", or anything unknown
+
+
+def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A new record and its first piece of evidence, stored once however often it arrives."""
+    inputs = payload.get("input_values")
+    title = clean_text(field(inputs, "title"), TITLE_MAX)
+    quote = clean_text(field(inputs, "quote"), QUOTE_MAX)
+    query = text_or_none(field(payload, "current_canvas", "stored_data", "query"), SEARCH_MAX)
+    errors = validate_feedback({"title": title, "quote": quote})
+    nonce = submitted_nonce(payload)
+    if nonce is None:
+        errors["form"] = "This form has expired. Check the details and save again."
+    if errors:
+        return form_canvas(context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "")
+    try:
+        record = Feedback(title=title, source="intercom", workspace_id=context.workspace_id)
+        db.session.add(record)
+        evidence = add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        # A new record's one piece of evidence is all it has: the record is inserted whole,
+        # once, and so is its row in the search index (an UPDATE would rewrite that row).
+        set_backing(record, [evidence])
+        db.session.commit()
+    except IntegrityError:
+        # The same form again (double click, retry, replay, another worker): the unique nonce
+        # refused a second row, so answer with the record the first submit made.
+        db.session.rollback()
+        first = evidence_with_nonce(nonce)
+        if first is None or first.workspace_id != context.workspace_id:
+            # A nonce another workspace spent: this form is not one Hedwig gave out here.
+            errors = {"form": "This form has expired. Check the details and save again."}
+            return form_canvas(context, title, quote, errors, query or "")
+        record = first.feedback
+    return saved_canvas(record)
+
+
+def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """This conversation's customer, backing a record found by the search: added once,
+    however often it arrives, and never twice from one conversation."""
+    stored = field(payload, "current_canvas", "stored_data")
+    query = text_or_none(field(stored, "query"), SEARCH_MAX) or ""
+    record = visible_record(field(stored, "feedback_id"), context)
+    nonce = submitted_nonce(payload)
+    if record is None or nonce is None:
+        return find_canvas(context, query)
+    quote = clean_text(field(payload.get("input_values"), "quote"), QUOTE_MAX)
+    if len(quote) > QUOTE_MAX:
+        return add_canvas(context, record, query, quote[:QUOTE_MAX])
+    record_id_ = record.id
+    try:
+        add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        refresh_backing(record)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        first = evidence_with_nonce(nonce)
+        if first is None:  # this conversation backs the record already: nothing changes
+            return added_canvas(context, db.session.get(Feedback, record_id_), already=True)
+        if first.workspace_id != context.workspace_id:  # a nonce another workspace spent
+            return find_canvas(context, query)
+        return added_canvas(context, first.feedback, already=False)  # the same click again
+    return added_canvas(context, record, already=False)
+
+
+def heard_in(context: InboxContext) -> dict[str, Any]:
+    """The evidence's customer and provenance, as the canvas request gives them."""
+    return {
+        "source": "intercom",
+        "customer_name": context.customer_name,
+        "customer_email": context.customer_email,
+        "contact_id": context.contact_id,
+        "workspace_id": context.workspace_id,
+        "region": context.region,
+        "conversation_id": context.conversation_id,
+        "admin_id": context.admin_id,
+        "admin_name": context.admin_name,
+        "admin_email": context.admin_email,
+    }
+
+
+def visible_record(feedback_id: Any, context: InboxContext) -> Feedback | None:
+    """The record a canvas names, if this workspace's Inbox may show it (a merged record
+    leads to the one it was merged into)."""
+    if not isinstance(feedback_id, int) or not 1 <= feedback_id <= ID_LARGEST:
+        return None
+    record = db.session.get(Feedback, feedback_id) or merged_target(feedback_id)
+    if record is None or record.workspace_id != context.workspace_id:
+        return None
+    return record
+
+
+def submitted_nonce(payload: Mapping[str, Any]) -> str | None:
+    nonce = field(payload, "current_canvas", "stored_data", "nonce")
+    return nonce if isinstance(nonce, str) and NONCE_SHAPE.fullmatch(nonce) else None
+
+
+def evidence_with_nonce(nonce: str) -> Evidence | None:
+    return db.session.scalar(select(Evidence).where(Evidence.submit_nonce == nonce))
+
+
+inbox.teardown_app_request(close_read_connection)

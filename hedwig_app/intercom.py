@@ -1,0 +1,201 @@
+"""The client for Intercom's REST API: one request at a time, on the workspace's regional
+host, never following a redirect, always within a timeout, reading a bounded answer; each
+refusal (401, 403, 404, 429, 5xx) an IntercomError whose message a person can read. Also /me
+(whose token is this?) and revoking a token. Imports plumbing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import requests
+import urllib3
+from flask import current_app
+
+from hedwig_app.plumbing import id_or_none, text_or_none
+from models import EMAIL_MAX, IntercomConnection
+
+INTERCOM_API_VERSION = "2.11"
+INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
+REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
+RETRY_AFTER_MAX = 3600  # seconds
+
+
+class IntercomError(Exception):
+    """A call to Intercom failed: ``http_status`` is Intercom's answer (None when there was
+    none), ``retry_after`` the seconds a 429 asked Hedwig to wait."""
+
+    def __init__(
+        self,
+        message: str,
+        http_status: int | None = None,
+        retry_after: float = 0,
+        arrived: bool | None = False,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+        self.arrived = arrived  # None: the request went out, and the answer never came
+
+
+def fetch_me(token: str) -> dict[str, str | None]:
+    """Ask Intercom who granted the token: the workspace (app.id_code), its region and the
+    admin. /me is asked on the US host, which routes to the workspace's own region."""
+    body = call_intercom("GET", "/me", token=token)
+    workspace = body.get("app") if isinstance(body.get("app"), dict) else {}
+    workspace_id = id_or_none(workspace.get("id_code"))
+    if workspace_id is None:
+        raise IntercomError("Intercom's /me answer named no workspace (app.id_code)")
+    return {
+        "workspace_id": workspace_id,
+        "workspace_name": text_or_none(workspace.get("name")) or workspace_id,
+        "region": region_of(workspace.get("region")),
+        "admin_id": id_or_none(body.get("id")),
+        "admin_name": text_or_none(body.get("name")),
+        "admin_email": text_or_none(body.get("email"), EMAIL_MAX),
+        "email_verified": body.get("email_verified") is True,
+    }
+
+
+def call_intercom(
+    method: str, path: str, token: str | None = None, region: str = "us", **kwargs: Any
+) -> dict:
+    """One request to Intercom's API on the region's host: its JSON object (empty when the
+    answer has no body), or an IntercomError whose message a person can read."""
+    response = intercom_response(method, path, token, region, **kwargs)
+    if not response.content.strip():
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        raise IntercomError(f"Intercom's answer to {path} was not JSON") from None
+    if not isinstance(body, dict):
+        raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
+    return body
+
+
+def intercom_response(
+    method: str, path: str, token: str | None = None, region: str = "us", **kwargs: Any
+) -> requests.Response:
+    """Intercom's 2xx answer to one request, or an IntercomError: it did not answer in time,
+    could not be reached, or refused (refusal())."""
+    headers = {"Accept": "application/json", "Intercom-Version": INTERCOM_API_VERSION}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = intercom_api_url(region) + path
+    timeout = current_app.config["INTERCOM_TIMEOUT"]
+    try:
+        # Never follow a redirect: it would carry the client secret or the token elsewhere.
+        response = requests.request(
+            method,
+            url,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+            **kwargs,
+        )
+        read_bounded(response, deadline=time.monotonic() + 3 * timeout)
+    except (requests.ConnectTimeout, requests.ConnectionError) as error:
+        if not never_sent(error):
+            raise IntercomError(
+                f"Intercom's connection for {path} broke ({type(error).__name__})", arrived=None
+            ) from None
+        raise IntercomError(
+            f"could not reach Intercom for {path} ({type(error).__name__})", arrived=False
+        ) from None
+    except requests.RequestException:  # a read timeout, or the answer took too long
+        raise IntercomError(
+            f"Intercom did not answer {path} within {timeout} seconds", arrived=None
+        ) from None
+    if not 200 <= response.status_code < 300:
+        raise refusal(path, response)
+    return response
+
+
+def read_bounded(response: requests.Response, deadline: float) -> None:
+    """Read the answer, up to INTERCOM_ANSWER_MAX and until ``deadline``: past either (an
+    endpoint dripping bytes, or sending hundreds of megabytes) the rest is dropped unread.
+    Its status has said what happened; a body Hedwig needs is small JSON."""
+    body = bytearray()
+    with contextlib.closing(response):
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > INTERCOM_ANSWER_MAX or time.monotonic() > deadline:
+                    body.clear()
+                    break
+        except requests.RequestException:
+            body.clear()
+    response._content = bytes(body)  # what response.json() and .content read
+
+
+def never_sent(error: requests.RequestException) -> bool:
+    """Whether the request failed before it reached Intercom (no connection was made)."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectTimeout) or isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
+
+
+def refusal(path: str, response: requests.Response) -> IntercomError:
+    """Intercom's non-2xx answer, as a sentence that says what it means for the team."""
+    status = response.status_code
+    meaning = {
+        401: "it no longer accepts this token (revoked, or the app was uninstalled)",
+        403: "the app lacks a permission this needs (see the README's setup guide)",
+        404: "it has no such thing (deleted or merged)",
+        429: "it asks Hedwig to slow down for a while",
+    }.get(status, "it had a problem; Hedwig will try again" if status >= 500 else "")
+    wait = retry_after_seconds(response)
+    message = f"Intercom answered {path} with HTTP {status}"
+    return IntercomError(f"{message}: {meaning}" if meaning else message, status, wait)
+
+
+def retry_after_seconds(response: requests.Response) -> float:
+    """How long a 429 asks to wait: Retry-After (seconds), else X-RateLimit-Reset (epoch), at
+    most RETRY_AFTER_MAX: an answer cannot park Hedwig for years, nor overflow a date."""
+    waits = []
+    with contextlib.suppress(ValueError):
+        waits.append(float(response.headers.get("Retry-After", "")))
+    with contextlib.suppress(ValueError):
+        waits.append(float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
+    for wait in waits:
+        if math.isfinite(wait):
+            return min(max(0.0, wait), RETRY_AFTER_MAX)
+    return 0.0
+
+
+def intercom_api_url(region: str) -> str:
+    """The API host for a workspace's region; HEDWIG_INTERCOM_API_URL replaces every region's
+    (for stand-ins and tests)."""
+    override = current_app.config["INTERCOM_API_URL"]
+    return (override or current_app.config["INTERCOM_REGIONS"][region]["api"]).rstrip("/")
+
+
+def region_of(value: Any) -> str:
+    """Intercom's name for a region as Hedwig keys it (us, eu, au); an unknown one is the US,
+    with a warning: US hosts route to other regions, while the reverse fails."""
+    name = str(value or "").strip().lower()
+    region = REGION_ALIASES.get(name, name)
+    if region not in current_app.config["INTERCOM_REGIONS"]:
+        if name:
+            current_app.logger.warning("Unknown Intercom region %r: using the US hosts", name)
+        return "us"
+    return region
+
+
+def revoke_token(connection: IntercomConnection) -> str | None:
+    """Ask Intercom to revoke the connection's token: None when it did, else why not."""
+    token = connection.token
+    if token is None:
+        return "its token no longer decrypts here"
+    try:
+        call_intercom("POST", "/auth/uninstall", token=token, region=connection.region)
+    except IntercomError as error:
+        current_app.logger.warning("Revoking %s's token failed: %s", connection.workspace_id, error)
+        return str(error)
+    return None

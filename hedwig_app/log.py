@@ -1,0 +1,300 @@
+"""The feedback log's pages: list (search, status, sort, pages), show, add, edit, delete, merge,
+remove evidence, and the CSV export of every piece of evidence. Views only: what a record is
+lives in records.py, finding it in search.py, its status in status.py. Imports auth, records,
+search and status.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from sqlalchemy import Select
+
+from hedwig_app.auth import owners_only
+from hedwig_app.plumbing import clean_text, form_text, plural, record_id
+from hedwig_app.records import (
+    EVIDENCE_FIELDS,
+    RECORD_FIELDS,
+    add_evidence,
+    merge_records,
+    merged_target,
+    refresh_backing,
+    validate_feedback,
+    workspace_names,
+)
+from hedwig_app.search import SEARCH_MAX, listed_feedback, search_count
+from hedwig_app.status import conversations_to_note, status_form_defaults, status_history
+from models import ID_MAX, STATUSES, Evidence, Feedback, db
+
+feedback_log = Blueprint("log", __name__)
+PER_PAGE = 50
+PAGE_MAX = 1_000_000
+SORTS = ("best", "newest", "customers")
+
+
+@feedback_log.get("/")
+def index() -> str:
+    q, status = search_text(), status_filter()
+    sort = request.args.get("sort") if request.args.get("sort") in SORTS else None
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= PAGE_MAX:
+        abort(404, "There is no such page of the feedback log.")
+    statement = listed_feedback(q, sort, status)
+    # A search's total is counted in the index (search_count), not by running the list again.
+    counted_in_index = bool(q) and status is None
+    pagination = db.paginate(
+        statement, page=page, per_page=PER_PAGE, error_out=False, count=not counted_in_index
+    )
+    if counted_in_index:
+        pagination.total = search_count(q)
+    return render_template("index.html", pagination=pagination, q=q, sort=sort, status=status)
+
+
+@feedback_log.get("/feedback/<id:feedback_id>")
+def show_feedback(feedback_id: int) -> Any:
+    record = db.session.get(Feedback, feedback_id)
+    if record is None:
+        return to_merged_record(feedback_id, "log.show_feedback")
+    return show_record(record)
+
+
+@feedback_log.route("/feedback/new", methods=["GET", "POST"])
+def new_feedback() -> Any:
+    workspaces = workspace_names()
+    if request.method == "GET":
+        values = {"workspace_id": next(iter(workspaces)) if len(workspaces) == 1 else ""}
+        return render_template("new.html", values=values, errors={}, workspaces=workspaces)
+    values = {
+        name: form_text(name, limit) for name, limit in (RECORD_FIELDS | EVIDENCE_FIELDS).items()
+    }
+    values["workspace_id"] = form_text("workspace_id", ID_MAX)
+    errors = validate_feedback(values)
+    if values["workspace_id"] and values["workspace_id"] not in workspaces:
+        errors["workspace_id"] = "Choose a connected workspace, or none."
+    if errors:
+        page = render_template("new.html", values=values, errors=errors, workspaces=workspaces)
+        return page, 400
+    record = Feedback(
+        title=values["title"],
+        description=values["description"],
+        workspace_id=values["workspace_id"] or None,
+        source="web",
+        created_by_id=g.user.id,
+    )
+    db.session.add(record)
+    if any(values[name] for name in EVIDENCE_FIELDS):
+        add_evidence(
+            record,
+            source="web",
+            created_by_id=g.user.id,
+            **{name: values[name] for name in EVIDENCE_FIELDS},
+        )
+    refresh_backing(record)
+    db.session.commit()
+    flash(f"Feedback #{record.id} saved.")
+    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/edit", methods=["GET", "POST"])
+def edit_feedback(feedback_id: int) -> Any:
+    record = db.session.get(Feedback, feedback_id) or to_merged_record(
+        feedback_id, "log.edit_feedback"
+    )
+    if isinstance(record, Response):
+        return record
+    if request.method == "GET":
+        values = {"title": record.title, "description": record.description}
+        return render_template("edit.html", feedback=record, values=values, errors={})
+    values = {name: form_text(name, limit) for name, limit in RECORD_FIELDS.items()}
+    errors = validate_feedback(values)
+    if errors:
+        page = render_template("edit.html", feedback=record, values=values, errors=errors)
+        return page, 400
+    record.title, record.description = values["title"], values["description"]
+    db.session.commit()
+    flash(f"Feedback #{record.id} saved.")
+    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/delete", methods=["GET", "POST"])
+@owners_only
+def delete_feedback(feedback_id: int) -> Any:
+    """Ask first; then the record, its evidence and the links of records merged into it go."""
+    record = db.get_or_404(Feedback, feedback_id)
+    if request.method == "GET":
+        return render_template("delete.html", feedback=record)
+    title = record.title
+    db.session.delete(record)
+    db.session.commit()
+    flash(f"Feedback #{feedback_id} deleted: {title}")
+    return redirect(url_for("log.index"))
+
+
+@feedback_log.route("/feedback/<id:feedback_id>/merge", methods=["GET", "POST"])
+@owners_only
+def merge_feedback(feedback_id: int) -> Any:
+    """Merge a duplicate into another record: its evidence moves there, and its id leads
+    there from now on. GET asks to confirm the record chosen in ``into``."""
+    duplicate = db.get_or_404(Feedback, feedback_id)
+    into_id = request.values.get("into", type=record_id)
+    target = db.session.get(Feedback, into_id or 0) or merged_target(into_id)
+    if target is None or target.id == duplicate.id:
+        flash("Merge into which record? Give the number of another record.")
+        return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
+    if request.method == "GET":
+        return render_template("merge.html", duplicate=duplicate, target=target)
+    moved = merge_records(duplicate, target)
+    db.session.commit()
+    flash(
+        f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "
+        f"{plural(target.customer_count, 'customer')} back it now."
+    )
+    return redirect(url_for("log.show_feedback", feedback_id=target.id))
+
+
+@feedback_log.post("/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete")
+def remove_evidence(feedback_id: int, evidence_id: int) -> Response:
+    evidence = db.session.get(Evidence, evidence_id)
+    if evidence is None or evidence.feedback_id != feedback_id:
+        abort(404, "No such evidence on this record.")
+    record = evidence.feedback
+    db.session.delete(evidence)
+    db.session.flush()
+    refresh_backing(record)
+    db.session.commit()
+    flash(f"Removed {evidence.customer_name or evidence.customer_email or 'the evidence'}.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+@feedback_log.get("/feedback.csv")
+def export_csv() -> Response:
+    """The evidence export: a row per piece of evidence, with its record."""
+    statement = listed_feedback(search_text(), request.args.get("sort"), status_filter())
+    response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
+    response.headers["Content-Disposition"] = 'attachment; filename="hedwig-evidence.csv"'
+    return response
+
+
+def search_text() -> str:
+    """The list's ?q=, cleaned and bounded: a longer one is refused, not searched for."""
+    q = clean_text(request.args.get("q", ""), SEARCH_MAX)
+    if len(q) > SEARCH_MAX:
+        abort(400, f"Search for at most {SEARCH_MAX} characters.")
+    return q
+
+
+def status_filter() -> str | None:
+    """The list's ?status=, one of STATUSES; any other is refused, not ignored."""
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        abort(400, f"There is no status {status[:20]!r}: use one of {', '.join(STATUSES)}.")
+    return status
+
+
+def show_record(
+    record: Feedback,
+    status_form: Mapping[str, Any] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> str:
+    """The record's page: the record, its status with each change and what its notes did
+    (status.py), and its evidence."""
+    return render_template(
+        "show.html",
+        feedback=record,
+        workspaces=workspace_names(),
+        changes=status_history(record),
+        conversations_to_note=conversations_to_note(record),
+        status_form=status_form or status_form_defaults(record),
+        errors=errors or {},
+    )
+
+
+def to_merged_record(feedback_id: int, endpoint: str) -> Response:
+    """A merged record's id leads to the record it was merged into, for good (301)."""
+    target = merged_target(feedback_id)
+    if target is None:
+        abort(404, f"There is no feedback #{feedback_id}.")
+    return redirect(url_for(endpoint, feedback_id=target.id), 301)
+
+
+CSV_COLUMNS = (
+    "feedback_id",
+    "title",
+    "details",
+    "status",
+    "customer_count",
+    "customer_name",
+    "customer_email",
+    "quote",
+    "source",
+    "conversation_url",
+    "heard_by",
+    "heard_at",
+)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_lines(statement: Select) -> Iterator[str]:
+    """The export, a line at a time, reading the rows in batches so memory stays flat."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    rows = (
+        statement.add_columns(Evidence)
+        .outerjoin(Evidence, Evidence.feedback_id == Feedback.id)
+        .order_by(Evidence.id.desc())
+        .execution_options(yield_per=500)
+    )
+    writer.writerow(CSV_COLUMNS)
+    yield flush()
+    for record, evidence in db.session.execute(rows):
+        writer.writerow(csv_row(record, evidence))
+        yield flush()
+
+
+def csv_row(record: Feedback, evidence: Evidence | None) -> list[str]:
+    values = {
+        "feedback_id": record.id,
+        "title": record.title,
+        "details": record.description,
+        "status": record.status_label,
+        "customer_count": record.customer_count,
+    }
+    if evidence is not None:
+        values |= {
+            "customer_name": evidence.customer_name,
+            "customer_email": evidence.customer_email,
+            "quote": evidence.quote,
+            "source": evidence.origin,
+            "conversation_url": evidence.conversation_url,
+            "heard_by": evidence.admin_name or evidence.admin_email,
+            "heard_at": f"{evidence.created_at:%Y-%m-%d %H:%M:%S}",
+        }
+    return [csv_cell(values.get(column)) for column in CSV_COLUMNS]
+
+
+def csv_cell(value: Any) -> str:
+    """Text a spreadsheet shows as text: a leading ' defuses formula injection."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text

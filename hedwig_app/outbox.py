@@ -1,0 +1,277 @@
+"""The note sender. A note is pending until a sender claims it (sending), then sent, failed,
+or pending again: after a 429 (at the time Intercom gave), a 5xx or a timeout (after a delay,
+NOTE_ATTEMPTS tries in all), or a refused token (until someone reconnects the workspace). A
+sender claims each note with one UPDATE, so two senders never send one note twice. A thread
+of the web process sends at once (``wake_sender()``); `flask send-notes` sends what a crash
+or a restart left. Imports intercom.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+from flask import Flask, current_app
+from sqlalchemy import Select, func, select, update
+
+from hedwig_app.intercom import IntercomError, intercom_response
+from models import IntercomConnection, Note, db, utcnow
+
+NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
+RETRY_DELAYS = (30, 60, 120, 240)  # seconds before the 2nd, 3rd, 4th and 5th try
+RATE_LIMIT_WAIT = 10  # seconds, when a 429 says neither Retry-After nor X-RateLimit-Reset
+SENDER_WAIT_MAX = 60  # seconds a sender waits for a note coming due, before leaving it
+
+
+def send_notes(wait_max: float = 0) -> Counter[str]:
+    """Send every note that is due, waiting up to ``wait_max`` seconds for one coming due;
+    how many ended sent, failed, waiting (for later, or for a reconnect)."""
+    outcomes: Counter[str] = Counter()
+    release_abandoned_notes()
+    while True:
+        note = claim_next_note()
+        if note is not None:
+            outcomes[deliver_or_fail(note)] += 1
+            continue
+        wait = seconds_until_next_note()
+        if wait is None or wait > wait_max:
+            return outcomes
+        time.sleep(wait)
+
+
+def claim_next_note() -> Note | None:
+    """The next due note, claimed by this sender: the UPDATE that moves it from pending to
+    sending is one statement, so of two senders only one moves it."""
+    now = utcnow()
+    for note_id in db.session.scalars(due_notes(now).limit(20)).all():
+        claimed = db.session.execute(
+            update(Note)
+            .where(Note.id == note_id, Note.state == "pending", Note.next_attempt_at <= now)
+            .values(state="sending", claimed_at=now)
+        ).rowcount
+        db.session.commit()
+        if claimed:
+            return db.session.get(Note, note_id)
+    db.session.rollback()
+    return None
+
+
+def due_notes(now: datetime) -> Select:
+    """Pending notes whose time has come, except those waiting for a reconnect."""
+    return (
+        select(Note.id)
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
+        .where(
+            Note.state == "pending",
+            Note.next_attempt_at <= now,
+            IntercomConnection.refused_at.is_(None),
+        )
+        .order_by(Note.next_attempt_at, Note.id)
+    )
+
+
+def seconds_until_next_note() -> float | None:
+    """How long until a pending note comes due (None: none will, without a reconnect)."""
+    future = db.session.scalar(
+        select(func.min(Note.next_attempt_at))
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
+        .where(Note.state == "pending", IntercomConnection.refused_at.is_(None))
+    )
+    db.session.rollback()
+    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+
+
+def deliver_or_fail(note: Note) -> str:
+    """deliver(), and if anything unexpected stops it (the record deleted meanwhile, say), the
+    note fails with a reason a person can act on, and the sender goes on to the next."""
+    note_id = note.id
+    try:
+        return deliver(note)
+    except Exception:
+        current_app.logger.exception("Sending note %s stopped", note_id)
+        db.session.rollback()
+        db.session.execute(
+            update(Note)
+            .where(Note.id == note_id, Note.state == "sending")
+            .values(state="failed", finished_at=utcnow(), reason=MAY_HAVE_ARRIVED)
+        )
+        db.session.commit()
+        return "failed"
+
+
+MAY_HAVE_ARRIVED = "Hedwig stopped while sending it: it may have arrived. Retry sends it again."
+
+
+def deliver(note: Note) -> str:
+    """Send one claimed note (and reopen its conversation, if asked), and keep the outcome."""
+    connection = db.session.scalar(
+        select(IntercomConnection).where(IntercomConnection.workspace_id == note.workspace_id)
+    )
+    if connection is None:
+        return finish(note, "failed", "the workspace was disconnected before it was sent")
+    if connection.needs_reconnecting or not connection.admin_id:
+        reason = connection.needs_reconnecting or "the connection names no admin to write as"
+        return wait_for_reconnect(note, connection, reason)
+    path = f"/conversations/{note.conversation_id}"
+    author = {"admin_id": connection.admin_id}
+    try:
+        if note.noted_at is None:
+            note_json = {"message_type": "note", "type": "admin", "body": note.body} | author
+            intercom_response(
+                "POST", f"{path}/reply", connection.token, connection.region, json=note_json
+            )
+            note.noted_at = utcnow()
+            db.session.commit()  # told: a crash from here on never tells again
+        if note.reopen:
+            reopen_json = {"message_type": "open"} | author
+            intercom_response(
+                "POST", f"{path}/parts", connection.token, connection.region, json=reopen_json
+            )
+    except IntercomError as error:
+        return after_refusal(note, connection, error)
+    return finish(note, "sent")
+
+
+def after_refusal(note: Note, connection: IntercomConnection, error: IntercomError) -> str:
+    status, noted = error.http_status, note.noted_at is not None
+    if error.arrived is None and not noted:
+        # The note went out and no answer came: sending it again might say it twice.
+        return finish(note, "failed", f"{error}: it may have arrived. Retry sends it again.")
+    if status in (401, 403):
+        return wait_for_reconnect(note, connection, str(error))
+    if status == 429:
+        # Every note to this workspace waits: Intercom limits the app, not the conversation.
+        resume = utcnow() + timedelta(seconds=error.retry_after or RATE_LIMIT_WAIT)
+        db.session.execute(
+            update(Note)
+            .where(
+                Note.workspace_id == note.workspace_id,
+                Note.state == "pending",
+                Note.next_attempt_at < resume,
+            )
+            .values(next_attempt_at=resume)
+        )
+        return pending_again(note, resume, f"waiting: {error}", "waiting")
+    if status is not None and status < 500:  # 404 and any other refusal: trying again won't help
+        if noted:
+            return finish(note, "sent", f"the note arrived, but reopening failed: {error}")
+        return finish(note, "failed", str(error))
+    note.attempts += 1
+    if note.attempts >= NOTE_ATTEMPTS:
+        return finish(note, "failed", f"{error} ({NOTE_ATTEMPTS} tries)")
+    retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[note.attempts - 1])
+    reason = f"try {note.attempts} of {NOTE_ATTEMPTS} failed: {error}"
+    return pending_again(note, retry_at, reason, "waiting")
+
+
+def wait_for_reconnect(note: Note, connection: IntercomConnection, reason: str) -> str:
+    """Intercom refused the token (or Hedwig cannot use it): the workspace needs reconnecting,
+    and its notes wait for that."""
+    if connection.refused_at is None:
+        connection.refused_at, connection.refusal = utcnow(), reason
+        current_app.logger.warning(
+            "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
+        )
+    waiting = f"waiting until {connection.workspace_name} is reconnected"
+    db.session.execute(
+        update(Note)
+        .where(Note.workspace_id == note.workspace_id, Note.state == "pending")
+        .values(reason=waiting)
+    )
+    return pending_again(note, utcnow(), waiting, "waiting")
+
+
+def pending_again(note: Note, next_attempt_at: datetime, reason: str, outcome: str) -> str:
+    note.state, note.next_attempt_at, note.reason, note.claimed_at = (
+        "pending",
+        next_attempt_at,
+        reason,
+        None,
+    )
+    db.session.commit()
+    return outcome
+
+
+def finish(note: Note, state: str, reason: str = "") -> str:
+    note.state, note.reason, note.finished_at, note.claimed_at = state, reason, utcnow(), None
+    db.session.commit()
+    if state == "failed":
+        current_app.logger.warning(
+            "Note %s to conversation %s failed: %s", note.id, note.conversation_id, reason
+        )
+    return state
+
+
+def release_abandoned_notes() -> None:
+    """Notes a sender claimed and never finished (its process stopped): a note whose delivery
+    is unknown has failed, for a person to retry, since sending it again might say it twice;
+    one only left to reopen its conversation is pending again (reopening twice is harmless)."""
+    # A sender holds a claim for two calls to Intercom, each cut off after three timeouts.
+    abandoned = utcnow() - timedelta(seconds=10 * current_app.config["INTERCOM_TIMEOUT"] + 60)
+    sending = (Note.state == "sending", Note.claimed_at < abandoned)
+    db.session.execute(
+        update(Note)
+        .where(*sending, Note.noted_at.is_(None))
+        .values(
+            state="failed",
+            finished_at=utcnow(),
+            reason=MAY_HAVE_ARRIVED,
+        )
+    )
+    db.session.execute(update(Note).where(*sending).values(state="pending", claimed_at=None))
+    db.session.commit()
+
+
+def wake_sender() -> None:
+    """Send the notes now, in a thread of this process, so that no page waits for Intercom.
+    HEDWIG_SEND_NOTES_AT_ONCE=false leaves them to `flask send-notes` (a timer)."""
+    app = current_app._get_current_object()
+    if app.config["SEND_NOTES_AT_ONCE"]:
+        app.extensions.setdefault("hedwig_sender", NoteSender(app)).wake()
+
+
+class NoteSender:
+    """This process's sender thread: it sends what is due, sleeps until the next note comes
+    due, and ends when none is left (a reconnect or a new change wakes it again)."""
+
+    IDLE_MAX = 10 * 60  # seconds: a note due later than that is left to the next wake
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.woken = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        with self.lock:
+            self.woken.set()
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="hedwig-notes", daemon=True)
+                self.thread.start()
+
+    def run(self) -> None:
+        with self.app.app_context():
+            while True:
+                self.woken.clear()
+                try:
+                    send_notes()
+                    wait = seconds_until_next_note()
+                except Exception:  # a database gone away: the next wake, or a timer, goes on
+                    current_app.logger.exception("Sending notes stopped")
+                    db.session.rollback()
+                    wait = None
+                finally:
+                    db.session.remove()
+                with self.lock:
+                    if (wait is None or wait > self.IDLE_MAX) and not self.woken.is_set():
+                        self.thread = None
+                        return
+                self.woken.wait(wait if wait is not None else None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (the tests do)."""
+        thread = self.thread
+        if thread is not None:
+            thread.join(timeout)

@@ -1,0 +1,104 @@
+"""The canvas preview plays Intercom's part in the browser, through the same canvas functions.
+Its authority is the signed-in session and the CSRF token, not a signature, so it works with
+no Intercom settings at all; its records belong to a workspace of its own. Imports inbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, abort, g, render_template, request
+from markupsafe import Markup, escape
+
+from hedwig_app.inbox import initialize_canvas, submit_canvas
+from models import PREVIEW_WORKSPACE_ID
+
+preview = Blueprint("preview", __name__)
+SAMPLE = {
+    "customer_name": "Casey Customer",
+    "customer_email": "casey.customer@example.com",
+    "agent_name": "Alex Agent",
+    "conversation_id": "1001",
+    "message": "<p>Hi! The CSV export button crashes the page every time I click it.</p>",
+}
+
+
+@preview.route("/intercom/preview", methods=["GET", "POST"])
+def canvas_preview() -> str:
+    sample = {name: request.values.get(name, default) for name, default in SAMPLE.items()}
+    payload = preview_payload(sample)
+    if request.method == "GET":
+        body = initialize_canvas(payload, connected=True)
+    else:
+        try:
+            stored_data = json.loads(request.form.get("stored_data") or "{}")
+        except (ValueError, RecursionError):
+            abort(400, "The preview's stored data is not JSON.")
+        payload |= {
+            "component_id": request.form.get("component_id", ""),
+            "input_values": {
+                name.removeprefix("input:"): value
+                for name, value in request.form.items()
+                if name.startswith("input:")
+            },
+            "current_canvas": {"stored_data": stored_data},
+        }
+        body = submit_canvas(payload, connected=True)
+    return render_template(
+        "preview.html",
+        sample=sample,
+        components=body["canvas"]["content"]["components"],
+        stored_data=json.dumps(body["canvas"].get("stored_data", {})),
+    )
+
+
+def preview_payload(sample: Mapping[str, str]) -> dict[str, Any]:
+    """A canvas request as Intercom would send it, for a sample conversation in the preview."""
+    return sample_canvas_payload(sample, PREVIEW_WORKSPACE_ID, g.user.email)
+
+
+def sample_canvas_payload(
+    sample: Mapping[str, str], workspace_id: str, admin_email: str
+) -> dict[str, Any]:
+    """A canvas request in the documented shape, for a sample conversation."""
+    customer = {
+        "type": "contact",
+        "id": f"preview-{hashlib.sha256(sample['customer_email'].encode()).hexdigest()[:12]}",
+        "name": sample["customer_name"],
+        "email": sample["customer_email"],
+    }
+    return {
+        "workspace_id": workspace_id,
+        "workspace_region": "us",
+        "admin": {
+            "type": "admin",
+            "id": "preview-agent",
+            "name": sample["agent_name"],
+            "email": admin_email,
+        },
+        "conversation": {
+            "type": "conversation",
+            "id": sample["conversation_id"],
+            "source": {"type": "conversation", "body": sample["message"], "author": customer},
+        },
+        "contact": customer,
+        "context": {"location": "conversation"},
+    }
+
+
+@preview.app_template_filter()
+def canvas_markdown(value: str) -> Markup:
+    """A canvas text's markdown as Intercom shows it: **bold** and [links](https://…), with
+    backslash escapes; everything else is text."""
+    html = str(escape(value))
+    html = re.sub(r"(?<!\\)\*\*(.+?)(?<!\\)\*\*", r"<strong>\1</strong>", html)
+    html = re.sub(
+        r"(?<!\\)\[([^\]]+?)(?<!\\)\]\((https://[^)\s]+)\)",
+        r'<a href="\2" target="_blank" rel="noopener noreferrer">\1</a>',
+        html,
+    )
+    return Markup(re.sub(r"\\([\\`*_\[\]<>]|&lt;|&gt;)", r"\1", html))  # noqa: S704

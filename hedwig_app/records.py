@@ -1,0 +1,143 @@
+"""Records and their evidence: a record (title, details) is backed by evidence, each piece a
+customer who asked, where and by whom it was heard, and their words. Owns validating them,
+adding evidence, counting a record's distinct customers (its backing), merging a duplicate
+into another record, and where a merged record's id leads. Imports database and plumbing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row, select, update
+
+from hedwig_app.database import begin_write
+from hedwig_app.plumbing import external_url
+from models import (
+    CUSTOMERS_TEXT_MAX,
+    DESCRIPTION_MAX,
+    EMAIL_MAX,
+    NAME_MAX,
+    QUOTE_MAX,
+    TITLE_MAX,
+    Evidence,
+    Feedback,
+    IntercomConnection,
+    MergedFeedback,
+    Note,
+    StatusChange,
+    customer_key,
+    db,
+    is_email,
+)
+
+RECORD_FIELDS = {"title": TITLE_MAX, "description": DESCRIPTION_MAX}
+EVIDENCE_FIELDS = {"customer_name": NAME_MAX, "customer_email": EMAIL_MAX, "quote": QUOTE_MAX}
+
+
+def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
+    """Field name → message, for every invalid field; empty when all is well."""
+    errors = {}
+    if not values["title"]:
+        errors["title"] = "A title is required."
+    elif len(values["title"]) > TITLE_MAX:
+        errors["title"] = f"Keep the title to {TITLE_MAX} characters ({len(values['title'])} now)."
+    if len(values.get("description", "")) > DESCRIPTION_MAX:
+        errors["description"] = f"Keep the details to {DESCRIPTION_MAX} characters."
+    if len(values.get("quote", "")) > QUOTE_MAX:
+        errors["quote"] = f"Keep the customer's words to {QUOTE_MAX} characters."
+    email = values.get("customer_email", "")
+    if email and not is_email(email):
+        errors["customer_email"] = "Enter a valid email address, or leave it empty."
+    if len(values.get("customer_name", "")) > NAME_MAX:
+        errors["customer_name"] = f"Keep the name to {NAME_MAX} characters."
+    return errors
+
+
+def add_evidence(record: Feedback, **fields: Any) -> Evidence:
+    """A customer backing the record; the caller refreshes the record's backing and commits
+    (a conversation that backs the record already fails the unique constraint)."""
+    evidence = Evidence(feedback=record, **fields)
+    evidence.customer_key = customer_key(
+        evidence.customer_email or "",
+        evidence.workspace_id,
+        evidence.contact_id,
+        evidence.customer_name or "",
+    )
+    db.session.add(evidence)
+    return evidence
+
+
+def refresh_backing(record: Feedback) -> None:
+    """Count the record's distinct customers and gather their words for the search, from its
+    evidence as it stands in this transaction."""
+    db.session.flush()
+    rows = db.session.execute(
+        select(
+            Evidence.customer_key, Evidence.customer_name, Evidence.customer_email, Evidence.quote
+        )
+        .where(Evidence.feedback_id == record.id)
+        .order_by(Evidence.id)
+    ).all()
+    set_backing(record, rows)
+
+
+def set_backing(record: Feedback, evidence: Sequence[Any]) -> None:
+    """The record's customer count and their words for the search, from ``evidence``."""
+    record.customer_count = len({piece.customer_key for piece in evidence if piece.customer_key})
+    record.customers_text = "\n".join(
+        " ".join(filter(None, (piece.customer_name, piece.customer_email, piece.quote)))
+        for piece in evidence
+    )[:CUSTOMERS_TEXT_MAX]
+
+
+def merge_records(duplicate: Feedback, target: Feedback) -> int:
+    """Move the duplicate's evidence to the target (a conversation already backing the target
+    is not repeated), remember its id, and delete it: one transaction, the caller commits."""
+    begin_write(Evidence)
+    backed = set(
+        db.session.execute(
+            select(Evidence.workspace_id, Evidence.conversation_id).where(
+                Evidence.feedback_id == target.id, Evidence.conversation_id.is_not(None)
+            )
+        ).all()
+    )
+    moved = 0
+    for evidence in list(duplicate.evidence):
+        if evidence.conversation_id and (evidence.workspace_id, evidence.conversation_id) in backed:
+            continue  # deleted with the duplicate
+        evidence.feedback = target
+        moved += 1
+    db.session.flush()
+    # Links to the duplicate, and to records merged into it before, lead to the target now.
+    db.session.execute(
+        update(MergedFeedback)
+        .where(MergedFeedback.into_id == duplicate.id)
+        .values(into_id=target.id)
+    )
+    # Its history and its notes (sent, or still to send) go with its evidence.
+    for model in (StatusChange, Note):
+        db.session.execute(
+            update(model).where(model.feedback_id == duplicate.id).values(feedback_id=target.id)
+        )
+    db.session.add(MergedFeedback(id=duplicate.id, into_id=target.id))
+    db.session.delete(duplicate)
+    refresh_backing(target)
+    return moved
+
+
+def merged_target(feedback_id: int | None) -> Feedback | None:
+    merged = db.session.get(MergedFeedback, feedback_id) if feedback_id else None
+    return db.session.get(Feedback, merged.into_id) if merged else None
+
+
+def workspace_names() -> dict[str, str]:
+    """Connected workspaces by id: a record made on the web may belong to one of them."""
+    rows = db.session.execute(
+        select(IntercomConnection.workspace_id, IntercomConnection.workspace_name)
+    )
+    return {workspace_id: name for workspace_id, name in rows}
+
+
+def feedback_url(record: Feedback | Row) -> str:
+    return external_url("log.show_feedback", feedback_id=record.id)

@@ -1,0 +1,201 @@
+"""Search: the database's own full-text index (SQLite FTS5, PostgreSQL tsvector), behind one
+function. People type words, never query syntax: each word found in any order, by prefix,
+accents folded; a match in the title ranks above one in the details or the customers' words.
+Ranking reads the newest SEARCH_WINDOW matches, so a word that is in every record costs what a
+rare one does; older matches follow, newest first. Also owns the log's list query
+(``listed_feedback``) and the Inbox's best matches. Imports nothing of Hedwig's but models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Select, column, func, literal, literal_column, null, select, table, union_all
+
+from models import Feedback, db
+
+SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted essay
+SEARCH_WINDOW = 500
+SEARCH_WORDS_MAX = 12
+SEARCH_INDEX = table("feedback_search", column("rowid"))
+WORD = re.compile(r"[^\W_]+")
+FIND_LIMIT = 5
+
+
+def listed_feedback(q: str, sort: str | None = None, status: str | None = None) -> Select:
+    """The list, as the page and the CSV show it: narrowed by the search and the status, and
+    sorted, best match first when searching, else newest first (or most customers first)."""
+    statement = select(Feedback)
+    if status:
+        statement = statement.where(Feedback.status == status)
+    if q:
+        statement = search(statement, q, ranked=sort in (None, "best"))
+    if sort == "customers":
+        statement = statement.order_by(None).order_by(
+            Feedback.customer_count.desc(), Feedback.id.desc()
+        )
+    elif sort == "newest" or not q:
+        statement = statement.order_by(None).order_by(
+            Feedback.created_at.desc(), Feedback.id.desc()
+        )
+    return statement
+
+
+def best_matches(query: str, workspace_id: str | None) -> list[Feedback]:
+    """Up to FIND_LIMIT of the workspace's records, best first: those with all of the
+    words, then those with any of them, each among the newest SEARCH_WINDOW matches."""
+    in_workspace = select(Feedback).where(Feedback.workspace_id == workspace_id)
+    found = list(
+        db.session.scalars(search(in_workspace, query, window_only=True).limit(FIND_LIMIT))
+    )
+    if len(found) < FIND_LIMIT:
+        others = in_workspace.where(Feedback.id.not_in([record.id for record in found]))
+        some_words = search(others, query, any_word=True, window_only=True)
+        found += db.session.scalars(some_words.limit(FIND_LIMIT - len(found)))
+    return found
+
+
+def search(
+    statement: Select,
+    q: str,
+    ranked: bool = True,
+    any_word: bool = False,
+    window_only: bool = False,
+) -> Select:
+    """Narrow a Feedback statement to records with all of q's words (or any, with
+    ``any_word``), best match first when ``ranked``; ``window_only`` keeps only the newest
+    SEARCH_WINDOW matches, for a few best ones at a bounded cost."""
+    words = search_words(q)
+    if not words:
+        return statement.where(literal(False))
+    source, key, matching, score = search_index(words, any_word)
+    if not ranked:
+        return statement.where(Feedback.id.in_(select(key).select_from(source).where(matching)))
+    window = (
+        select(key.label("id"), score.label("score"))
+        .select_from(source)
+        .where(matching)
+        .order_by(key.desc())
+        .limit(SEARCH_WINDOW)
+        .cte("search_window")
+    )
+    if window_only:
+        return statement.join(window, window.c.id == Feedback.id).order_by(
+            window.c.score, Feedback.id.desc()
+        )
+    # The window's matches best first, then the older matches, newest first: those below the
+    # window's oldest id, so that each is listed once and none is scored.
+    older = (
+        select(key.label("id"), null().label("score"))
+        .select_from(source)
+        .where(matching, key < select(func.min(window.c.id)).scalar_subquery())
+    )
+    found = union_all(select(window.c.id, window.c.score), older).subquery()
+    return statement.join(found, found.c.id == Feedback.id).order_by(
+        found.c.score.is_(None), found.c.score, Feedback.id.desc()
+    )
+
+
+def search_count(q: str) -> int:
+    """How many records have all of q's words, counted in the search index alone: no record
+    is read, and the ranking is not run again (as db.paginate's own count would run it)."""
+    words = search_words(q)
+    if not words:
+        return 0
+    source, _, matching, _ = search_index(words)
+    return db.session.scalar(select(func.count()).select_from(source).where(matching))
+
+
+def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, Any, Any]:
+    """Where the database keeps its full-text index, the record id there, the condition for
+    the words (all of them, or any), and each match's score (lower is better)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        joiner = " OR " if any_word else " "
+        matching = literal_column("feedback_search").op("MATCH")(
+            joiner.join(f'"{word}"*' for word in words)
+        )
+        score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)
+        return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, score
+    joiner = " | " if any_word else " & "
+    terms = joiner.join(f"{word}:*" for word in words)
+    query = func.to_tsquery("simple", func.lower(func.unaccent(terms)))
+    vector = literal_column("feedback.search_vector")
+    score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
+    return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a search, lower-cased, as the index splits them; one-letter words and
+    the commonest (STOPWORDS) only when there is nothing else."""
+    words = WORD.findall(q.lower())
+    telling = [word for word in words if len(word) > 1 and word not in STOPWORDS]
+    return list(dict.fromkeys(telling or words))[:SEARCH_WORDS_MAX]
+
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "hello",
+        "hi",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "there",
+        "they",
+        "this",
+        "to",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)

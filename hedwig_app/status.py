@@ -1,0 +1,163 @@
+"""Statuses: every record has one. Changing it keeps a line of history and, when asked to,
+writes an internal note for every Intercom conversation behind the record into the outbox, in
+the same transaction: nothing is sent before the change is kept, and nothing is lost after
+it. Owns the status form's rules, the history, and each note's text and the reason a
+conversation gets none. Imports database, plumbing and records.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import g
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from hedwig_app.database import begin_write
+from hedwig_app.plumbing import format_datetime
+from hedwig_app.records import feedback_url, workspace_names
+from models import (
+    MESSAGE_MAX,
+    NAME_MAX,
+    STATUSES,
+    Evidence,
+    Feedback,
+    Note,
+    StatusChange,
+    db,
+    utcnow,
+)
+
+NOTIFY_BY_DEFAULT = frozenset({"planned", "done", "declined"})
+NEXT_STATUS = {"open": "planned", "planned": "in_progress", "in_progress": "done"}
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # safe in a URL path as it is
+
+
+def status_form_defaults(record: Feedback) -> dict[str, Any]:
+    """The status form as the page first shows it: the status that usually comes next."""
+    status = NEXT_STATUS.get(record.status, "open")
+    notify = "on" if status in NOTIFY_BY_DEFAULT else "off"
+    return {"status": status, "message": "", "notify": [notify], "reopen": False}
+
+
+def status_history(record: Feedback) -> list[StatusChange]:
+    """The record's status changes, newest first, each with its notes."""
+    return list(
+        db.session.scalars(
+            select(StatusChange)
+            .where(StatusChange.feedback_id == record.id)
+            .order_by(StatusChange.id.desc())
+            .options(selectinload(StatusChange.notes), selectinload(StatusChange.changed_by))
+        )
+    )
+
+
+def validate_status_change(record: Feedback, values: Mapping[str, Any]) -> dict[str, str]:
+    errors = {}
+    if values["status"] not in STATUSES:
+        errors["status"] = f"Choose a status: {', '.join(STATUSES.values())}."
+    elif values["status"] == record.status:
+        errors["status"] = f"#{record.id} is {record.status_label.lower()} already."
+    if len(values["message"]) > MESSAGE_MAX:
+        errors["message"] = f"Keep the message to {MESSAGE_MAX} characters."
+    return errors
+
+
+def set_status(
+    record: Feedback, status: str, message: str, notify: bool, reopen: bool
+) -> StatusChange | None:
+    """Change the record's status, keep the change, and (``notify``) write a note for each
+    conversation behind the record into the outbox: one transaction, the caller commits.
+    None, and nothing written, when the record has that status already."""
+    begin_write(StatusChange)
+    db.session.refresh(record)  # as it is now that this transaction holds the write lock
+    if record.status == status:
+        db.session.rollback()
+        return None
+    change = StatusChange(
+        feedback_id=record.id,
+        from_status=record.status,
+        to_status=status,
+        message=message,
+        notify=notify,
+        reopen=notify and reopen,
+        changed_by_id=g.user.id,
+    )
+    record.status = status
+    db.session.add(change)
+    if notify:
+        connected = set(workspace_names())
+        for evidence in record.evidence:
+            change.notes.append(new_note(record, change, evidence, connected))
+    db.session.flush()
+    return change
+
+
+def new_note(
+    record: Feedback, change: StatusChange, evidence: Evidence, connected: set[str]
+) -> Note:
+    """The note for the conversation a piece of evidence was heard in: pending, or skipped
+    with the reason a person reads on the record's page."""
+    customer = evidence.customer_name or evidence.customer_email or "the customer"
+    note = Note(
+        feedback_id=record.id,
+        customer=customer[:NAME_MAX],
+        workspace_id=evidence.workspace_id,
+        conversation_id=evidence.conversation_id,
+        reopen=change.reopen,
+        body=note_body(record, change, customer),
+    )
+    skipped = not_noted(evidence, connected)
+    if skipped:
+        note.state, note.reason, note.finished_at = "skipped", skipped, utcnow()
+    return note
+
+
+def not_noted(evidence: Evidence, connected: set[str]) -> str | None:
+    """Why the conversation a piece of evidence was heard in gets no note, or None."""
+    if evidence.origin == "preview":
+        return "recorded in the canvas preview, not in Intercom"
+    if not evidence.conversation_id or evidence.source != "intercom":
+        return "added by hand: no Intercom conversation"
+    if evidence.workspace_id not in connected:
+        return "its workspace is not connected to Hedwig"
+    if not CONVERSATION_ID.fullmatch(evidence.conversation_id):
+        return "not an Intercom conversation id"
+    return None
+
+
+def conversations_to_note(record: Feedback) -> int:
+    """How many conversations a change of the record's status would send a note to."""
+    connected = set(workspace_names())
+    return sum(not_noted(evidence, connected) is None for evidence in record.evidence)
+
+
+def note_body(record: Feedback, change: StatusChange, customer: str) -> str:
+    """The note as teammates read it in the conversation: the record (a link to it), its new
+    status, the team's message, and who to tell."""
+    url, title = html.escape(feedback_url(record)), html.escape(record.title)
+    link = f'<a href="{url}">#{record.id} {title}</a>'
+    lines = [f"<p>Hedwig: {link} is now <b>{html.escape(STATUSES[change.to_status])}</b>.</p>"]
+    if change.message:
+        lines.append(f"<p>{html.escape(change.message).replace(chr(10), '<br>')}</p>")
+    lines.append(f"<p>{html.escape(customer)} asked for it in this conversation: tell them?</p>")
+    return "".join(lines)
+
+
+def note_outcome(note: Note) -> str:
+    """A note's state as the record's page says it."""
+    if note.state == "sent":
+        reopened = " and reopened" if note.reopen and not note.reason else ""
+        after = f"; {note.reason}" if note.reason else ""
+        return f"sent{reopened} {format_datetime(note.finished_at)}{after}"
+    if note.state == "sending":
+        return "being sent"
+    if note.state == "pending":
+        later = note.next_attempt_at > utcnow()
+        return (note.reason or "to be sent") + (
+            f"; next try {format_datetime(note.next_attempt_at)}" if later else ""
+        )
+    return f"{note.state}: {note.reason}"
