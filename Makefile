@@ -14,7 +14,7 @@ ifneq ($(shell $(PY) -c 'import sys; print(sys.version)' 2>/dev/null),$(shell $(
 $(shell rm -rf $(VENV))
 endif
 
-.PHONY: run test bench screenshots
+.PHONY: run lint test bench screenshots
 
 # Running needs requirements.txt; testing adds requirements-dev.txt.
 $(VENV)/.installed-run: requirements.txt
@@ -31,9 +31,14 @@ run: $(VENV)/.installed-run
 	$(VENV)/bin/flask --app hedwig run
 
 # The suite runs on SQLite, and on a throwaway PostgreSQL too when PostgreSQL is installed.
-test: $(VENV)/.installed
+# The style, the house's rules (.ci/check_layout.py) and the README's names, before the tests.
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) .ci/check_layout.py
+	$(PY) .ci/check_readme_names.py
+
+test: lint
 	@command -v chromium >/dev/null || \
 	  echo "Chromium is not installed: the browser tests will be skipped (apt-get install chromium)." >&2
 	.ci/with-postgres $(PY) -m pytest
