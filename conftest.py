@@ -1,6 +1,6 @@
 """What Hedwig's tests share: the app on SQLite and PostgreSQL, a signed-in browser, the
 Intercom stand-in on loopback, Intercom's documented payloads and a driver playing Intercom's
-part in the Inbox. test_hedwig.py, test_browser.py and bench_hedwig.py use them."""
+part in the Inbox. Every test_<area>.py, and bench_hedwig.py, use them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import sqlalchemy
@@ -25,7 +25,7 @@ import hedwig
 from hedwig_app.auth import add_user
 from hedwig_app.database import MIGRATIONS, upgrade_database
 from hedwig_app.records import add_evidence, refresh_backing
-from models import Evidence, Feedback, IntercomConnection, db
+from models import Evidence, Feedback, IntercomConnection, User, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
@@ -508,3 +508,33 @@ def stored_feedback(app: Flask) -> list[Feedback]:
 def stored_evidence(app: Flask) -> list[Evidence]:
     with app.app_context():
         return list(db.session.scalars(select(Evidence).order_by(Evidence.id)))
+
+
+def callback(client: FlaskClient, state: str, code: str | None = CODE) -> Any:
+    params = {"state": state, **({"code": code} if code is not None else {})}
+    return client.get("/intercom/callback?" + urlencode(params))
+
+
+def connections(app: Flask) -> list[IntercomConnection]:
+    with app.app_context():
+        return list(db.session.scalars(select(IntercomConnection)))
+
+
+def users(app: Flask) -> dict[str, tuple[str, bool]]:
+    """Email → (role, removed), for everyone Hedwig knows."""
+    with app.app_context():
+        return {
+            u.email: (u.role, u.removed_at is not None) for u in db.session.scalars(select(User))
+        }
+
+
+@pytest.fixture
+def private_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Flask:
+    """Hedwig set up as a team with a private app sets it up: a client secret, no OAuth."""
+    return make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=httpserver.url_for("/").rstrip("/"),
+        INTERCOM_TIMEOUT=1,
+    )

@@ -200,7 +200,7 @@ def test_connect_button_follows_the_connection(
     connect = page.locator("header a:text('Connect with Intercom')")
     assert connect.get_attribute("href") == "/intercom/connect"
 
-    connect_workspace(app)  # what a finished OAuth flow leaves (tested in test_hedwig.py)
+    connect_workspace(app)  # what a finished OAuth flow leaves (tested in test_connect.py)
     httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
     page.reload()
     assert "Connected to Example Co workspace" in page.locator("header").inner_text()

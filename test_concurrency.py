@@ -1,0 +1,246 @@
+"""Solid under concurrency: a real server, real parallel requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from sqlalchemy import func, select
+
+from conftest import (
+    CLIENT_SECRET,
+    INITIALIZE,
+    PASSWORD,
+    SECRET_KEY,
+    WORKSPACE_ID,
+    assert_valid_canvas,
+    connect_workspace,
+    create_user,
+    feedback_count,
+    make_app,
+    sign,
+    texts,
+)
+from models import User, db
+
+# --- Solid under concurrency: a real server, real parallel requests -------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]]:
+    """Hedwig under gunicorn with 4 workers on loopback, the fixture workspace connected."""
+    app = make_app(tmp_path, DATABASE_URL=database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET)
+    connect_workspace(app)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    env = {
+        **os.environ,
+        "HEDWIG_INSTANCE_PATH": str(tmp_path / "instance"),
+        "HEDWIG_SECRET_KEY": SECRET_KEY,
+        "HEDWIG_DATABASE_URL": database_url,
+        "HEDWIG_INTERCOM_CLIENT_SECRET": CLIENT_SECRET,
+        "HEDWIG_BASE_URL": "https://hedwig.example",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "4",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--error-logfile",
+            str(log),
+            "--capture-output",
+            "hedwig:create_app()",
+        ],
+        cwd=Path(__file__).parent,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # until it answers (or gives up), never a fixed sleep
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        yield url, app, log
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def signed_post(url: str, payload: dict[str, Any]) -> requests.Response:
+    body = json.dumps(payload).encode()
+    headers = {"X-Body-Signature": sign(body), "Content-Type": "application/json"}
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def submit_payload(nonce: str, title: str) -> dict[str, Any]:
+    return {
+        **INITIALIZE,
+        "component_id": "save",
+        "input_values": {"title": title, "quote": "In parallel"},
+        "current_canvas": {"stored_data": {"nonce": nonce}},
+    }
+
+
+def test_fifty_parallel_submits_store_fifty_records(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    payloads = [submit_payload(f"parallel-nonce-{n:04d}-xxxx", f"Parallel {n}") for n in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(
+            pool.map(lambda p: signed_post(f"{url}/intercom/canvas/submit", p), payloads)
+        )
+    assert [r.status_code for r in responses] == [200] * 50
+    assert all("saved" in texts(r.json())[0] for r in responses)
+    assert feedback_count(app) == 50
+    assert "Traceback" not in log.read_text()
+    assert "database is locked" not in log.read_text()
+
+
+def test_the_same_form_sent_in_parallel_stores_one_record(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    payload = submit_payload("one-form-many-clicks-nonce", "Clicked many times")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(
+            pool.map(lambda _: signed_post(f"{url}/intercom/canvas/submit", payload), range(10))
+        )
+    assert [r.status_code for r in responses] == [200] * 10
+    assert len({r.text for r in responses}) == 1  # every click sees the same saved canvas
+    assert feedback_count(app) == 1
+    assert "Traceback" not in log.read_text()
+
+
+def test_sqlite_connections_are_tuned_for_concurrent_workers(tmp_path: Any) -> None:
+    app = make_app(tmp_path)
+    with app.app_context():
+        db.engine.dispose()  # a brand-new connection, not one left over from start-up
+        with db.engine.connect() as connection:
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA journal_mode").scalar() == "wal"
+            assert pragma("PRAGMA busy_timeout").scalar() == 5000
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path]) -> None:
+    url, app, log = served
+    browsers = []
+    for _ in range(8):
+        browser = requests.Session()
+        page = browser.get(f"{url}/login", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token and "Create the first account" in page
+        browsers.append((browser, token.group(1)))
+    start = threading.Barrier(len(browsers))
+
+    def create(n: int) -> int:
+        browser, token = browsers[n]
+        start.wait()
+        form = {
+            "csrf_token": token,
+            "email": f"user{n}@example.com",
+            "password": PASSWORD,
+            "confirm": PASSWORD,
+        }
+        return browser.post(
+            f"{url}/first-account", data=form, allow_redirects=False, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=len(browsers)) as pool:
+        statuses = sorted(pool.map(create, range(len(browsers))))
+    assert statuses.count(302) == 1
+    assert set(statuses) <= {302, 400, 401}
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 1
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # backup is SQLite's
+def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
+    served: tuple[str, Flask, Path], tmp_path: Path
+) -> None:
+    url, app, log = served
+    payloads = [submit_payload(f"racing-backup-nonce-{n:04d}", f"Racing {n}") for n in range(40)]
+    backup = tmp_path / "racing-backup.db"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        submits = pool.map(lambda p: signed_post(f"{url}/intercom/canvas/submit", p), payloads)
+        result = app.test_cli_runner().invoke(args=["backup", str(backup)])
+        statuses = [r.status_code for r in submits]
+    assert result.exit_code == 0, result.output
+    assert statuses == [200] * 40
+    assert feedback_count(app) == 40
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        copied = copy.execute("SELECT count(*), count(DISTINCT submit_nonce) FROM evidence")
+        count, distinct = copied.fetchone()
+    assert 0 <= count <= 40
+    assert distinct == count  # whole rows only, each once
+    assert "Traceback" not in log.read_text()
+
+
+def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, _ = served
+    result = app.test_cli_runner().invoke(
+        args=["canvas-request", "initialize", "--workspace", WORKSPACE_ID, "--url", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"curl -sS -X POST {url}/intercom/canvas/initialize")
+    assert CLIENT_SECRET not in result.output
+    ran = subprocess.run(["bash", "-c", result.output], capture_output=True, text=True, timeout=60)
+    canvas = json.loads(ran.stdout)
+    assert "Feedback from this conversation" in texts(assert_valid_canvas(canvas, first=True))
+
+    form = app.test_cli_runner().invoke(
+        args=["canvas-request", "submit", "--workspace", WORKSPACE_ID, "--url", url]
+    )
+    ran = subprocess.run(["bash", "-c", form.output], capture_output=True, text=True, timeout=60)
+    assert "Record feedback" in texts(json.loads(ran.stdout))
+
+
+def test_fifty_wrong_passwords_at_once_are_checked_at_most_ten_times(
+    served: tuple[str, Flask, Path],
+) -> None:
+    url, app, log = served
+    create_user(app)
+    browser = requests.Session()
+    page = browser.get(f"{url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "email": "ada@example.com", "password": "a wrong guess"}
+    start = threading.Barrier(50)
+
+    def guess(_: int) -> int:
+        start.wait()
+        return browser.post(f"{url}/login", data=form, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(guess, range(50)))
+    assert statuses.count(401) <= 10  # each 401 cost a password hash; a 429 cost none
+    assert statuses.count(401) + statuses.count(429) == 50
+    assert "Traceback" not in log.read_text()

@@ -1,0 +1,613 @@
+"""Connect with Intercom: OAuth and access tokens, against a stand-in for Intercom on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import itsdangerous.timed
+import pytest
+import sqlalchemy
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CODE,
+    CONVERSATION_ID,
+    INITIALIZE,
+    ME,
+    TOKEN,
+    WORKSPACE_ID,
+    Inbox,
+    callback,
+    connections,
+    create_user,
+    is_sqlite,
+    make_app,
+    page_text,
+    post,
+    serve_intercom,
+    sign_in,
+    signed_in_browser,
+    stored_feedback,
+    token_answer,
+)
+from hedwig_app.intercom import intercom_api_url
+from models import db
+
+# --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback -------------------
+
+
+def start_connect(client: FlaskClient) -> str:
+    """Click Connect with Intercom; return the state Intercom would be handed."""
+    response = client.get("/intercom/connect")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == (
+        "https://intercom.example/oauth"
+    )
+    query = parse_qs(location.query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["redirect_uri"] == ["https://hedwig.example/intercom/callback"]
+    return query["state"][0]
+
+
+def test_connect_end_to_end(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    assert "Connect with Intercom" in page_text(agent.get("/"))
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 302
+    page = page_text(agent.get("/"))
+    assert "Connected to Example Co workspace" in page
+    assert "Disconnect" in page
+    (connection,) = connections(intercom_app)
+    assert connection.workspace_id == WORKSPACE_ID
+    assert (connection.admin_id, connection.admin_name, connection.admin_email) == (
+        "5551234",
+        "Alex Agent",
+        "alex.agent@example.com",
+    )
+    with intercom_app.app_context():
+        assert connection.token == TOKEN
+        assert connection.encrypted_token != TOKEN
+
+
+def test_code_reaches_intercom_with_its_trailing_equals_intact(
+    agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    token_request = next(req for req, _ in httpserver.log if req.path == "/auth/eagle/token")
+    assert token_request.form["code"] == CODE
+    assert token_request.mimetype == "application/x-www-form-urlencoded"
+    assert token_request.headers["Accept"] == "application/json"
+
+
+def assert_refused_without_exchange(
+    response: Any,
+    app: Flask,
+    httpserver: HTTPServer,
+    message: str = "did not start in this browser",
+) -> None:
+    assert response.status_code == 400
+    assert message in page_text(response)
+    assert [req.path for req, _ in httpserver.log if req.path == "/auth/eagle/token"] == []
+    assert connections(app) == []
+
+
+def test_tampered_state_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+    assert_refused_without_exchange(callback(agent, tampered), intercom_app, httpserver)
+
+
+def test_expired_state_is_refused_with_its_own_message(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    eleven_minutes_later = time.time() + 11 * 60
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: eleven_minutes_later)
+    response = callback(agent, state)
+    assert_refused_without_exchange(response, intercom_app, httpserver, "expired")
+    assert "within 10 minutes" in page_text(response)
+
+
+def test_state_works_once(intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    assert callback(agent, state).status_code == 302
+    httpserver.clear_log()
+    response = callback(agent, state)
+    assert response.status_code == 400
+    assert [req for req, _ in httpserver.log] == []
+
+
+def test_replay_with_an_old_copy_of_the_session_cookie_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    old_cookie = agent.get_cookie("session").value  # still holds the state's nonce
+    assert callback(agent, state).status_code == 302
+    httpserver.clear_log()
+    agent.set_cookie("session", old_cookie)
+    response = callback(agent, state)
+    assert response.status_code == 400
+    assert [req for req, _ in httpserver.log] == []
+
+
+def test_state_made_for_another_users_session_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    create_user(intercom_app, "mallory@example.com")
+    mallory = intercom_app.test_client()
+    sign_in(mallory, "mallory@example.com")
+    assert_refused_without_exchange(callback(mallory, state), intercom_app, httpserver)
+
+
+def test_callback_in_a_signed_out_browser_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    stranger = intercom_app.test_client()
+    assert_refused_without_exchange(callback(stranger, state), intercom_app, httpserver)
+
+
+def test_denied_authorization_is_explained_and_nothing_is_exchanged(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    state = start_connect(agent)
+    response = agent.get("/intercom/callback?" + urlencode({"state": state, "error": "denied"}))
+    assert_refused_without_exchange(response, intercom_app, httpserver, "did not grant access")
+
+
+def slow_answer(request: Request) -> Response:
+    time.sleep(2)  # longer than the app's INTERCOM_TIMEOUT of 1 second
+    return token_answer(request)
+
+
+@pytest.mark.parametrize(
+    ("token_endpoint", "message"),
+    [
+        (lambda request: Response('{"type": "error.list"}', 401), "HTTP 401"),
+        (lambda request: Response("Internal error", 500), "HTTP 500"),
+        (lambda request: Response("<html>not json</html>", 200), "not JSON"),
+        (lambda request: Response('["a list"]', 200), "not a JSON object"),
+        (lambda request: Response('{"token_type": "Bearer"}', 200), "held no token"),
+        (slow_answer, "did not answer"),
+    ],
+)
+def test_failed_token_exchange_explains_and_stores_nothing(
+    intercom_app: Flask,
+    agent: FlaskClient,
+    httpserver: HTTPServer,
+    token_endpoint: Any,
+    message: str,
+) -> None:
+    serve_intercom(httpserver, token=token_endpoint)
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert message in page_text(response)
+    assert "Nothing was stored" in page_text(response)
+    assert connections(intercom_app) == []
+    assert "/me" not in [req.path for req, _ in httpserver.log]
+
+
+@pytest.mark.parametrize(
+    "me_endpoint",
+    [
+        lambda request: Response('{"type": "error.list"}', 401),
+        lambda request: Response('{"type": "admin", "id": "1"}', 200),  # no app.id_code
+    ],
+)
+def test_failed_me_call_stores_nothing(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, me_endpoint: Any
+) -> None:
+    serve_intercom(httpserver, me=me_endpoint)
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert connections(intercom_app) == []
+
+
+def test_unreachable_intercom_is_explained(tmp_path: Any) -> None:
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    app = make_app(
+        tmp_path,
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=f"http://127.0.0.1:{closed_port}",
+    )
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    state = parse_qs(urlsplit(client.get("/intercom/connect").headers["Location"]).query)["state"]
+    response = callback(client, state[0])
+    assert response.status_code == 502
+    assert "could not reach Intercom" in page_text(response)
+    assert connections(app) == []
+
+
+def test_reconnecting_updates_the_workspace_in_place(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (first,) = connections(intercom_app)
+    renamed = {**ME, "app": {**ME["app"], "name": "Renamed workspace"}}
+    httpserver.clear()
+    serve_intercom(httpserver, me=lambda request: Response(json.dumps(renamed), 200))
+    callback(agent, start_connect(agent))
+    (second,) = connections(intercom_app)
+    assert second.id == first.id
+    assert second.workspace_name == "Renamed workspace"
+    assert "Connected to Renamed workspace" in page_text(agent.get("/"))
+
+
+def test_database_files_and_backups_hold_no_usable_token(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    with intercom_app.app_context():
+        raw_rows = db.session.execute(sqlalchemy.text("SELECT * FROM intercom_connections"))
+        assert TOKEN not in repr(raw_rows.all())
+    if is_sqlite(intercom_app):
+        backup = tmp_path / "backup.db"
+        assert intercom_app.test_cli_runner().invoke(args=["backup", str(backup)]).exit_code == 0
+        for path in [*tmp_path.glob("hedwig.db*"), backup]:
+            assert TOKEN.encode() not in path.read_bytes()
+            assert TOKEN.rstrip("=").encode() not in path.read_bytes()
+
+
+def test_token_that_no_longer_decrypts_asks_to_reconnect(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (tmp_path / "instance" / "token_key").unlink()  # the key is lost: a new one is made
+    restarted = make_app(
+        tmp_path,
+        DATABASE_URL=intercom_app.config["DATABASE_URL"],
+        INTERCOM_CLIENT_ID=CLIENT_ID,
+        INTERCOM_CLIENT_SECRET="x",
+    )
+    client = restarted.test_client()
+    sign_in(client)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Reconnect" in page_text(response)
+
+
+def test_secrets_never_reach_logs_pages_or_urls(
+    intercom_app: Flask,
+    agent: FlaskClient,
+    httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    serve_intercom(httpserver)
+    response = agent.get("/intercom/connect")
+    seen.append(response.headers["Location"])
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    response = callback(agent, state)
+    seen += [response.headers["Location"], page_text(agent.get(response.headers["Location"]))]
+    # and a failing exchange, whose log line names the failure
+    httpserver.clear()
+    serve_intercom(httpserver, token=lambda request: Response("no", 500))
+    seen.append(page_text(callback(agent, start_connect(agent))))
+    assert "HTTP 500" in caplog.text
+    for secret in (TOKEN, CODE, CLIENT_SECRET):
+        assert secret not in caplog.text
+        assert all(secret not in text for text in seen)
+
+
+def test_disconnect_forgets_the_token(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    callback(agent, start_connect(agent))
+    (connection,) = connections(intercom_app)
+    assert (
+        agent.post("/intercom/disconnect", data={"connection_id": connection.id}).status_code == 400
+    )
+    assert len(connections(intercom_app)) == 1
+    response = post(agent, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    assert response.status_code == 302
+    assert connections(intercom_app) == []
+    assert "Connect with Intercom" in page_text(agent.get("/"))
+    assert post(agent, "/intercom/disconnect", {"connection_id": "999"}).status_code == 404
+
+
+def test_connect_without_credentials_says_which_settings_to_set(signed_in: FlaskClient) -> None:
+    page = page_text(signed_in.get("/"))
+    assert "HEDWIG_INTERCOM_CLIENT_ID" in page
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page
+    response = signed_in.get("/intercom/connect")
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
+
+
+def test_intercom_redirects_are_never_followed(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    stolen = httpserver.url_for("/elsewhere")
+    httpserver.expect_request("/auth/eagle/token").respond_with_response(
+        Response(status=307, headers={"Location": stolen})
+    )
+    httpserver.expect_request("/elsewhere").respond_with_data("{}")
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert "HTTP 307" in page_text(response)
+    assert [req.path for req, _ in httpserver.log] == ["/auth/eagle/token"]
+    assert connections(intercom_app) == []
+
+
+def test_a_workspace_id_too_long_to_be_real_is_refused(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    long_id = {**ME, "app": {**ME["app"], "id_code": "w" * 500}}
+    serve_intercom(httpserver, me=lambda request: Response(json.dumps(long_id), 200))
+    response = callback(agent, start_connect(agent))
+    assert response.status_code == 502
+    assert "named no workspace" in page_text(response)
+    assert connections(intercom_app) == []
+
+
+def test_disconnecting_an_id_beyond_what_a_database_keeps_is_404(agent: FlaskClient) -> None:
+    response = post(agent, "/intercom/disconnect", {"connection_id": "9" * 30})
+    assert response.status_code == 404
+
+
+# Connect with an access token: a private app's way in.
+
+
+@pytest.fixture
+def teammate(private_app: Flask) -> FlaskClient:
+    return signed_in_browser(private_app)
+
+
+def paste_token(client: FlaskClient, token: str = TOKEN) -> Any:
+    return post(client, "/intercom/connect/token", {"access_token": token})
+
+
+def test_a_private_apps_access_token_connects_its_workspace(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    nav = page_text(teammate.get("/"))
+    assert 'href="/intercom/connect/token"' in nav
+    assert "Connect with Intercom" not in nav  # no client id: OAuth is not offered
+    response = paste_token(teammate, f"  {TOKEN}\n")
+    assert response.status_code == 302
+    assert "Connected to Example Co workspace" in page_text(teammate.get("/"))
+    (connection,) = connections(private_app)
+    assert (connection.workspace_id, connection.region, connection.admin_id) == (
+        WORKSPACE_ID,
+        "us",
+        "5551234",
+    )
+    with private_app.app_context():
+        assert connection.token == TOKEN
+    (me,) = [req for req, _ in httpserver.log if req.path == "/me"]
+    assert me.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_new_token_for_a_connected_workspace_updates_it_in_place(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    paste_token(teammate)
+    (first,) = connections(private_app)
+    httpserver.clear()
+    renamed = {**ME, "app": {**ME["app"], "name": "Renamed"}}
+    httpserver.expect_request("/me").respond_with_json(renamed)
+    paste_token(teammate, "another-token-0123456789")
+    (second,) = connections(private_app)
+    assert (second.id, second.workspace_name) == (first.id, "Renamed")
+    with private_app.app_context():
+        assert second.token == "another-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (Response('{"type": "error.list"}', 401), "HTTP 401: it no longer accepts this token"),
+        (Response('{"type": "error.list"}', 403), "HTTP 403: the app lacks a permission"),
+        (Response("upstream broke", 503), "HTTP 503: it had a problem"),
+        (Response("<html>not json</html>", 200), "was not JSON"),
+        (Response('{"type": "admin", "id": "1"}', 200), "named no workspace"),
+    ],
+    ids=["refused", "permission missing", "intercom down", "garbage", "no workspace"],
+)
+def test_a_token_intercom_does_not_vouch_for_stores_nothing(
+    private_app: Flask,
+    teammate: FlaskClient,
+    httpserver: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+    answer: Response,
+    message: str,
+) -> None:
+    httpserver.expect_request("/me").respond_with_response(answer)
+    response = paste_token(teammate, "tok_wrong_0123456789")
+    assert response.status_code == 502
+    assert message in page_text(response)
+    assert "Nothing was stored" in page_text(response)
+    assert connections(private_app) == []
+    for text in (page_text(response), caplog.text, response.headers.get("Location", "")):
+        assert "tok_wrong_0123456789" not in text
+
+
+@pytest.mark.parametrize("pasted", ["", "   ", "two words", "x" * 513, "tab\there"])
+def test_something_that_is_not_a_token_is_refused_before_asking_intercom(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer, pasted: str
+) -> None:
+    response = paste_token(teammate, pasted)
+    assert response.status_code == 400
+    assert "Paste the access token Intercom shows for your app" in page_text(response)
+    assert httpserver.log == []
+    assert connections(private_app) == []
+
+
+def test_the_token_form_needs_sign_in_a_csrf_token_and_a_client_secret(
+    private_app: Flask, teammate: FlaskClient, tmp_path: Any, httpserver: HTTPServer
+) -> None:
+    stranger = private_app.test_client()
+    assert stranger.post("/intercom/connect/token", data={"access_token": TOKEN}).status_code in (
+        302,
+        400,
+    )
+    assert teammate.post("/intercom/connect/token", data={"access_token": TOKEN}).status_code == 400
+    unconfigured = make_app(tmp_path / "other")
+    create_user(unconfigured)
+    browser = unconfigured.test_client()
+    sign_in(browser)
+    response = paste_token(browser)
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
+    assert httpserver.log == []
+
+
+# Regions: each workspace's API calls and links go to its region's hosts.
+
+
+@pytest.fixture
+def regional_intercom() -> Iterator[dict[str, HTTPServer]]:
+    """A stand-in for Intercom's API host in each region, on loopback."""
+    servers = {region: HTTPServer(host="127.0.0.1", port=0) for region in ("us", "eu", "au")}
+    for server in servers.values():
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.clear()
+        server.stop()
+
+
+@pytest.fixture
+def regional_app(
+    tmp_path: Any, database_url: str, regional_intercom: dict[str, HTTPServer]
+) -> Flask:
+    regions = {
+        region: {"api": server.url_for("/").rstrip("/"), "web": f"https://app.{region}.example"}
+        for region, server in regional_intercom.items()
+    }
+    return make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_REGIONS=regions,
+        INTERCOM_TIMEOUT=1,
+    )
+
+
+@pytest.mark.parametrize(("said", "region"), [("US", "us"), ("EU", "eu"), ("AU", "au")])
+def test_each_regions_workspace_is_called_and_linked_on_its_own_hosts(
+    regional_app: Flask, regional_intercom: dict[str, HTTPServer], said: str, region: str
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": said}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)  # US routes /me
+    regional_intercom[region].expect_request("/auth/uninstall", method="POST").respond_with_json({})
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    (connection,) = connections(regional_app)
+    assert connection.region == region
+
+    inbox = Inbox(regional_app)
+    inbox.save("Heard here", payload={**INITIALIZE, "workspace_region": said.lower()})
+    (record,) = stored_feedback(regional_app)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert (
+        f'href="https://app.{region}.example/a/inbox/{WORKSPACE_ID}/inbox/conversation/'
+        f'{CONVERSATION_ID}"' in page
+    )
+
+    post(browser, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    (uninstall,) = [
+        req for req, _ in regional_intercom[region].log if req.path == "/auth/uninstall"
+    ]
+    assert uninstall.headers["Authorization"] == f"Bearer {TOKEN}"
+    others = [name for name in regional_intercom if name not in (region, "us")]
+    assert all(regional_intercom[name].log == [] for name in others)
+
+
+def test_an_unknown_region_uses_the_us_hosts_and_says_so_in_the_log(
+    regional_app: Flask,
+    regional_intercom: dict[str, HTTPServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": "Mars"}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    (connection,) = connections(regional_app)
+    assert connection.region == "us"
+    assert "Unknown Intercom region 'mars': using the US hosts" in caplog.text
+
+
+def test_hedwig_intercom_api_url_replaces_every_regions_api_host(
+    tmp_path: Any, httpserver: HTTPServer
+) -> None:
+    app = make_app(
+        tmp_path,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=httpserver.url_for("/"),
+    )
+    with app.app_context():
+        for region in ("us", "eu", "au"):
+            assert intercom_api_url(region) == httpserver.url_for("/").rstrip("/")
+
+
+# Disconnect: Hedwig forgets the token, and asks Intercom to revoke it.
+
+
+def test_disconnect_revokes_the_token_at_intercom(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
+    paste_token(teammate)
+    (connection,) = connections(private_app)
+    response = post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    assert response.status_code == 302
+    assert "Intercom revoked its token, and Hedwig forgot it." in page_text(teammate.get("/"))
+    assert connections(private_app) == []
+
+
+def test_disconnect_forgets_the_token_even_when_intercom_cannot_revoke_it(
+    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
+) -> None:
+    serve_intercom(httpserver)
+    httpserver.expect_request("/auth/uninstall").respond_with_data("down", 500)
+    paste_token(teammate)
+    (connection,) = connections(private_app)
+    post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    page = page_text(teammate.get("/"))
+    assert "Hedwig forgot its token, but Intercom did not revoke it" in page
+    assert "HTTP 500" in page
+    assert "Uninstall app" in page
+    assert connections(private_app) == []

@@ -1,0 +1,984 @@
+"""The Inbox app: Canvas Kit requests, signatures, each canvas, the preview."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from conftest import (
+    CLIENT_SECRET,
+    CONTACT_ID,
+    CONVERSATION_ID,
+    INITIALIZE,
+    TOKEN,
+    WORKSPACE_ID,
+    Inbox,
+    add_feedback,
+    assert_valid_canvas,
+    component,
+    create_user,
+    feedback_count,
+    make_app,
+    page_text,
+    post,
+    sign,
+    sign_in,
+    stored_evidence,
+    stored_feedback,
+    texts,
+)
+from hedwig_app.canvas_kit import HTML_READ_MAX, html_to_text, markdown_escape
+from hedwig_app.canvases import COUNT_CAP
+from hedwig_app.inbox import verify_canvas_signature
+from hedwig_app.preview import canvas_markdown
+from models import IntercomConnection, db
+
+# --- The Inbox app (Canvas Kit) -------------------------------------------------------------------
+
+
+FORGED_SAVE = {
+    **INITIALIZE,
+    "component_id": "save",
+    "input_values": {"title": "Forged"},
+    "current_canvas": {"stored_data": {"nonce": "forged-form-nonce-0123456789"}},
+}
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda body: {},
+        lambda body: {"X-Body-Signature": ""},
+        lambda body: {"X-Body-Signature": "not-hex-at-all"},
+        lambda body: {"X-Body-Signature": "0" * 64},
+        lambda body: {"X-Body-Signature": "a" * 40},  # the SHA-1 length of the docs' example
+        lambda body: {"X-Body-Signature": "sha256=" + sign(body)},
+        lambda body: {"X-Body-Signature": sign(body, "another-secret")},
+        lambda body: {"X-Body-Signature": sign(body).upper()},
+        lambda body: {"X-Body-Signature": sign(body.replace(b"Casey", b"Carol"))},  # altered
+    ],
+    ids=[
+        "unsigned",
+        "empty",
+        "not hex",
+        "zeros",
+        "sha1 length",
+        "prefixed",
+        "another secret",
+        "upper case",
+        "body altered after signing",
+    ],
+)
+def test_canvas_requests_not_signed_by_intercom_are_401_and_store_nothing(
+    canvas_app: Flask, inbox: Inbox, forge: Any
+) -> None:
+    for endpoint, payload in (("initialize", INITIALIZE), ("submit", FORGED_SAVE)):
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", **forge(body)}
+        response = inbox.client.post(f"/intercom/canvas/{endpoint}", data=body, headers=headers)
+        assert response.status_code == 401
+        assert response.json == {"error": "The request's X-Body-Signature does not match its body."}
+    assert stored_feedback(canvas_app) == []
+
+
+def test_canvas_requests_without_a_configured_secret_are_503(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_app(tmp_path).test_client()
+    body = json.dumps(INITIALIZE).encode()
+    response = client.post(
+        "/intercom/canvas/initialize", data=body, headers={"X-Body-Signature": sign(body)}
+    )
+    assert response.status_code == 503
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET is not set" in caplog.text
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2, 3]", b'"text"', b"\xff\xfe", b"[" * 5000])
+def test_canvas_body_that_is_not_a_json_object_is_400(inbox: Inbox, body: bytes) -> None:
+    assert inbox.send("initialize", body).status_code == 400
+    assert inbox.send("submit", body).status_code == 400
+
+
+def test_oversized_canvas_body_is_413(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = {**INITIALIZE, "padding": "x" * canvas_app.config["CANVAS_MAX_CONTENT_LENGTH"]}
+    assert inbox.send("initialize", payload).status_code == 413
+    assert inbox.send("submit", {**payload, "component_id": "save"}).status_code == 413
+    assert stored_feedback(canvas_app) == []
+
+
+def test_unknown_workspace_gets_a_connect_canvas_and_nothing_is_stored(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    components = inbox.initialize(workspace_id="unknown1")
+    assert "not connected to Hedwig yet" in texts(components)[0]
+    (connect,) = [c for c in components if c["type"] == "button"]
+    assert connect["action"] == {"type": "url", "url": "https://hedwig.example/intercom/connect"}
+    body = inbox.click("save", None, {"title": "Lost"}, payload={**INITIALIZE, "workspace_id": "x"})
+    assert "not connected to Hedwig yet" in texts(body)[0]
+    assert stored_feedback(canvas_app) == []
+
+
+def test_first_canvas_without_history_has_an_empty_state_and_a_record_button(
+    inbox: Inbox,
+) -> None:
+    components = inbox.initialize()
+    assert "Nothing recorded from this conversation yet." in texts(components)
+    (record,) = [c for c in components if c["type"] == "button"]
+    assert (record["id"], record["label"], record["style"]) == (
+        "record",
+        "Record feedback",
+        "secondary",
+    )
+    assert not [c for c in components if c["type"] == "list"]
+
+
+def test_first_canvas_lists_this_conversations_newest_three_and_counts_the_rest(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    ids = add_feedback(
+        canvas_app,
+        5,
+        workspace_id=WORKSPACE_ID,
+        conversation_id=CONVERSATION_ID,
+        source="intercom",
+    )
+    components = inbox.initialize()
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert [item["id"] for item in listing["items"]] == [f"feedback-{n}" for n in ids[:1:-1]]
+    assert listing["items"][0]["action"] == {
+        "type": "url",
+        "url": f"https://hedwig.example/feedback/{ids[-1]}",
+    }
+    assert "+2 more in Hedwig" in texts(components)
+
+
+def test_first_canvas_shows_the_customers_feedback_from_elsewhere(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(
+        canvas_app,
+        title="Asked before",
+        workspace_id=WORKSPACE_ID,
+        conversation_id="999",
+        contact_id=CONTACT_ID,
+    )
+    add_feedback(
+        canvas_app,
+        title="Told us by email",
+        workspace_id=WORKSPACE_ID,
+        contact_id="an-earlier-lead",
+        customer_email="casey.customer@example.com",
+    )
+    add_feedback(canvas_app, title="Someone else", workspace_id=WORKSPACE_ID, contact_id="other")
+    components = inbox.initialize()
+    assert "More from Casey Customer" in texts(components)
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert [item["title"] for item in listing["items"]] == ["Told us by email", "Asked before"]
+    assert "Nothing recorded from this conversation yet." in texts(components)
+
+
+def test_a_canvas_shows_only_its_own_workspaces_records(canvas_app: Flask, inbox: Inbox) -> None:
+    """A Messenger visitor can claim any email: another workspace's records about that
+    address must not show. Records added by hand on the web belong to no workspace, and the
+    Inbox sidebar is seen by every teammate of a workspace, so no canvas shows them either."""
+    victim = {"customer_email": "casey.customer@example.com", "conversation_id": "777"}
+    add_feedback(canvas_app, title="Workspace B's secret", workspace_id="other-ws", **victim)
+    add_feedback(canvas_app, title="Added by hand", **victim)
+    add_feedback(canvas_app, title="B's contact", workspace_id="other-ws", contact_id=CONTACT_ID)
+    components = inbox.initialize()
+    assert not [c for c in components if c["type"] == "list"]
+    assert not any(line.startswith("More from") for line in texts(components))
+
+
+def test_first_canvas_stays_within_400px_with_a_long_history(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
+    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, contact_id=CONTACT_ID)
+    components = inbox.initialize()  # checks the height and the absence of a primary button
+    assert sum(len(c["items"]) for c in components if c["type"] == "list") == 6
+    assert texts(components).count("+17 more in Hedwig") == 2
+
+
+def test_form_is_prefilled_with_the_customers_opening_message(inbox: Inbox) -> None:
+    form = inbox.form()
+    assert component(form, "quote")["value"] == (
+        "Hi! The CSV export button crashes the page every time I click it."
+    )
+    # The title starts as what was searched for: the first words of the message.
+    assert component(form, "title")["value"] == (
+        "Hi! The CSV export button crashes the page every time I"
+    )
+    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    assert component(form, "save")["style"] == "primary"
+    assert component(form, "find")["style"] == "link"  # Back, to the search
+    stored = form["canvas"]["stored_data"]
+    assert set(stored) == {"nonce", "query"}
+    assert len(json.dumps(stored)) < 200
+
+
+def test_html_in_the_customers_message_becomes_plain_text(inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["body"] = (
+        "<p>Use <b>bold</b> &amp; <a href='https://x.example'>links</a>"
+        "<script>alert(1)</script></p><p>Second&nbsp;line &lt;tag&gt;</p>"
+    )
+    value = component(inbox.form(payload), "quote")["value"]
+    assert value == "Use bold & links\nSecond line <tag>"
+
+
+def test_back_returns_to_the_first_canvas(inbox: Inbox) -> None:
+    search = inbox.click("find", inbox.form())
+    assert component(search, "query")["type"] == "input"
+    body = inbox.click("back", search)
+    assert "Nothing recorded from this conversation yet." in texts(body)
+
+
+def test_saving_stores_the_feedback_with_its_provenance(canvas_app: Flask, inbox: Inbox) -> None:
+    saved = inbox.save("CSV export crashes", "Every time, in Chrome.")
+    (record,) = stored_feedback(canvas_app)
+    assert f"Feedback #{record.id} saved" in texts(saved)
+    assert component(saved, "open")["action"] == {
+        "type": "url",
+        "url": f"https://hedwig.example/feedback/{record.id}",
+    }
+    assert component(saved, "another")["style"] == "link"
+    assert component(saved, "done")["style"] == "link"
+    assert (record.title, record.source, record.workspace_id, record.customer_count) == (
+        "CSV export crashes",
+        "intercom",
+        WORKSPACE_ID,
+        1,
+    )
+    (evidence,) = stored_evidence(canvas_app)
+    assert (evidence.feedback_id, evidence.quote, evidence.source) == (
+        record.id,
+        "Every time, in Chrome.",
+        "intercom",
+    )
+    assert (evidence.workspace_id, evidence.conversation_id, evidence.contact_id) == (
+        WORKSPACE_ID,
+        CONVERSATION_ID,
+        CONTACT_ID,
+    )
+    assert (evidence.customer_name, evidence.customer_email) == (
+        "Casey Customer",
+        "casey.customer@example.com",
+    )
+    assert (evidence.admin_id, evidence.admin_name, evidence.admin_email) == (
+        "5551234",
+        "Alex Agent",
+        "alex.agent@example.com",
+    )
+    assert (record.created_by_id, evidence.created_by_id) == (None, None)
+
+
+def test_saved_feedback_shows_on_the_first_canvas_and_links_to_the_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("Dark mode")
+    components = inbox.initialize()
+    (listing,) = [c for c in components if c["type"] == "list"]
+    assert listing["items"][0]["title"] == "Dark mode"
+    (record,) = stored_feedback(canvas_app)
+    browser = canvas_app.test_client()
+    create_user(canvas_app)
+    sign_in(browser)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert (
+        'href="https://app.intercom.com/a/inbox/abc12def/inbox/conversation/215471234567890"'
+        in page
+    )
+    assert "Alex Agent" in page
+
+
+@pytest.mark.parametrize(
+    ("title", "description", "message", "failed"),
+    [
+        ("", "Kept details", "A title is required.", "title"),
+        ("   ", "Kept details", "A title is required.", "title"),
+        ("x" * 201, "Kept details", "200 characters", "title"),
+        ("Fine title", "y" * 10_001, "10000 characters", "quote"),
+    ],
+)
+def test_invalid_submit_shows_the_form_again_and_stores_nothing(
+    canvas_app: Flask, inbox: Inbox, title: str, description: str, message: str, failed: str
+) -> None:
+    form = inbox.form()
+    body = inbox.click("save", form, {"title": title, "quote": description})
+    assert any(message in line for line in texts(body))
+    assert any(
+        c["style"] == "error"
+        for c in body["canvas"]["content"]["components"]
+        if c["type"] == "text"
+    )
+    assert component(body, "title").get("save_state") == ("failed" if failed == "title" else None)
+    assert component(body, "quote")["error"] is (failed == "quote")
+    assert component(body, "title")["value"] == title.strip()[:200]
+    assert component(body, "quote")["value"].startswith(description[:100])
+    assert stored_feedback(canvas_app) == []
+
+
+def test_double_submit_stores_one_record_and_answers_alike(canvas_app: Flask, inbox: Inbox) -> None:
+    form = inbox.form()
+    first = inbox.click("save", form, {"title": "Once only"})
+    second = inbox.click("save", form, {"title": "Once only"})
+    assert first == second
+    assert len(stored_feedback(canvas_app)) == 1
+    assert component(first, "another")["label"] == "Record another"
+    next_form = inbox.click("new", inbox.click("another", first))
+    assert next_form["canvas"]["stored_data"]["nonce"] != form["canvas"]["stored_data"]["nonce"]
+    third = inbox.click("save", next_form, {"title": "A new one"})
+    assert third != first
+    assert len(stored_feedback(canvas_app)) == 2
+
+
+def test_submit_without_the_forms_nonce_stores_nothing(canvas_app: Flask, inbox: Inbox) -> None:
+    body = inbox.click("save", None, {"title": "No form before"})
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert component(body, "title")["value"] == "No form before"
+    assert stored_feedback(canvas_app) == []
+
+
+def test_legacy_customer_key_is_read(canvas_app: Flask, inbox: Inbox) -> None:
+    legacy = {key: value for key, value in INITIALIZE.items() if key != "contact"}
+    legacy["customer"] = {"type": "user", "id": "legacy-1", "name": "Lee Legacy", "email": None}
+    inbox.initialize(legacy)
+    inbox.save("From an older app", payload=legacy)
+    (evidence,) = stored_evidence(canvas_app)
+    assert (evidence.contact_id, evidence.customer_name) == ("legacy-1", "Lee Legacy")
+
+
+def test_payload_without_context_uses_the_conversation(canvas_app: Flask, inbox: Inbox) -> None:
+    without_context = {key: value for key, value in INITIALIZE.items() if key != "context"}
+    inbox.initialize(without_context)
+    inbox.save("No context", payload=without_context)
+    assert stored_evidence(canvas_app)[0].conversation_id == CONVERSATION_ID
+
+
+def test_payload_without_conversation_uses_the_context(canvas_app: Flask, inbox: Inbox) -> None:
+    without_conversation = {k: v for k, v in INITIALIZE.items() if k != "conversation"}
+    inbox.initialize(without_conversation)
+    form = inbox.form(without_conversation)
+    assert component(form, "quote")["value"] == ""
+    inbox.click("save", form, {"title": "Integer id"}, payload=without_conversation)
+    assert stored_evidence(canvas_app)[0].conversation_id == CONVERSATION_ID
+
+
+def test_bare_payload_still_records_feedback(canvas_app: Flask, inbox: Inbox) -> None:
+    bare = {"workspace_id": WORKSPACE_ID, "contact": None, "admin": None, "conversation": None}
+    inbox.initialize(bare)
+    inbox.save("Hardly anything known", payload=bare)
+    (evidence,) = stored_evidence(canvas_app)
+    assert (evidence.conversation_id, evidence.customer_name, evidence.admin_id) == (None, "", None)
+    assert stored_feedback(canvas_app)[0].customer_count == 0  # no one known backs it
+
+
+def test_oversized_field_values_stay_within_canvas_limits(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "N" * 5000
+    payload["contact"]["id"] = "i" * 500
+    payload["conversation"]["source"]["body"] = "<p>" + "😀" * 20_000 + "</p>"
+    form = inbox.form(payload)  # the validator checks the 64 KB caps
+    assert len(component(form, "quote")["value"]) == 10_000
+    body = inbox.click(
+        "save", form, {"title": "t" * 100_000, "quote": "😀" * 30_000}, payload=payload
+    )
+    assert component(body, "title")["save_state"] == "failed"
+    assert stored_feedback(canvas_app) == []
+    inbox.save("Long name", payload=payload)
+    (evidence,) = stored_evidence(canvas_app)
+    assert evidence.customer_name == "N" * 255
+    assert evidence.contact_id is None  # an id too long to be real is not kept
+
+
+def test_markdown_in_customer_names_is_not_rendered(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "[Click me](https://evil.example)"
+    form = inbox.form(payload)
+    assert "From \\[Click me\\](https://evil.example)" in texts(form)[1]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+canvas_keys = st.sampled_from(
+    [
+        "workspace_id",
+        "admin",
+        "conversation",
+        "contact",
+        "customer",
+        "context",
+        "component_id",
+        "input_values",
+        "current_canvas",
+    ]
+)
+canvas_payloads = st.one_of(
+    json_values,
+    st.dictionaries(canvas_keys, json_values, max_size=9).map(
+        lambda d: {**d, "workspace_id": WORKSPACE_ID}
+    ),
+    st.builds(
+        lambda component_id, inputs, nonce, drop: {
+            **{k: v for k, v in INITIALIZE.items() if k not in drop},
+            "component_id": component_id,
+            "input_values": inputs,
+            "current_canvas": {"stored_data": {"nonce": nonce}},
+        },
+        st.sampled_from(["save", "record", "another", "back", "done", "x"]) | json_values,
+        st.dictionaries(st.sampled_from(["title", "description"]), json_values),
+        st.text(min_size=16, max_size=70) | json_values,
+        st.sets(canvas_keys),
+    ),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(payload=canvas_payloads, endpoint=st.sampled_from(["initialize", "submit"]))
+def test_any_signed_json_gets_a_canvas_or_a_4xx_never_a_500(
+    inbox: Inbox, payload: Any, endpoint: str
+) -> None:
+    response = inbox.send(endpoint, payload)
+    assert response.status_code == 200 or 400 <= response.status_code < 500
+    if response.status_code == 200:
+        assert_valid_canvas(response.json)
+
+
+BODY = b'{"workspace_id": "abc12def"}'
+
+
+@settings(max_examples=200)
+@given(body=st.binary(max_size=200), signature=st.none() | st.text(max_size=80))
+@example(body=BODY, signature=None)
+@example(body=BODY, signature=sign(BODY + b" "))
+@example(body=BODY, signature=sign(BODY, CLIENT_SECRET + "x"))
+def test_verify_accepts_nothing_but_the_hmac(body: bytes, signature: str | None) -> None:
+    expected = sign(body)
+    assert verify_canvas_signature(body, signature, CLIENT_SECRET) == (signature == expected)
+    assert verify_canvas_signature(body, expected, CLIENT_SECRET)
+
+
+def test_a_chunked_body_over_the_limit_is_413(canvas_app: Flask, inbox: Inbox) -> None:
+    padding = "x" * canvas_app.config["CANVAS_MAX_CONTENT_LENGTH"]
+    body = json.dumps({**INITIALIZE, "padding": padding}).encode()
+    response = inbox.client.post(
+        "/intercom/canvas/initialize",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "X-Body-Signature": sign(body)},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+
+
+def test_a_signed_chunked_body_within_the_limit_is_read_whole(inbox: Inbox) -> None:
+    body = json.dumps(INITIALIZE).encode()
+    response = inbox.client.post(
+        "/intercom/canvas/initialize",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "X-Body-Signature": sign(body)},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200
+
+
+def test_a_form_nonce_spent_in_another_workspace_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    with canvas_app.app_context():
+        other = IntercomConnection(workspace_id="other-ws", workspace_name="Other")
+        other.token = TOKEN
+        db.session.add(other)
+        db.session.commit()
+    form = inbox.form()
+    inbox.click("save", form, {"title": "Saved in A"})
+    in_b = {**INITIALIZE, "workspace_id": "other-ws"}
+    body = inbox.click("save", form, {"title": "Replayed in B"}, payload=in_b)
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert component(body, "title")["value"] == "Replayed in B"
+    assert [r.title for r in stored_feedback(canvas_app)] == ["Saved in A"]
+
+
+def test_lone_surrogates_and_control_characters_in_a_canvas_request_are_dropped(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["contact"]["name"] = "Casey\ud800 \x00Customer"
+    payload["conversation"]["id"] = "2154\x0071"
+    payload["conversation"]["source"]["body"] = "<p>Hi\ud800\x00 there</p>"
+    inbox.initialize(payload)
+    form = inbox.form(payload)
+    assert component(form, "quote")["value"] == "Hi there"
+    inbox.click("save", form, {"title": "Odd\ud800 title\x00"}, payload=payload)
+    (record,) = stored_feedback(canvas_app)
+    (evidence,) = stored_evidence(canvas_app)
+    assert (record.title, evidence.customer_name, evidence.conversation_id) == (
+        "Odd title",
+        "Casey Customer",
+        "215471",
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["<a " * 350_000, "<!--" * 260_000, "<" + "a" * 1_048_576, "&#" * 520_000, "<p " * 350_000],
+    ids=["unclosed tags", "unclosed comments", "one endless tag", "entity starts", "paragraphs"],
+)
+def test_a_megabyte_of_hostile_html_becomes_bounded_text(hostile: str) -> None:
+    """CPython's html.parser takes quadratic time on such input (CVE-2025-6069); the form needs
+    only the first part of a message, read in one linear pass (timed in make bench)."""
+    text = html_to_text("<p>Hello <b>there</b></p>" + hostile)
+    assert text.startswith("Hello there")
+    assert len(text) <= HTML_READ_MAX
+
+
+def test_a_workspace_that_is_not_connected_is_sent_where_this_hedwig_connects(
+    private_app: Flask, canvas_app: Flask
+) -> None:
+    """The canvas points to OAuth when the app's client id is set, else to the token form."""
+    for app, path in ((private_app, "/intercom/connect/token"), (canvas_app, "/intercom/connect")):
+        components = Inbox(app).initialize(workspace_id="not-connected")
+        (connect,) = [c for c in components if c["type"] == "button"]
+        assert connect["action"] == {"type": "url", "url": f"https://hedwig.example{path}"}
+
+
+def teammate_started(**conversation: Any) -> dict[str, Any]:
+    """A conversation a teammate started: its source is the teammate's message."""
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"] = {
+        "type": "conversation",
+        "delivered_as": "admin_initiated",
+        "body": "<p>Hi Casey, how is the new dashboard working for you?</p>",
+        "author": {"type": "admin", "id": "5551234", "name": "Alex Agent", "email": "a@x.example"},
+    }
+    payload["conversation"].update(conversation)
+    return payload
+
+
+def test_in_a_conversation_a_teammate_started_the_customer_is_still_the_contact(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    parts = {
+        "type": "conversation_part.list",
+        "conversation_parts": [
+            {"part_type": "comment", "body": "<p>Ping?</p>", "author": {"type": "admin"}},
+            {
+                "part_type": "comment",
+                "body": "<p>Great, but I need a dark mode.</p>",
+                "author": {"type": "user", "id": CONTACT_ID, "name": "Casey Customer"},
+            },
+        ],
+    }
+    payload = teammate_started(conversation_parts=parts)
+    form = inbox.form(payload)
+    assert component(form, "quote")["value"] == "Great, but I need a dark mode."
+    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    inbox.click("save", form, {"title": "Dark mode"}, payload=payload)
+    (evidence,) = stored_evidence(canvas_app)
+    assert (evidence.customer_name, evidence.contact_id) == ("Casey Customer", CONTACT_ID)
+
+
+def test_a_teammates_words_are_never_prefilled_as_the_customers(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    payload = teammate_started()
+    del payload["contact"]
+    form = inbox.form(payload)
+    assert component(form, "quote")["value"] == ""
+    assert "Customer unknown" in texts(form)
+    inbox.click("save", form, {"title": "Asked on a call"}, payload=payload)
+    (evidence,) = stored_evidence(canvas_app)
+    assert (evidence.customer_name, evidence.customer_email) == ("", "")
+
+
+def test_a_conversation_with_500_parts_is_answered(canvas_app: Flask, inbox: Inbox) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    part = {
+        "type": "conversation_part",
+        "part_type": "comment",
+        "body": "<p>" + "A long message about exports. " * 100 + "</p>",
+        "author": {"type": "admin", "id": "5551234", "name": "Alex Agent"},
+    }
+    payload["conversation"]["conversation_parts"] = {
+        "type": "conversation_part.list",
+        "conversation_parts": [part] * 500,
+        "total_count": 500,
+    }
+    assert len(json.dumps(payload)) > 1024 * 1024  # more than a form may send
+    inbox.initialize(payload)
+    form = inbox.form(payload)
+    assert component(form, "quote")["value"].startswith("Hi! The CSV export button")
+
+
+def test_web_forms_keep_their_own_smaller_limit(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "Big", "description": "x" * 300_000})
+    assert response.status_code == 413
+    assert feedback_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    "nonce", ["\ud800" * 20, "\x00" * 20, " " * 20, "nonce with spaces in it", "ok" * 40]
+)
+def test_a_form_nonce_of_the_wrong_shape_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox, nonce: str
+) -> None:
+    body = inbox.click("save", {"canvas": {"stored_data": {"nonce": nonce}}}, {"title": "Odd"})
+    assert "This form has expired. Check the details and save again." in texts(body)
+    assert stored_feedback(canvas_app) == []
+
+
+# Find before you create: the Inbox searches the log, and adds a customer to a match.
+
+
+OTHER_CUSTOMER = {
+    **INITIALIZE,
+    "conversation": {**INITIALIZE["conversation"], "id": "300000000000001"},
+    "contact": {
+        **INITIALIZE["contact"],
+        "id": "dana-contact",
+        "name": "Dana Doe",
+        "email": "dana@example.com",
+    },
+}
+
+
+def test_record_feedback_searches_first_prefilled_from_the_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    (match,) = add_feedback(canvas_app, title="CSV export crashes", workspace_id=WORKSPACE_ID)
+    add_feedback(canvas_app, title="Export from the reports page", workspace_id=WORKSPACE_ID)
+    add_feedback(canvas_app, title="CSV export, but elsewhere", workspace_id="other-ws")
+    add_feedback(canvas_app, title="CSV export, added by hand")
+    find = inbox.find()
+    assert component(find, "query")["value"] == (
+        "Hi! The CSV export button crashes the page every time I"
+    )
+    assert component(find, "query")["action"] == {"type": "submit"}
+    (listing,) = [c for c in find["canvas"]["content"]["components"] if c["type"] == "list"]
+    assert [item["title"] for item in listing["items"]] == [
+        "CSV export crashes",  # the words in its title
+        "Export from the reports page",  # some of them
+    ]
+    assert listing["items"][0] == {
+        "type": "item",
+        "id": f"match-{match}",
+        "title": "CSV export crashes",
+        "subtitle": f"#{match} · Open · 0 customers",
+        "action": {"type": "submit"},
+    }
+    assert component(find, "new")["style"] == "secondary"  # a second screen: no primary yet
+
+
+def test_the_subject_is_searched_first_and_a_new_search_refreshes_the_matches(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, title="Dark mode", workspace_id=WORKSPACE_ID)
+    add_feedback(canvas_app, title="Single sign-on", workspace_id=WORKSPACE_ID)
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["subject"] = "<p>Dark mode?</p>"
+    find = inbox.find(payload)
+    assert component(find, "query")["value"] == "Dark mode?"
+    again = inbox.click("query", find, {"query": "sign"}, payload=payload)
+    assert [item["title"] for item in component_list(again)["items"]] == ["Single sign-on"]
+    nothing = inbox.click("query", find, {"query": "quantum teleport"}, payload=payload)
+    assert "No feedback matches yet." in texts(nothing)
+    form = inbox.click("new", nothing, {"query": "quantum teleport"}, payload=payload)
+    assert component(form, "title")["value"] == "quantum teleport"
+
+
+def test_at_most_five_matches_show(canvas_app: Flask, inbox: Inbox) -> None:
+    add_feedback(canvas_app, 8, title="CSV export", workspace_id=WORKSPACE_ID)
+    assert len(component_list(inbox.find())["items"]) == 5
+
+
+def component_list(body: Any) -> dict[str, Any]:
+    (listing,) = [c for c in body["canvas"]["content"]["components"] if c["type"] == "list"]
+    return listing
+
+
+def test_adding_a_customer_to_a_match_from_another_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("CSV export crashes", payload=OTHER_CUSTOMER)  # Dana, another day
+    (record,) = stored_feedback(canvas_app)
+    chosen = inbox.click(f"match-{record.id}", inbox.find())
+    assert texts(chosen)[:2] == ["CSV export crashes", f"#{record.id} · Open · 1 customer"]
+    assert component(chosen, "quote")["value"] == (
+        "Hi! The CSV export button crashes the page every time I click it."
+    )
+    assert component(chosen, "add")["label"] == "Add Casey Customer"
+    assert component(chosen, "add")["style"] == "primary"
+    added = inbox.click("add", chosen, {"quote": "It crashes in Chrome."})
+    assert texts(added)[0] == f"Casey Customer added to #{record.id} — 2 customers"
+    assert (
+        component(added, "open")["action"]["url"] == f"https://hedwig.example/feedback/{record.id}"
+    )
+    casey = stored_evidence(canvas_app)[-1]
+    assert (casey.quote, casey.conversation_id, casey.customer_email) == (
+        "It crashes in Chrome.",
+        CONVERSATION_ID,
+        "casey.customer@example.com",
+    )
+    first = inbox.initialize()
+    listing = component_list({"canvas": {"content": {"components": first}}})
+    assert listing["items"][0]["title"] == "CSV export crashes"
+    assert listing["items"][0]["subtitle"] == f"#{record.id} · Open · 2 customers"
+
+
+def test_adding_twice_adds_once_and_a_conversation_backs_a_record_once(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("CSV export crashes", payload=OTHER_CUSTOMER)
+    (record,) = stored_feedback(canvas_app)
+    chosen = inbox.click(f"match-{record.id}", inbox.find())
+    first = inbox.click("add", chosen, {"quote": "Once"})
+    again = inbox.click("add", chosen, {"quote": "Once"})  # a double click, or a retry
+    assert first == again
+    another_form = inbox.click(f"match-{record.id}", inbox.find())
+    later = inbox.click("add", another_form, {"quote": "And again"})
+    assert texts(later)[0] == f"This conversation backs #{record.id} already — 2 customers"
+    assert len(stored_evidence(canvas_app)) == 2
+
+
+def test_the_same_customer_from_another_conversation_is_still_one_customer(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("CSV export crashes")
+    (record,) = stored_feedback(canvas_app)
+    later = {**INITIALIZE, "conversation": {**INITIALIZE["conversation"], "id": "999000"}}
+    added = inbox.add_to(record.id, payload=later)
+    assert texts(added)[0] == f"Casey Customer added to #{record.id} — 1 customer"
+    assert len(stored_evidence(canvas_app)) == 2
+
+
+def test_a_stale_canvas_naming_a_merged_or_deleted_record_is_handled(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    target, duplicate, gone = add_feedback(
+        canvas_app, 3, title="CSV export", workspace_id=WORKSPACE_ID
+    )
+    chosen = inbox.click(f"match-{duplicate}", inbox.find())
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    post(browser, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    post(browser, f"/feedback/{gone}/delete")
+    added = inbox.click("add", chosen, {"quote": "Still wanted"})
+    assert texts(added)[0] == f"Casey Customer added to #{target} — 1 customer"
+    stale = inbox.click(f"match-{gone}", inbox.find())
+    assert component(stale, "query")  # back to the search: that record is gone
+
+
+def test_a_match_of_another_workspace_cannot_be_chosen(canvas_app: Flask, inbox: Inbox) -> None:
+    (theirs,) = add_feedback(canvas_app, title="CSV export", workspace_id="other-ws")
+    chosen = inbox.click(f"match-{theirs}", inbox.find())
+    assert component(chosen, "query")
+    forged = {"canvas": {"stored_data": {"nonce": "n" * 32, "feedback_id": theirs}}}
+    inbox.click("add", forged, {"quote": "Sneaky"})
+    assert stored_evidence(canvas_app) == []
+
+
+# The first canvas's lookups: bounded, whatever the history
+
+
+def test_first_canvas_counts_a_long_history_only_up_to_a_cap(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 150, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
+    components = inbox.initialize()
+    assert "97+ more in Hedwig" in texts(components)
+
+
+CUSTOMER = {"workspace_id": WORKSPACE_ID, "contact_id": CONTACT_ID}
+
+
+def customer_list(components: list[dict[str, Any]]) -> list[str]:
+    """The titles listed under "More from …"."""
+    header = components.index(
+        {"type": "text", "text": "More from Casey Customer", "style": "header"}
+    )
+    return [item["title"] for item in components[header + 1]["items"]]
+
+
+def test_canvas_requests_give_their_database_connections_back(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    """Initialize runs on every conversation switch: a connection kept per request would
+    exhaust the pool within minutes."""
+    for _ in range(20):
+        inbox.initialize()
+        inbox.click("back")
+    with canvas_app.app_context():
+        assert db.engine.pool.checkedout() == 0
+
+
+def test_feedback_known_by_contact_and_email_is_listed_and_counted_once(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(
+        canvas_app,
+        5,
+        **CUSTOMER,
+        conversation_id="999",
+        customer_email="casey.customer@example.com",
+    )
+    components = inbox.initialize()
+    assert customer_list(components) == ["Feedback 4", "Feedback 3", "Feedback 2"]
+    assert texts(components)[-1] == "+2 more in Hedwig"
+
+
+def test_customer_list_sees_past_a_long_history_in_this_conversation(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    """The customer's other feedback is found behind up to COUNT_CAP of their records in this
+    conversation (the bound that keeps a long conversation as cheap as a short one)."""
+    for conversation_id in ("earlier-1", "earlier-2", "earlier-3", "earlier-4"):
+        add_feedback(canvas_app, title=conversation_id, conversation_id=conversation_id, **CUSTOMER)
+    add_feedback(canvas_app, COUNT_CAP, conversation_id=CONVERSATION_ID, **CUSTOMER)
+    components = inbox.initialize()
+    assert customer_list(components) == ["earlier-4", "earlier-3", "earlier-2"]
+    assert texts(components)[-1] == "+1 more in Hedwig"
+    assert "97+ more in Hedwig" in texts(components)  # this conversation's own list
+
+
+def test_customer_list_counts_a_long_history_only_up_to_a_cap(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, 150, conversation_id="999", **CUSTOMER)
+    components = inbox.initialize()
+    assert customer_list(components) == ["Feedback 149", "Feedback 148", "Feedback 147"]
+    assert texts(components)[-1] == "97+ more in Hedwig"
+
+
+# The canvas preview: the same canvases, without Intercom
+
+
+def preview_click(client: FlaskClient, page: str, component_id: str, **inputs: str) -> Any:
+    """Click a canvas button in the preview page, sending what the page's form holds."""
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    fields = {name: html.unescape(value) for name, value in fields.items()}
+    fields |= {f"input:{name}": value for name, value in inputs.items()}
+    return client.post("/intercom/preview", data={**fields, "component_id": component_id})
+
+
+def test_preview_records_feedback_from_first_canvas_to_saved(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    first = page_text(signed_in.get("/intercom/preview"))  # no Intercom settings at all
+    assert "Nothing recorded from this conversation yet." in first
+    assert 'value="record"' in first
+    search = page_text(preview_click(signed_in, first, "record"))
+    assert "No feedback matches yet." in search
+    form = page_text(preview_click(signed_in, search, "new"))
+    assert "Hi! The CSV export button crashes the page every time I click it." in form
+    assert "From Casey Customer · casey.customer@example.com" in form
+    saved = preview_click(signed_in, form, "save", title="Export crashes", quote="Every time")
+    assert saved.status_code == 200
+    (record,) = stored_feedback(app)
+    (evidence,) = stored_evidence(app)
+    assert f"Feedback #{record.id} saved" in page_text(saved)
+    assert (record.workspace_id, record.origin, evidence.customer_name) == (
+        "hedwig-preview",
+        "preview",
+        "Casey Customer",
+    )
+    listing = page_text(signed_in.get("/"))
+    assert "Export crashes" in listing
+    assert '<span class="badge preview">preview</span>' in listing
+    assert "Open conversation" not in page_text(signed_in.get(f"/feedback/{record.id}"))
+    again = page_text(signed_in.get("/intercom/preview"))
+    assert "Export crashes" in again  # the first canvas now lists it
+
+
+def test_preview_shows_validation_errors_like_the_inbox(app: Flask, signed_in: FlaskClient) -> None:
+    search = preview_click(signed_in, page_text(signed_in.get("/intercom/preview")), "record")
+    form = page_text(preview_click(signed_in, page_text(search), "new"))
+    page = page_text(preview_click(signed_in, form, "save", title=""))
+    assert "A title is required." in page
+    assert 'aria-invalid="true"' in page
+    assert stored_feedback(app) == []
+
+
+def test_preview_uses_the_edited_sample(app: Flask, signed_in: FlaskClient) -> None:
+    page = page_text(
+        signed_in.get(
+            "/intercom/preview?customer_name=Dana+Doe&customer_email=dana@example.com"
+            "&message=<p>Hello <b>there</b></p>"
+        )
+    )
+    search = page_text(preview_click(signed_in, page, "record"))
+    form = page_text(preview_click(signed_in, search, "new"))
+    assert "From Dana Doe · dana@example.com" in form
+    assert ">Hello there</textarea>" in form
+
+
+def test_preview_needs_sign_in_and_a_csrf_token(app: Flask, signed_in: FlaskClient) -> None:
+    assert app.test_client().get("/intercom/preview").status_code == 302
+    response = signed_in.post("/intercom/preview", data={"component_id": "save"})
+    assert response.status_code == 400
+    assert stored_feedback(app) == []
+
+
+def test_real_canvas_requests_for_the_preview_workspace_are_refused(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    components = inbox.initialize(workspace_id="hedwig-preview")
+    assert "not connected to Hedwig yet" in texts(components)[0]
+    body = inbox.click(
+        "save", None, {"title": "Sneaky"}, payload={**INITIALIZE, "workspace_id": "hedwig-preview"}
+    )
+    assert "not connected to Hedwig yet" in texts(body)[0]
+    assert stored_feedback(canvas_app) == []
+
+
+def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
+    assert str(canvas_markdown("**Saved** [open](https://h.example/1)")) == (
+        '<strong>Saved</strong> <a href="https://h.example/1" target="_blank" '
+        'rel="noopener noreferrer">open</a>'
+    )
+    assert str(canvas_markdown(markdown_escape("[x](https://evil.example) <b>"))) == (
+        "[x](https://evil.example) &lt;b&gt;"
+    )
+
+
+def test_preview_refuses_stored_data_nested_beyond_reason(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    response = post(signed_in, "/intercom/preview", {"stored_data": "[" * 50_000})
+    assert response.status_code == 400
+    assert "stored data is not JSON" in page_text(response)
+
+
+def test_preview_reusing_an_inbox_forms_nonce_gives_the_form_again(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    form = inbox.form()
+    inbox.click("save", form, {"title": "From the Inbox"})
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    stored = json.dumps(form["canvas"]["stored_data"])
+    response = post(
+        browser,
+        "/intercom/preview",
+        {"stored_data": stored, "component_id": "save", "input:title": "Preview replay"},
+    )
+    assert response.status_code == 200
+    assert "This form has expired." in page_text(response)
+    assert [r.title for r in stored_feedback(canvas_app)] == ["From the Inbox"]

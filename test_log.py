@@ -1,0 +1,537 @@
+"""The feedback log: records and their evidence, the list, search, merge, the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from conftest import (
+    WORKSPACE_ID,
+    add_feedback,
+    create_user,
+    feedback_count,
+    page_text,
+    post,
+    sign_in,
+    stored_evidence,
+    stored_feedback,
+)
+from hedwig_app.log import CSV_COLUMNS
+from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.search import search_words
+from models import Feedback, db
+
+# --- The feedback log -----------------------------------------------------------------------------
+
+
+def test_add_feedback_by_hand_and_read_it(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(
+        signed_in,
+        "/feedback/new",
+        {
+            "title": "Dark mode, please",
+            "description": "Our night shift\nreads the reports at 3am.",
+            "customer_name": "Casey Customer",
+            "customer_email": "casey@example.com",
+        },
+    )
+    assert response.status_code == 302
+    page = page_text(signed_in.get(response.headers["Location"]))
+    assert "Dark mode, please" in page
+    assert "reads the reports at 3am." in page
+    assert "Casey Customer" in page
+    assert "ada@example.com" in page  # who added it
+    with app.app_context():
+        feedback = db.session.scalar(select(Feedback))
+        assert feedback.source == "web"
+        assert feedback.created_by.email == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    ("title", "message"),
+    [("", "A title is required."), ("   ", "A title is required."), ("x" * 201, "200 characters")],
+)
+def test_invalid_title_shows_the_form_again_with_values_kept(
+    app: Flask, signed_in: FlaskClient, title: str, message: str
+) -> None:
+    response = post(
+        signed_in,
+        "/feedback/new",
+        {"title": title, "description": "Kept details", "customer_name": "Kept Name"},
+    )
+    assert response.status_code == 400
+    page = page_text(response)
+    assert message in page
+    assert "Kept details" in page
+    assert 'value="Kept Name"' in page
+    assert feedback_count(app) == 0
+
+
+def test_title_of_exactly_200_characters_is_accepted(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "x" * 200})
+    assert response.status_code == 302
+    assert feedback_count(app) == 1
+
+
+def test_invalid_customer_email_is_refused(app: Flask, signed_in: FlaskClient) -> None:
+    response = post(signed_in, "/feedback/new", {"title": "Hi", "customer_email": "nope"})
+    assert response.status_code == 400
+    assert "Enter a valid email address" in page_text(response)
+    assert feedback_count(app) == 0
+
+
+def test_unknown_feedback_is_404(signed_in: FlaskClient) -> None:
+    assert signed_in.get("/feedback/999").status_code == 404
+    assert signed_in.get("/feedback/abc").status_code == 404
+
+
+def test_html_in_feedback_is_shown_as_text(app: Flask, signed_in: FlaskClient) -> None:
+    (feedback_id,) = add_feedback(
+        app, title="<script>alert(1)</script>", customer_name="<b>Bold</b>"
+    )
+    for page in (
+        page_text(signed_in.get("/")),
+        page_text(signed_in.get(f"/feedback/{feedback_id}")),
+    ):
+        assert "<script>alert(1)</script>" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "<b>Bold</b>" not in page
+
+
+def test_list_is_newest_first_with_a_total(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Older")
+    add_feedback(app, title="Newer")
+    page = page_text(signed_in.get("/"))
+    assert page.index("Newer") < page.index("Older")
+    assert "2 records" in page
+
+
+def test_empty_list_says_so(signed_in: FlaskClient) -> None:
+    page = page_text(signed_in.get("/"))
+    assert "No feedback yet." in page
+    assert "0 records" in page
+
+
+def listed_ids(response: Any) -> list[int]:
+    return [int(n) for n in re.findall(r'href="/feedback/(\d+)"', page_text(response))]
+
+
+@pytest.mark.parametrize(("rows", "pages"), [(50, 1), (51, 2), (100, 2), (101, 3)])
+def test_pagination_boundaries(app: Flask, signed_in: FlaskClient, rows: int, pages: int) -> None:
+    add_feedback(app, rows)
+    seen = []
+    for page in range(1, pages + 1):
+        response = signed_in.get(f"/?page={page}")
+        assert f"Page {page} of {pages}" in page_text(response)
+        assert ('rel="next"' in page_text(response)) == (page < pages)
+        assert ('rel="prev"' in page_text(response)) == (page > 1)
+        seen += listed_ids(response)
+    assert len(seen) == rows
+    assert seen == sorted(seen, reverse=True)
+    assert listed_ids(signed_in.get(f"/?page={pages + 1}")) == []
+
+
+def test_search_looks_in_title_description_and_customer(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Export is slow")
+    add_feedback(app, title="Other", description="the EXPORT button")
+    add_feedback(app, title="Third", customer_name="Exporter Inc")
+    add_feedback(app, title="Fourth", customer_email="export@example.com")
+    add_feedback(app, title="Unrelated")
+    response = signed_in.get("/?q=export")
+    page = page_text(response)
+    assert "4 records matching" in page
+    assert "Unrelated" not in page
+
+
+def test_search_keeps_its_query_across_pages(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, 60, description="needle")
+    add_feedback(app, 5)
+    page = page_text(signed_in.get("/?q=needle"))
+    assert "60 records" in page
+    assert "/?q=needle&amp;page=2" in page
+
+
+@pytest.mark.parametrize(
+    "path", ["/feedback/9999999999999999999999999", "/feedback/0", "/?page=4611686018427387904"]
+)
+def test_ids_and_pages_beyond_what_a_database_keeps_are_404(
+    signed_in: FlaskClient, path: str
+) -> None:
+    assert signed_in.get(path).status_code == 404
+
+
+def test_a_search_longer_than_200_characters_is_refused(signed_in: FlaskClient) -> None:
+    assert signed_in.get("/?q=" + "x" * 200).status_code == 200
+    response = signed_in.get("/?q=" + "x" * 201)
+    assert response.status_code == 400
+    assert "Search for at most 200 characters." in page_text(response)
+    assert signed_in.get("/feedback.csv?q=" + "x" * 201).status_code == 400
+
+
+def test_control_characters_in_web_input_are_dropped_not_stored(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    form = {"title": "NUL\x00 here", "customer_name": "Ca\x00sey", "description": "a\x00b\nc"}
+    response = post(signed_in, "/feedback/new", form)
+    assert response.status_code == 302
+    (record,) = stored_feedback(app)
+    (evidence,) = stored_evidence(app)
+    assert (record.title, evidence.customer_name, record.description) == (
+        "NUL here",
+        "Casey",
+        "ab\nc",
+    )
+    assert signed_in.get("/?q=NUL%00").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/feedback/2147483648", "/feedback/%D9%A1"])
+def test_ids_beyond_an_integer_column_or_in_other_digits_are_404(
+    signed_in: FlaskClient, path: str
+) -> None:
+    assert signed_in.get(path).status_code == 404
+
+
+# Demand: one record, many customers.
+
+
+def backed_by(app: Flask, feedback_id: int, *customers: str, **fields: Any) -> None:
+    """Customers (emails) backing a record, as if added from the Inbox or by hand."""
+    with app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        for email in customers:
+            add_evidence(record, customer_email=email, **fields)
+        refresh_backing(record)
+        db.session.commit()
+
+
+def test_a_record_shows_how_many_customers_back_it_and_who(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (record_id,) = add_feedback(app, title="Dark mode", customer_email="first@example.com")
+    backed_by(app, record_id, "second@example.com", "FIRST@Example.com ")  # the first again
+    page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    assert "2 customers" in page
+    assert page.index("second@example.com") < page.index("first@example.com")  # newest first
+    listing = page_text(signed_in.get("/"))
+    assert re.search(r'<td class="number">2</td>', listing)
+
+
+def test_adding_by_hand_with_a_customer_makes_the_first_evidence(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    form = {
+        "title": "SSO with Okta",
+        "description": "Enterprise plans need it.",
+        "customer_name": "Dana Doe",
+        "customer_email": "dana@example.com",
+        "quote": "We cannot roll out without Okta.",
+    }
+    response = post(signed_in, "/feedback/new", form)
+    assert response.status_code == 302
+    (record,) = stored_feedback(app)
+    (evidence,) = stored_evidence(app)
+    assert (record.title, record.description, record.customer_count, record.workspace_id) == (
+        "SSO with Okta",
+        "Enterprise plans need it.",
+        1,
+        None,
+    )
+    assert (evidence.quote, evidence.source, evidence.created_by_id) == (
+        "We cannot roll out without Okta.",
+        "web",
+        record.created_by_id,
+    )
+    page = page_text(signed_in.get(response.headers["Location"]))
+    assert "We cannot roll out without Okta." in page
+    assert "Shown in no Inbox" in page
+
+
+def test_a_record_made_on_the_web_may_belong_to_a_connected_workspace(
+    canvas_app: Flask,
+) -> None:
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    page = page_text(browser.get("/feedback/new"))
+    assert f'<option value="{WORKSPACE_ID}" selected>Example Co workspace</option>' in page
+    post(browser, "/feedback/new", {"title": "Seen in the Inbox", "workspace_id": WORKSPACE_ID})
+    response = post(browser, "/feedback/new", {"title": "Not", "workspace_id": "other-ws"})
+    assert response.status_code == 400
+    assert "Choose a connected workspace, or none." in page_text(response)
+    (record,) = stored_feedback(canvas_app)
+    assert record.workspace_id == WORKSPACE_ID
+
+
+def test_removing_evidence_updates_the_count(app: Flask, signed_in: FlaskClient) -> None:
+    (record_id,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    backed_by(app, record_id, "b@example.com")
+    first, _ = stored_evidence(app)
+    url = f"/feedback/{record_id}/evidence/{first.id}/delete"
+    assert signed_in.post(url).status_code == 400  # no CSRF token
+    assert post(signed_in, url).status_code == 302
+    assert stored_feedback(app)[0].customer_count == 1
+    assert post(signed_in, url).status_code == 404
+    assert post(signed_in, f"/feedback/999/evidence/{first.id}/delete").status_code == 404
+
+
+def test_editing_a_record_changes_its_title_and_details(app: Flask, signed_in: FlaskClient) -> None:
+    (record_id,) = add_feedback(app, title="Dark mod")
+    assert 'value="Dark mod"' in page_text(signed_in.get(f"/feedback/{record_id}/edit"))
+    response = post(signed_in, f"/feedback/{record_id}/edit", {"title": "", "description": "x"})
+    assert response.status_code == 400
+    assert "A title is required." in page_text(response)
+    edit = {"title": "Dark mode", "description": "For the night shift"}
+    assert post(signed_in, f"/feedback/{record_id}/edit", edit).status_code == 302
+    (record,) = stored_feedback(app)
+    assert (record.title, record.description) == ("Dark mode", "For the night shift")
+    assert "Dark mode" in page_text(signed_in.get("/?q=dark"))  # the search follows
+    assert signed_in.get("/feedback/999/edit").status_code == 404
+
+
+def test_deleting_a_record_asks_first_then_takes_its_evidence(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (record_id,) = add_feedback(app, title="Spam", customer_email="a@example.com")
+    page = page_text(signed_in.get(f"/feedback/{record_id}/delete"))
+    assert "Delete feedback #" in page
+    assert feedback_count(app) == 1
+    assert post(signed_in, f"/feedback/{record_id}/delete").status_code == 302
+    assert stored_feedback(app) == []
+    assert stored_evidence(app) == []
+    assert signed_in.get(f"/feedback/{record_id}").status_code == 404
+    assert page_text(signed_in.get("/?q=spam")).count("Spam") == 0
+    (new_id,) = add_feedback(app, title="After")
+    assert new_id > record_id  # an id is never given out again
+
+
+def test_merging_moves_the_evidence_and_old_links_lead_to_the_target(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(
+        app,
+        title="CSV export",
+        workspace_id=WORKSPACE_ID,
+        conversation_id="c1",
+        customer_email="a@example.com",
+    )
+    (duplicate,) = add_feedback(
+        app,
+        title="Export to CSV",
+        workspace_id=WORKSPACE_ID,
+        conversation_id="c1",
+        customer_email="a@example.com",
+    )
+    backed_by(app, duplicate, "b@example.com", workspace_id=WORKSPACE_ID, conversation_id="c2")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    assert f"Merge #{duplicate} into #{target}?" in page
+    assert feedback_count(app) == 2
+    response = post(signed_in, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    assert response.headers["Location"] == f"/feedback/{target}"
+    (record,) = stored_feedback(app)
+    assert (record.id, record.customer_count) == (target, 2)
+    assert sorted((e.conversation_id, e.customer_email) for e in stored_evidence(app)) == [
+        ("c1", "a@example.com"),  # the conversation that backed both is kept once
+        ("c2", "b@example.com"),
+    ]
+    moved = signed_in.get(f"/feedback/{duplicate}")
+    assert (moved.status_code, moved.headers["Location"]) == (301, f"/feedback/{target}")
+    assert "Export to CSV" not in page_text(signed_in.get("/"))
+    assert [row["feedback_id"] for row in export(signed_in)] == [str(target)] * 2
+
+
+def test_merging_into_a_merged_record_follows_it_and_chains_stay_short(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    first, second, third = add_feedback(app, 3)
+    post(signed_in, f"/feedback/{first}/merge", {"into": str(second)})
+    post(signed_in, f"/feedback/{second}/merge", {"into": str(third)})
+    for old in (first, second):
+        assert signed_in.get(f"/feedback/{old}").headers["Location"] == f"/feedback/{third}"
+    response = post(signed_in, f"/feedback/{third}/merge", {"into": str(third)})
+    assert "Merge into which record?" in page_text(signed_in.get(response.headers["Location"]))
+    assert feedback_count(app) == 1
+
+
+def test_the_list_sorts_by_most_customers(app: Flask, signed_in: FlaskClient) -> None:
+    few, many, none = add_feedback(app, 3)
+    backed_by(app, few, "a@example.com")
+    backed_by(app, many, "a@example.com", "b@example.com", "c@example.com")
+    assert listed_ids(signed_in.get("/?sort=customers")) == [many, few, none]
+    assert listed_ids(signed_in.get("/")) == [none, many, few]
+    assert listed_ids(signed_in.get("/?sort=nonsense")) == [none, many, few]
+
+
+# Search: words, in any order, by prefix, accents folded, the title first.
+
+
+def searched(client: FlaskClient, q: str) -> list[str]:
+    page = page_text(client.get("/?" + urlencode({"q": q})))
+    return re.findall(r'href="/feedback/\d+">([^<]+)</a>', page)
+
+
+def test_search_finds_words_in_any_order_and_by_prefix(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="CSV export crashes the reports page")
+    add_feedback(app, title="Dark mode")
+    for q in ("export csv", "expo", "CRASH report", "csv   EXPORT"):
+        assert searched(signed_in, q) == ["CSV export crashes the reports page"], q
+
+
+def test_search_folds_accents_both_ways(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Café menu in the app")
+    add_feedback(app, title="Resume where I left off")
+    assert searched(signed_in, "cafe") == ["Café menu in the app"]
+    assert searched(signed_in, "résumé") == ["Resume where I left off"]
+
+
+def test_search_ranks_a_match_in_the_title_first(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Reports page", description="It should export to PDF")
+    add_feedback(app, title="Export to PDF")
+    add_feedback(app, title="Slow page", customer_name="Pdf Lover")
+    assert searched(signed_in, "pdf")[0] == "Export to PDF"
+    assert searched(signed_in, "pdf")[1:] == ["Slow page", "Reports page"]  # newest first
+
+
+def test_search_reads_customers_names_emails_and_words(app: Flask, signed_in: FlaskClient) -> None:
+    (record_id,) = add_feedback(app, title="Dark mode")
+    backed_by(app, record_id, "zoe@bigcorp.example")
+    with app.app_context():
+        record = db.session.get(Feedback, record_id)
+        add_evidence(record, customer_name="Ångström Ltd", quote="night shift please")
+        refresh_backing(record)
+        db.session.commit()
+    add_feedback(app, title="Unrelated")
+    for q in ("bigcorp", "zoe", "angstrom", "night shift"):
+        assert searched(signed_in, q) == ["Dark mode"], q
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        '"export',
+        "export*",
+        "-export",
+        "export NEAR csv",
+        "export OR",
+        "(export",
+        "csv)",
+        "AND",
+        "NOT csv",
+        "^export",
+        "title:export",
+        "{title}: x",
+        "'",
+        "%",
+        "\\",
+        ":*",
+        "&|!",
+    ],
+)
+def test_query_syntax_is_searched_as_words_and_never_raises(
+    app: Flask, signed_in: FlaskClient, hostile: str
+) -> None:
+    add_feedback(app, title="CSV export")
+    response = signed_in.get("/?" + urlencode({"q": hostile}))
+    assert response.status_code == 200
+    words = search_words(hostile)  # its words, without the commonest ("or", "not")
+    found = words and all(any(t.startswith(w) for t in ("csv", "export")) for w in words)
+    assert searched(signed_in, hostile) == (["CSV export"] if found else [])
+    assert signed_in.get("/feedback.csv?" + urlencode({"q": hostile})).status_code == 200
+
+
+# Export
+
+
+def export(client: FlaskClient, query: str = "") -> list[dict[str, str]]:
+    response = client.get(f"/feedback.csv{query}")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    return list(csv.DictReader(io.StringIO(page_text(response))))
+
+
+def test_csv_quotes_commas_quotes_and_newlines(app: Flask, signed_in: FlaskClient) -> None:
+    tricky = 'Commas, "quotes"\nand a newline'
+    add_feedback(app, title="Tricky", description=tricky)
+    (row,) = export(signed_in)
+    assert row["details"] == tricky
+    assert row["title"] == "Tricky"
+
+
+@pytest.mark.parametrize("dangerous", ["=HYPERLINK(1)", "+1+1", "-2+3", "@SUM(A1)"])
+def test_csv_neutralises_formulas(app: Flask, signed_in: FlaskClient, dangerous: str) -> None:
+    add_feedback(app, title=dangerous, customer_name=dangerous)
+    (row,) = export(signed_in)
+    assert row["title"] == "'" + dangerous
+    assert row["customer_name"] == "'" + dangerous
+
+
+def test_csv_holds_provenance_and_conversation_url(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(
+        app,
+        title="From the Inbox",
+        source="intercom",
+        workspace_id="abc12def",
+        conversation_id="215471234567890",
+        contact_id="65f0",
+        admin_id="5551234",
+        admin_name="Alex Agent",
+        admin_email="alex@example.com",
+    )
+    (row,) = export(signed_in)
+    assert row["source"] == "intercom"
+    assert row["heard_by"] == "Alex Agent"
+    assert row["conversation_url"] == (
+        "https://app.intercom.com/a/inbox/abc12def/inbox/conversation/215471234567890"
+    )
+
+
+def test_csv_follows_the_search(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(app, title="Export is slow")
+    add_feedback(app, title="Unrelated")
+    assert [row["title"] for row in export(signed_in, "?q=export")] == ["Export is slow"]
+    assert len(export(signed_in)) == 2
+
+
+def test_csv_names_the_source_as_the_list_does(app: Flask, signed_in: FlaskClient) -> None:
+    add_feedback(
+        app,
+        title="From the preview",
+        source="intercom",
+        workspace_id="hedwig-preview",
+        conversation_id="1001",
+    )
+    (row,) = export(signed_in)
+    assert row["source"] == "preview"
+    assert "preview" in page_text(signed_in.get("/"))
+
+
+def test_the_export_has_a_row_per_piece_of_evidence_and_per_record_without(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    backed, alone = add_feedback(app, 2)
+    backed_by(
+        app,
+        backed,
+        "a@example.com",
+        "=cmd@example.com",
+        workspace_id=WORKSPACE_ID,
+        conversation_id=None,
+        quote="+1 please",
+    )
+    rows = export(signed_in)
+    assert [(row["feedback_id"], row["customer_email"]) for row in rows] == [
+        (str(alone), ""),
+        (str(backed), "'=cmd@example.com"),
+        (str(backed), "a@example.com"),
+    ]
+    assert rows[1]["customer_count"] == "2"
+    assert rows[1]["quote"] == "'+1 please"
+    assert list(rows[0]) == list(CSV_COLUMNS)

@@ -1,0 +1,750 @@
+"""Closing the loop: statuses, and a note in every conversation that asked, sent exactly once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+from sqlalchemy import select
+from werkzeug import Request, Response
+
+import models
+from conftest import (
+    CLIENT_SECRET,
+    CONVERSATION_ID,
+    ME,
+    TOKEN,
+    WORKSPACE_ID,
+    Inbox,
+    add_feedback,
+    connect_workspace,
+    create_user,
+    csrf,
+    make_app,
+    page_text,
+    post,
+    serve_intercom,
+    sign_in,
+    signed_in_browser,
+    stored_feedback,
+)
+from hedwig_app import outbox
+from hedwig_app.preview import SAMPLE
+from hedwig_app.records import add_evidence, refresh_backing
+from models import Feedback, IntercomConnection, db
+
+# --- Closing the loop: a status on every record, a note in every conversation that asked ---------
+
+CONVERSATIONS = ("1001", "1002")
+
+
+class IntercomConversations:
+    """The stand-in's conversation endpoints: each request they get, in order, and the answers
+    to give, one per request (then 200)."""
+
+    def __init__(self, httpserver: HTTPServer) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[tuple[int, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        path = re.compile(r"^/conversations/[^/]+/(reply|parts)$")
+        httpserver.expect_request(path, method="POST").respond_with_handler(self.answer)
+
+    def answer(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append(
+                {"path": request.path, "headers": request.headers, "json": request.get_json()}
+            )
+            status, headers = self.answers.pop(0) if self.answers else (200, {})
+        body = {"type": "conversation", "id": request.path.split("/")[2]}
+        return Response(json.dumps(body), status, headers, content_type="application/json")
+
+    def notes(self) -> list[str]:
+        """The conversations that got a note, one entry per note."""
+        return [r["path"].split("/")[2] for r in self.requests if r["path"].endswith("/reply")]
+
+
+@pytest.fixture
+def conversations(httpserver: HTTPServer) -> IntercomConversations:
+    return IntercomConversations(httpserver)
+
+
+@pytest.fixture
+def team(canvas_app: Flask) -> FlaskClient:
+    """A signed-in browser on Hedwig with the fixture workspace connected."""
+    return signed_in_browser(canvas_app)
+
+
+def backed_record(
+    app: Flask, conversations: tuple[str, ...] = CONVERSATIONS, title: str = "CSV export"
+) -> int:
+    """A record backed by a customer in each of these conversations of the fixture workspace."""
+    with app.app_context():
+        record = Feedback(title=title, source="intercom", workspace_id=WORKSPACE_ID)
+        db.session.add(record)
+        for n, conversation in enumerate(conversations):
+            add_evidence(
+                record,
+                source="intercom",
+                workspace_id=WORKSPACE_ID,
+                conversation_id=conversation,
+                customer_name=f"Customer {n}",
+                customer_email=f"customer{n}@example.com",
+            )
+        refresh_backing(record)
+        db.session.commit()
+        return record.id
+
+
+@pytest.fixture
+def held(canvas_app: Flask, team: FlaskClient) -> FlaskClient:
+    """The team's browser, on a Hedwig that leaves its notes to send_notes(): no sender thread
+    (as after a crash, or with HEDWIG_SEND_NOTES_AT_ONCE=false)."""
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    return team
+
+
+def change_status(client: FlaskClient, feedback_id: int, status: str, **fields: Any) -> Any:
+    return post(client, f"/feedback/{feedback_id}/status", {"status": status, **fields})
+
+
+def wait_for_sender(app: Flask) -> None:
+    """Let this process's sender thread finish what it was woken for."""
+    sender = app.extensions.get("hedwig_sender")
+    if sender is not None:
+        sender.join(timeout=30)
+        assert sender.thread is None or not sender.thread.is_alive()
+
+
+def stored_notes(app: Flask) -> list[models.Note]:
+    with app.app_context():
+        return list(db.session.scalars(select(models.Note).order_by(models.Note.id)))
+
+
+def send_notes(app: Flask, wait_max: float = 0) -> Any:
+    with app.app_context():
+        return outbox.send_notes(wait_max)
+
+
+def come_due(app: Flask) -> None:
+    """Time passes: every pending note is due now."""
+    with app.app_context():
+        db.session.execute(
+            sqlalchemy.update(models.Note)
+            .where(models.Note.state == "pending")
+            .values(next_attempt_at=datetime(2000, 1, 1))
+        )
+        db.session.commit()
+
+
+def test_a_status_change_notes_every_conversation_that_asked(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    message = "Shipping in <b>May</b>:\nwatch the changelog."
+    response = change_status(team, feedback_id, "planned", message=message, notify="on")
+    assert response.status_code == 302
+    wait_for_sender(canvas_app)
+
+    assert sorted(conversations.notes()) == list(CONVERSATIONS)
+    first = conversations.requests[0]
+    assert first["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert first["headers"]["Intercom-Version"] == "2.11"
+    assert first["headers"]["Content-Type"] == "application/json"
+    assert first["headers"]["Accept"] == "application/json"
+    note = first["json"]
+    assert set(note) == {"message_type", "type", "admin_id", "body"}
+    assert (note["message_type"], note["type"], note["admin_id"]) == ("note", "admin", ME["id"])
+    customer = "Customer 0" if first["path"] == "/conversations/1001/reply" else "Customer 1"
+    assert note["body"] == (
+        f'<p>Hedwig: <a href="https://hedwig.example/feedback/{feedback_id}">'
+        f"#{feedback_id} CSV export</a> is now <b>Planned</b>.</p>"
+        "<p>Shipping in &lt;b&gt;May&lt;/b&gt;:<br>watch the changelog.</p>"
+        f"<p>{customer} asked for it in this conversation: tell them?</p>"
+    )
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert 'data-status="planned">Planned<' in page
+    assert "Open → Planned" in page and "by ada@example.com" in page
+    assert "Shipping in &lt;b&gt;May&lt;/b&gt;:\nwatch the changelog." in page
+    assert page.count('data-note-state="sent"') == 2
+    assert "Notes: 2 sent" in page
+
+
+@pytest.mark.parametrize(
+    ("status", "notify", "noted"),
+    [
+        ("planned", None, True),  # no checkbox at all: the status's default
+        ("done", None, True),
+        ("declined", None, True),
+        ("in_progress", None, False),
+        ("planned", "off", False),  # the form's checkbox, unticked
+        ("in_progress", ["off", "on"], True),  # ticked
+        ("in_progress", "yes", True),  # as a script might say it
+        ("done", "false", False),
+    ],
+)
+def test_notify_is_asked_for_or_the_statuss_default(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    status: str,
+    notify: Any,
+    noted: bool,
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    fields = {} if notify is None else {"notify": notify}
+    assert change_status(team, feedback_id, status, **fields).status_code == 302
+    wait_for_sender(canvas_app)
+    assert len(conversations.notes()) == (2 if noted else 0)
+    assert [record.status for record in stored_feedback(canvas_app)] == [status]
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert ("No note was sent (not asked)." in page) is not noted
+
+
+def test_two_changes_in_a_row_send_two_notes_to_each_conversation_once(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    change_status(team, feedback_id, "planned", notify="on")
+    change_status(team, feedback_id, "done", notify="on")
+    wait_for_sender(canvas_app)
+    assert sorted(conversations.notes()) == sorted(CONVERSATIONS * 2)
+    bodies = [r["json"]["body"] for r in conversations.requests]
+    assert sum("<b>Planned</b>" in body for body in bodies) == 2
+    assert sum("<b>Done</b>" in body for body in bodies) == 2
+    assert [note.state for note in stored_notes(canvas_app)] == ["sent"] * 4
+    assert "Planned → Done" in page_text(team.get(f"/feedback/{feedback_id}"))
+
+
+def test_reopening_follows_the_note(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "done", notify="on", reopen="on")
+    wait_for_sender(canvas_app)
+    assert [(r["path"], r["json"]) for r in conversations.requests][1:] == [
+        ("/conversations/1001/parts", {"message_type": "open", "admin_id": ME["id"]})
+    ]
+    assert conversations.requests[0]["path"] == "/conversations/1001/reply"
+    assert "sent and reopened" in page_text(team.get(f"/feedback/{feedback_id}"))
+
+
+def test_a_note_left_pending_by_a_crash_is_sent_later_exactly_once(
+    tmp_path: Path, canvas_app: Flask, conversations: IntercomConversations
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False  # the process stops before sending
+    create_user(canvas_app)
+    client = canvas_app.test_client()
+    sign_in(client)
+    feedback_id = backed_record(canvas_app)
+    change_status(client, feedback_id, "planned", notify="on")
+    assert conversations.requests == []
+    assert [note.state for note in stored_notes(canvas_app)] == ["pending", "pending"]
+    assert page_text(client.get(f"/feedback/{feedback_id}")).count("to be sent") == 2
+
+    restarted = make_app(
+        tmp_path,
+        DATABASE_URL=canvas_app.config["SQLALCHEMY_DATABASE_URI"],
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=canvas_app.config["INTERCOM_API_URL"],
+    )
+    restarted.test_client().get("/healthz")  # its first request wakes the sender
+    wait_for_sender(restarted)
+    assert sorted(conversations.notes()) == list(CONVERSATIONS)
+    result = restarted.test_cli_runner().invoke(args=["send-notes"])
+    assert result.output == "0 sent, 0 failed, 0 waiting.\n"
+    assert sorted(conversations.notes()) == list(CONVERSATIONS)
+
+
+def test_flask_send_notes_sends_what_is_pending(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    change_status(held, backed_record(canvas_app), "done")
+    result = canvas_app.test_cli_runner().invoke(args=["send-notes"])
+    assert result.exit_code == 0
+    assert result.output == "2 sent, 0 failed, 0 waiting.\n"
+    assert sorted(conversations.notes()) == list(CONVERSATIONS)
+
+
+def test_a_note_whose_sender_stopped_mid_call_is_never_sent_twice(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    """A sender that stopped while sending leaves a claimed note: Intercom may have it, so it is
+    failed for a person to retry, never sent again by itself. One whose note went out and that
+    only had its conversation left to reopen is reopened."""
+    feedback_id = backed_record(canvas_app)
+    change_status(held, feedback_id, "done", notify="on", reopen="on")
+    long_ago = datetime(2000, 1, 1)
+    with canvas_app.app_context():
+        notes = db.session.scalars(select(models.Note).order_by(models.Note.conversation_id))
+        unknown, noted = notes
+        unknown.state, unknown.claimed_at = "sending", long_ago
+        noted.state, noted.claimed_at, noted.noted_at = "sending", long_ago, long_ago
+        db.session.commit()
+    send_notes(canvas_app)
+    assert [r["path"] for r in conversations.requests] == ["/conversations/1002/parts"]
+    states = {note.conversation_id: (note.state, note.reason) for note in stored_notes(canvas_app)}
+    assert states["1002"] == ("sent", "")
+    assert states["1001"][0] == "failed"
+    assert "it may have arrived. Retry sends it again." in states["1001"][1]
+    assert "Retry failed" in page_text(held.get(f"/feedback/{feedback_id}"))
+
+
+def test_two_senders_at_once_send_each_note_once(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    many = tuple(str(2000 + n) for n in range(40))
+    change_status(held, backed_record(canvas_app, many), "planned", notify="on")
+
+    def sender() -> Any:
+        return send_notes(canvas_app)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = [future.result() for future in [pool.submit(sender), pool.submit(sender)]]
+    assert sorted(conversations.notes()) == sorted(many)  # each once
+    assert sum(outcome["sent"] for outcome in outcomes) == 40
+    assert all(outcome["sent"] for outcome in outcomes)  # both took part
+    assert {note.state for note in stored_notes(canvas_app)} == {"sent"}
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_a_refused_token_waits_for_a_reconnect_then_the_notes_go(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    httpserver: HTTPServer,
+    refusal: int,
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    conversations.answers = [(refusal, {})]
+    change_status(team, feedback_id, "done")
+    wait_for_sender(canvas_app)
+    assert len(conversations.requests) == 1  # the workspace's other note was not tried
+    nav = page_text(team.get("/"))
+    assert "Example Co workspace needs reconnecting." in nav
+    assert f"HTTP {refusal}" in nav
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert page.count("waiting until Example Co workspace is reconnected") == 2
+    assert {note.state for note in stored_notes(canvas_app)} == {"pending"}
+
+    serve_intercom(httpserver)
+    assert post(team, "/intercom/connect/token", {"access_token": TOKEN}).status_code == 302
+    wait_for_sender(canvas_app)
+    assert {note.state for note in stored_notes(canvas_app)} == {"sent"}
+    refused = conversations.notes()[0]
+    assert sorted(conversations.notes()) == sorted([*CONVERSATIONS, refused])
+    assert "needs reconnecting" not in page_text(team.get("/"))
+
+
+def test_a_deleted_conversation_fails_for_good_and_can_be_retried(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    conversations.answers = [(404, {})]
+    change_status(team, feedback_id, "declined")
+    wait_for_sender(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert note.state == "failed"
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert (
+        "failed: Intercom answered /conversations/1001/reply with HTTP 404: it has no such "
+        "thing (deleted or merged)"
+    ) in page
+    response = post(team, f"/feedback/{feedback_id}/notes/retry", follow_redirects=True)
+    assert "1 note will be sent again." in page_text(response)
+    wait_for_sender(canvas_app)
+    assert conversations.notes() == ["1001", "1001"]
+    assert [note.state for note in stored_notes(canvas_app)] == ["sent"]
+
+
+def test_a_429_waits_as_retry_after_says_then_goes_on(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    change_status(held, backed_record(canvas_app), "planned")
+    conversations.answers = [(429, {"Retry-After": "1"})]
+    outcomes = send_notes(canvas_app, wait_max=5)
+    assert outcomes["sent"] == 2
+    refused = conversations.notes()[0]
+    assert sorted(conversations.notes()) == sorted([*CONVERSATIONS, refused])  # it, once more
+
+
+@pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
+def test_a_long_429_leaves_the_workspaces_notes_for_the_time_it_gives(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations, header: str
+) -> None:
+    change_status(held, backed_record(canvas_app), "planned")
+    hour = "3600" if header == "Retry-After" else str(int(time.time()) + 3600)
+    conversations.answers = [(429, {header: hour})]
+    send_notes(canvas_app, wait_max=5)
+    assert len(conversations.requests) == 1
+    notes = stored_notes(canvas_app)
+    assert {note.state for note in notes} == {"pending"}
+    in_an_hour = models.utcnow() + timedelta(hours=1)
+    for note in notes:
+        assert abs(note.next_attempt_at - in_an_hour) < timedelta(minutes=1)
+    assert "HTTP 429" in notes[0].reason
+
+
+def test_5xx_and_timeouts_are_tried_again_a_bounded_number_of_times_then_fail(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "done")
+    conversations.answers = [(503, {})] * 10
+    send_notes(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert (note.state, note.attempts) == ("pending", 1)
+    assert note.next_attempt_at > models.utcnow() + timedelta(seconds=20)
+    assert "try 1 of 5 failed" in page_text(team.get(f"/feedback/{feedback_id}"))
+    for _ in range(4):
+        come_due(canvas_app)
+        send_notes(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert (note.state, note.attempts) == ("failed", 5)
+    assert len(conversations.requests) == 5
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "failed: Intercom answered /conversations/1001/reply with HTTP 503" in page
+    assert "(5 tries)" in page and "Retry failed" in page
+
+
+def test_a_note_whose_answer_never_came_is_left_for_a_person_not_sent_twice(
+    canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
+) -> None:
+    """Intercom took the request and did not answer in time: it may have the note, so sending
+    it again might say it twice. It fails, saying so, and Retry is a person's choice."""
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    calls = []
+
+    def slow(request: Request) -> Response:
+        calls.append(request.path)
+        time.sleep(1.5)  # longer than INTERCOM_TIMEOUT (1 s)
+        return Response("{}", 200, content_type="application/json")
+
+    httpserver.expect_request("/conversations/1001/reply").respond_with_handler(slow)
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "done")
+    send_notes(canvas_app)
+    come_due(canvas_app)
+    send_notes(canvas_app)
+    assert calls == ["/conversations/1001/reply"]
+    (note,) = stored_notes(canvas_app)
+    assert note.state == "failed"
+    assert note.reason == (
+        "Intercom did not answer /conversations/1001/reply within 1 seconds: it may have "
+        "arrived. Retry sends it again."
+    )
+
+
+def test_a_note_that_could_not_reach_intercom_is_tried_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    app = make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=f"http://127.0.0.1:{port}",
+        INTERCOM_TIMEOUT=1,
+        SEND_NOTES_AT_ONCE=False,
+    )
+    connect_workspace(app)
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    change_status(client, backed_record(app, ("1001",)), "done")
+    send_notes(app)
+    (note,) = stored_notes(app)
+    assert (note.state, note.attempts) == ("pending", 1)
+    assert (
+        "try 1 of 5 failed: could not reach Intercom for /conversations/1001/reply" in note.reason
+    )
+
+
+def test_the_same_change_twice_at_once_is_made_and_told_once(
+    canvas_app: Flask, conversations: IntercomConversations
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    create_user(canvas_app)
+    feedback_id = backed_record(canvas_app)
+    clients = []
+    for _ in range(2):
+        client = canvas_app.test_client()
+        sign_in(client)
+        csrf(client)
+        clients.append(client)
+
+    def click(client: FlaskClient) -> int:
+        return change_status(client, feedback_id, "done").status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(click, clients))
+    assert statuses == [302, 400]
+    with canvas_app.app_context():
+        changes = db.session.scalars(select(models.StatusChange)).all()
+        assert [(c.from_status, c.to_status) for c in changes] == [("open", "done")]
+    assert len(stored_notes(canvas_app)) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Retry-After": "1e300"}, {"Retry-After": "inf"}, {"X-RateLimit-Reset": "1e12"}],
+)
+def test_a_429_asking_for_forever_waits_an_hour_at_most(
+    canvas_app: Flask,
+    held: FlaskClient,
+    conversations: IntercomConversations,
+    headers: dict[str, str],
+) -> None:
+    change_status(held, backed_record(canvas_app), "planned")
+    conversations.answers = [(429, headers)]
+    send_notes(canvas_app)
+    notes = stored_notes(canvas_app)
+    assert {note.state for note in notes} == {"pending"}
+    latest = models.utcnow() + timedelta(hours=1)
+    assert all(note.next_attempt_at <= latest for note in notes)
+
+
+def test_a_record_deleted_while_its_note_is_sent_stops_only_that_note(
+    canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
+) -> None:
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+    doomed = backed_record(canvas_app, ("1001",), title="Doomed")
+    kept = backed_record(canvas_app, ("1002",), title="Kept")
+    change_status(team, doomed, "done")
+    change_status(team, kept, "done")
+    sent = []
+
+    def delete_then_answer(request: Request) -> Response:
+        with canvas_app.app_context():
+            db.session.execute(sqlalchemy.delete(Feedback).where(Feedback.id == doomed))
+            db.session.commit()
+        return Response("{}", 200, content_type="application/json")
+
+    def answer(request: Request) -> Response:
+        sent.append(request.path)
+        return Response("{}", 200, content_type="application/json")
+
+    httpserver.expect_request("/conversations/1001/reply").respond_with_handler(delete_then_answer)
+    httpserver.expect_request("/conversations/1002/reply").respond_with_handler(answer)
+    send_notes(canvas_app)
+    assert sent == ["/conversations/1002/reply"]
+    assert [(n.conversation_id, n.state) for n in stored_notes(canvas_app)] == [("1002", "sent")]
+
+
+def test_a_refused_reopen_after_the_note_arrived_says_so(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    conversations.answers = [(200, {}), (404, {})]
+    change_status(team, feedback_id, "done", notify="on", reopen="on")
+    wait_for_sender(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert note.state == "sent"
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "the note arrived, but reopening failed: Intercom answered" in page
+    assert "Notes: 1 sent" in page
+
+
+def test_the_form_counts_the_conversations_that_would_get_a_note(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001", "1002"))
+    with canvas_app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        add_evidence(record, source="web", customer_name="By hand")
+        add_evidence(record, source="intercom", workspace_id="gone-ws", conversation_id="9")
+        db.session.commit()
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "Add an internal note to 2 conversations that asked" in page
+
+
+def test_a_status_change_on_a_merged_records_old_id_changes_the_record_it_went_into(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    duplicate = backed_record(canvas_app, ("1001",), title="Export CSV")
+    target = backed_record(canvas_app, ("1002",), title="CSV export")
+    post(team, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    response = change_status(team, duplicate, "planned", notify="off")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/feedback/{target}"
+    assert [(r.id, r.status) for r in stored_feedback(canvas_app)] == [(target, "planned")]
+
+
+def test_an_answer_that_drips_or_floods_holds_the_sender_a_bounded_time(
+    canvas_app: Flask, team: FlaskClient, httpserver: HTTPServer
+) -> None:
+    """A 200 whose body never ends still said the note arrived: it is sent, and the rest of
+    the body is left unread (at most 1 MiB, or three timeouts, is read)."""
+    canvas_app.config["SEND_NOTES_AT_ONCE"] = False
+
+    def endless(request: Request) -> Response:
+        return Response(itertools.repeat(b"x" * 65536), 200, content_type="application/json")
+
+    httpserver.expect_request("/conversations/1001/reply").respond_with_handler(endless)
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "done")
+    send_notes(canvas_app)
+    assert [note.state for note in stored_notes(canvas_app)] == ["sent"]
+
+
+def test_conversations_hedwig_cannot_tell_are_skipped_and_shown(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    with canvas_app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        add_evidence(
+            record,
+            source="intercom",
+            workspace_id="gone-ws",
+            conversation_id="77",
+            customer_name="Dana Elsewhere",
+        )
+        add_evidence(record, source="web", customer_name="Erin By Hand")
+        add_evidence(
+            record,
+            source="intercom",
+            workspace_id=models.PREVIEW_WORKSPACE_ID,
+            conversation_id="1001",
+            customer_name="Pat Preview",
+        )
+        db.session.commit()
+    change_status(team, feedback_id, "planned")
+    wait_for_sender(canvas_app)
+    assert conversations.notes() == ["1001"]
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "Dana Elsewhere · conversation 77:" in page
+    assert "skipped: its workspace is not connected to Hedwig" in page
+    assert "Erin By Hand:" in page and "skipped: added by hand: no Intercom conversation" in page
+    assert "skipped: recorded in the canvas preview, not in Intercom" in page
+    assert "Notes: 1 sent, 3 skipped" in page
+
+
+def test_a_workspace_disconnected_before_its_notes_went_fails_them(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    change_status(held, backed_record(canvas_app, ("1001",)), "planned")
+    with canvas_app.app_context():
+        db.session.execute(sqlalchemy.delete(IntercomConnection))
+        db.session.commit()
+    send_notes(canvas_app)
+    assert conversations.requests == []
+    ((state, reason),) = [(n.state, n.reason) for n in stored_notes(canvas_app)]
+    assert (state, reason) == ("failed", "the workspace was disconnected before it was sent")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"status": "shipped"}, "Choose a status: Open, Planned, In progress, Done, Declined."),
+        ({"status": "open"}, "is open already."),
+        ({"status": "done", "message": "x" * 2001}, "Keep the message to 2000 characters."),
+    ],
+)
+def test_a_bad_status_change_says_why_and_changes_nothing(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    response = post(team, f"/feedback/{feedback_id}/status", fields)
+    assert response.status_code == 400
+    assert message in page_text(response)
+    assert [record.status for record in stored_feedback(canvas_app)] == ["open"]
+    assert stored_notes(canvas_app) == []
+    assert post(team, "/feedback/999/status", {"status": "done"}).status_code == 404
+    assert team.post(f"/feedback/{feedback_id}/status", data={"status": "done"}).status_code == 400
+
+
+def test_the_list_filters_by_status_and_shows_it(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    planned = backed_record(canvas_app, ("1001",), title="Dark mode")
+    backed_record(canvas_app, ("1002",), title="CSV export")
+    change_status(team, planned, "planned", notify="off")
+    page = page_text(team.get("/?status=planned"))
+    assert "Dark mode" in page and "CSV export" not in page
+    assert "1 record planned" in page
+    assert 'class="status planned">Planned<' in page
+    assert "CSV export" in page_text(team.get("/?status=open"))
+    assert "No feedback is done." in page_text(team.get("/?status=done"))
+    response = team.get("/?status=shipped")
+    assert response.status_code == 400
+    assert "There is no status &#39;shipped&#39;" in page_text(response)
+    rows = list(csv.DictReader(io.StringIO(page_text(team.get("/feedback.csv?status=planned")))))
+    assert [(row["title"], row["status"]) for row in rows] == [("Dark mode", "Planned")]
+
+
+def test_a_search_counts_what_it_lists_with_or_without_a_status(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    planned = backed_record(canvas_app, ("1001",), title="Dark mode")
+    backed_record(canvas_app, ("1002",), title="Dark theme for reports")
+    backed_record(canvas_app, ("1003",), title="CSV export")
+    change_status(team, planned, "planned", notify="off")
+    page = page_text(team.get("/?q=dark"))
+    assert "2 records matching “dark”" in page
+    assert page.count('<td><a href="/feedback/') == 2
+    page = page_text(team.get("/?q=dark&status=planned"))
+    assert "1 record planned matching “dark”" in page
+    assert "Dark mode" in page and "Dark theme" not in page
+
+
+def test_the_canvases_show_each_records_status(
+    canvas_app: Flask, team: FlaskClient, inbox: Inbox, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, (CONVERSATION_ID,), title="CSV export crashes")
+    change_status(team, feedback_id, "in_progress")
+    (listing,) = [c for c in inbox.initialize() if c["type"] == "list"]
+    assert listing["items"][0]["subtitle"] == f"#{feedback_id} · In progress · 1 customer"
+    find = inbox.find()
+    (matches,) = [c for c in find["canvas"]["content"]["components"] if c["type"] == "list"]
+    assert matches["items"][0]["subtitle"] == f"#{feedback_id} · In progress · 1 customer"
+
+
+def test_the_preview_shows_status_on_its_lists(app: Flask, signed_in: FlaskClient) -> None:
+    (feedback_id,) = add_feedback(
+        app,
+        title="Dark mode",
+        source="intercom",
+        workspace_id=models.PREVIEW_WORKSPACE_ID,
+        conversation_id=SAMPLE["conversation_id"],
+        customer_email=SAMPLE["customer_email"],
+    )
+    with app.app_context():
+        db.session.get(Feedback, feedback_id).status = "planned"
+        db.session.commit()
+    page = page_text(signed_in.get("/intercom/preview"))
+    assert f'<span class="c-item-subtitle">#{feedback_id} · Planned · 1 customer</span>' in page
+
+
+def test_merging_keeps_the_duplicates_history_and_notes(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    duplicate = backed_record(canvas_app, ("1001",), title="Export CSV")
+    target = backed_record(canvas_app, ("1002",), title="CSV export")
+    change_status(team, duplicate, "planned", message="Next sprint")
+    wait_for_sender(canvas_app)
+    post(team, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    page = page_text(team.get(f"/feedback/{target}"))
+    assert "Open → Planned" in page and "Next sprint" in page
+    assert "Customer 0 · conversation 1001:" in page
