@@ -164,6 +164,9 @@ class IntercomConnection(db.Model):
     # reconnect, which clears it.
     refused_at: Mapped[datetime | None]
     refusal: Mapped[str | None] = mapped_column(Text)
+    # How it was connected: "token" (a private app's access token) or "oauth"; None for a
+    # connection made before Hedwig kept it. Only an OAuth install is Hedwig's to uninstall.
+    connected_with: Mapped[str | None] = mapped_column(String(16))
     # Teammates of this workspace may join as members by signing in with Intercom.
     teammates_may_join: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -196,17 +196,19 @@ def test_connect_button_follows_the_connection(
     assert page.locator("input[name=access_token]").get_attribute("type") == "password"
 
     url, app = serve(INTERCOM_CLIENT_ID="client-id", **intercom)
-    sign_in(page, url)
-    connect = page.locator("header a:text('Connect with Intercom')")
-    assert connect.get_attribute("href") == "/intercom/connect"
+    sign_in(page, url)  # OAuth set up too: the token comes first, OAuth is offered beside it
+    page.click("header a:text('Connect with an access token')")
+    oauth = page.locator("main a:text('Connect with Intercom')")
+    assert oauth.get_attribute("href") == "/intercom/connect"
+    assert "published app" in page.locator("main").inner_text()
 
-    connect_workspace(app)  # what a finished OAuth flow leaves (tested in test_connect.py)
-    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
+    connect_workspace(app)  # what a finished connect leaves (tested in test_connect.py)
     page.reload()
     assert "Connected to Example Co workspace" in page.locator("header").inner_text()
-    page.click("header button:text('Disconnect')")
-    assert "Disconnected from Example Co workspace: Intercom revoked its token" in page.content()
-    assert page.locator("header a:text('Connect with Intercom')").count() == 1
+    page.click("header a:text('Disconnect')")
+    page.click("main button:text('Disconnect')")
+    assert "Hedwig forgot its token. The app stays installed in Intercom" in page.content()
+    assert page.locator("header a:text('Connect with an access token')").count() == 1
 
 
 def sign_in(page: Any, url: str) -> None:

@@ -42,7 +42,7 @@ from conftest import (
     token_answer,
 )
 from hedwig_app.intercom import intercom_api_url
-from models import db
+from models import IntercomConnection, db
 
 # --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback -------------------
 
@@ -336,8 +336,9 @@ def test_disconnect_forgets_the_token(
     response = post(agent, "/intercom/disconnect", {"connection_id": str(connection.id)})
     assert response.status_code == 302
     assert connections(intercom_app) == []
-    assert "Connect with Intercom" in page_text(agent.get("/"))
+    assert "Connect with an access token" in page_text(agent.get("/"))
     assert post(agent, "/intercom/disconnect", {"connection_id": "999"}).status_code == 404
+    assert agent.get("/intercom/disconnect?connection_id=999").status_code == 404
 
 
 def test_connect_without_credentials_says_which_settings_to_set(signed_in: FlaskClient) -> None:
@@ -459,7 +460,9 @@ def test_a_token_intercom_does_not_vouch_for_stores_nothing(
         assert "tok_wrong_0123456789" not in text
 
 
-@pytest.mark.parametrize("pasted", ["", "   ", "two words", "x" * 513, "tab\there"])
+@pytest.mark.parametrize(
+    "pasted", ["", "   ", "two words", "x" * 513, "tab\there", "t\u00f6ken-0123456789"]
+)
 def test_something_that_is_not_a_token_is_refused_before_asking_intercom(
     private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer, pasted: str
 ) -> None:
@@ -544,7 +547,11 @@ def test_each_regions_workspace_is_called_and_linked_on_its_own_hosts(
         f'{CONVERSATION_ID}"' in page
     )
 
-    post(browser, "/intercom/disconnect", {"connection_id": str(connection.id)})
+    with regional_app.app_context():  # as an OAuth install, which Hedwig may uninstall
+        db.session.get(IntercomConnection, connection.id).connected_with = "oauth"
+        db.session.commit()
+    form = {"connection_id": str(connection.id), "uninstall": "yes"}
+    post(browser, "/intercom/disconnect", form)
     (uninstall,) = [
         req for req, _ in regional_intercom[region].log if req.path == "/auth/uninstall"
     ]
@@ -582,32 +589,65 @@ def test_hedwig_intercom_api_url_replaces_every_regions_api_host(
             assert intercom_api_url(region) == httpserver.url_for("/").rstrip("/")
 
 
-# Disconnect: Hedwig forgets the token, and asks Intercom to revoke it.
+# Disconnect: Hedwig forgets the token; uninstalling the app from the workspace is a second,
+# explicit choice, for an OAuth install only.
 
 
-def test_disconnect_revokes_the_token_at_intercom(
+def test_disconnect_forgets_the_token_and_leaves_the_app_installed(
     private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
 ) -> None:
     serve_intercom(httpserver)
-    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
     paste_token(teammate)
     (connection,) = connections(private_app)
+    page = page_text(teammate.get(f"/intercom/disconnect?connection_id={connection.id}"))
+    assert "Disconnect Example Co workspace?" in page
+    assert "uninstall" not in page.lower()  # a private app's install is not Hedwig's to undo
+    refused = post(
+        teammate,
+        "/intercom/disconnect",
+        {"connection_id": str(connection.id), "uninstall": "yes"},
+    )
+    assert refused.status_code == 400
+    assert len(connections(private_app)) == 1
     response = post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
     assert response.status_code == 302
-    assert "Intercom revoked its token, and Hedwig forgot it." in page_text(teammate.get("/"))
+    assert "Hedwig forgot its token. The app stays installed" in page_text(teammate.get("/"))
     assert connections(private_app) == []
+    assert [request.path for request, _ in httpserver.log] == ["/me"]
 
 
-def test_disconnect_forgets_the_token_even_when_intercom_cannot_revoke_it(
-    private_app: Flask, teammate: FlaskClient, httpserver: HTTPServer
-) -> None:
+def oauth_connection(app: Flask, browser: FlaskClient, httpserver: HTTPServer) -> Any:
     serve_intercom(httpserver)
+    callback(browser, start_connect(browser))
+    (connection,) = connections(app)
+    assert connection.connected_with == "oauth"
+    return connection
+
+
+def test_an_oauth_install_may_also_be_uninstalled_when_asked(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    connection = oauth_connection(intercom_app, agent, httpserver)
+    httpserver.expect_request("/auth/uninstall", method="POST").respond_with_data("", 200)
+    page = page_text(agent.get(f"/intercom/disconnect?connection_id={connection.id}"))
+    assert "Also uninstall Hedwig from Example Co workspace" in page
+    assert "every teammate there loses the Inbox app" in page
+    form = {"connection_id": str(connection.id), "uninstall": "yes"}
+    assert post(agent, "/intercom/disconnect", form).status_code == 302
+    assert "Hedwig was uninstalled from it in Intercom" in page_text(agent.get("/"))
+    assert connections(intercom_app) == []
+    uninstalls = [request for request, _ in httpserver.log if request.path == "/auth/uninstall"]
+    assert [request.headers["Authorization"] for request in uninstalls] == [f"Bearer {TOKEN}"]
+
+
+def test_disconnect_forgets_the_token_even_when_intercom_cannot_uninstall(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    connection = oauth_connection(intercom_app, agent, httpserver)
     httpserver.expect_request("/auth/uninstall").respond_with_data("down", 500)
-    paste_token(teammate)
-    (connection,) = connections(private_app)
-    post(teammate, "/intercom/disconnect", {"connection_id": str(connection.id)})
-    page = page_text(teammate.get("/"))
-    assert "Hedwig forgot its token, but Intercom did not revoke it" in page
+    form = {"connection_id": str(connection.id), "uninstall": "yes"}
+    post(agent, "/intercom/disconnect", form)
+    page = page_text(agent.get("/"))
+    assert "Hedwig forgot its token, but Intercom did not uninstall the app" in page
     assert "HTTP 500" in page
-    assert "Uninstall app" in page
-    assert connections(private_app) == []
+    assert connections(intercom_app) == []

@@ -611,6 +611,20 @@ def test_sign_in_with_intercom_refuses_and_says_why(
     assert len(users(canvas_app)) == (2 if changes else 1)
 
 
+def test_a_look_alike_email_from_intercom_signs_nobody_in(
+    canvas_app: Flask, httpserver: HTTPServer
+) -> None:
+    """The Kelvin sign lower-cases to k: "\u212aate@…" from Intercom must not sign in kate@…."""
+    create_user(canvas_app)
+    create_user(canvas_app, "kate@example.com")
+    serve_me(httpserver, email="\u212aate@example.com")
+    browser = canvas_app.test_client()
+    response = callback(browser, start_sign_in_with_intercom(browser))
+    assert response.status_code == 403
+    assert "holds characters that stand for others" in page_text(response)
+    assert browser.get("/").status_code == 302  # nobody signed in
+
+
 def test_a_new_teammate_joins_as_a_member_where_an_owner_allowed_it(
     canvas_app: Flask, httpserver: HTTPServer
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -39,6 +40,7 @@ from hedwig_app.database import begin_write
 from hedwig_app.intercom import IntercomError, call_intercom, fetch_me, revoke_token
 from hedwig_app.outbox import wake_sender
 from hedwig_app.plumbing import Refused, external_url, public, record_id
+from hedwig_app.settings import BOOLEAN_WORDS
 from models import IntercomConnection, UsedOAuthState, User, db, normalize_email, utcnow
 
 connect = Blueprint("connect", __name__)
@@ -95,29 +97,42 @@ def connect_with_token() -> Any:
         return render_template("connect_token.html")
     # The token is read from the form, never echoed into a page, a log line or a URL.
     token = request.form.get("access_token", "").strip()
-    if not token or len(token) > ACCESS_TOKEN_MAX or not token.isprintable() or " " in token:
+    if not looks_like_a_token(token):
         error = "Paste the access token Intercom shows for your app: one line, no spaces."
         return render_template("connect_token.html", error=error), 400
-    return connected(token, workspace_of(token))
+    return connected(token, workspace_of(token), "token")
 
 
-@connect.post("/intercom/disconnect")
+@connect.route("/intercom/disconnect", methods=["GET", "POST"])
 @owners_only
-def intercom_disconnect() -> Response:
-    """Forget a workspace's token, and ask Intercom to revoke it (best effort)."""
-    connection_id = request.form.get("connection_id", type=record_id)
+def intercom_disconnect() -> Any:
+    """Forget a workspace's token. Uninstalling the app from the whole workspace is a second,
+    explicit choice, offered for an OAuth install only: it takes the Inbox app from every
+    teammate there, and a private app's token would die with it."""
+    connection_id = request.values.get("connection_id", type=record_id)
     connection = db.get_or_404(IntercomConnection, connection_id or 0)
-    name, not_revoked = connection.workspace_name, revoke_token(connection)
+    if request.method == "GET":
+        return render_template("disconnect.html", connection=connection)
+    uninstall = BOOLEAN_WORDS.get(request.form.get("uninstall", "no").lower())
+    if uninstall is None or (uninstall and connection.connected_with != "oauth"):
+        abort(400, "Only a workspace connected with OAuth can be uninstalled from Hedwig.")
+    name = connection.workspace_name
+    not_uninstalled = revoke_token(connection) if uninstall else None
     db.session.delete(connection)
     db.session.commit()
-    if not_revoked:
+    if not uninstall:
         flash(
-            f"Disconnected from {name}: Hedwig forgot its token, but Intercom did not revoke "
-            f"it ({not_revoked}). To revoke it, uninstall the app in Intercom's Developer Hub "
-            "(your app → Test & Publish → Uninstall app)."
+            f"Disconnected from {name}: Hedwig forgot its token. The app stays installed in "
+            "Intercom; connect again to use it here."
+        )
+    elif not_uninstalled:
+        flash(
+            f"Disconnected from {name}: Hedwig forgot its token, but Intercom did not "
+            f"uninstall the app ({not_uninstalled}). To uninstall it, use Intercom's settings "
+            "(Apps → Hedwig → Uninstall)."
         )
     else:
-        flash(f"Disconnected from {name}: Intercom revoked its token, and Hedwig forgot it.")
+        flash(f"Disconnected from {name}, and Hedwig was uninstalled from it in Intercom.")
     return redirect(url_for("log.index"))
 
 
@@ -294,7 +309,7 @@ def connect_with_code(code: str) -> Response:
         token = exchange_code_for_token(code)
     except IntercomError as error:
         raise IntercomFailed(str(error)) from None
-    return connected(token, workspace_of(token))
+    return connected(token, workspace_of(token), "oauth")
 
 
 def workspace_of(token: str) -> dict[str, Any]:
@@ -305,9 +320,20 @@ def workspace_of(token: str) -> dict[str, Any]:
         raise IntercomFailed(str(error)) from None
 
 
-def connected(token: str, details: Mapping[str, Any]) -> Response:
+def looks_like_a_token(token: str) -> bool:
+    """One line of printable ASCII, as an HTTP header carries it: no spaces, no more than
+    ACCESS_TOKEN_MAX characters."""
+    return (
+        0 < len(token) <= ACCESS_TOKEN_MAX
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+    )
+
+
+def connected(token: str, details: Mapping[str, Any], connected_with: str) -> Response:
     """Keep the token, encrypted, for its workspace; the notes that waited for it go out."""
-    connection = save_connection(details, token, g.user)
+    connection = save_connection(details, token, g.user, connected_with)
     db.session.commit()
     wake_sender()
     current_app.logger.info(
@@ -328,7 +354,7 @@ CONNECTION_DETAILS = (
 
 
 def save_connection(
-    details: Mapping[str, str | None], token: str, user: User
+    details: Mapping[str, str | None], token: str, user: User, connected_with: str
 ) -> IntercomConnection:
     """Store the token for its workspace: connecting again updates the row in place. The
     caller commits."""
@@ -339,6 +365,7 @@ def save_connection(
     for name in CONNECTION_DETAILS:
         setattr(connection, name, details[name])
     connection.token = token
+    connection.connected_with = connected_with
     connection.connected_by_id = user.id
     connection.refused_at = connection.refusal = None
     db.session.add(connection)
@@ -377,7 +404,15 @@ def sign_in_with_intercom_offered() -> bool:
 def signed_in_with_intercom(details: Mapping[str, Any]) -> Response:
     """Sign in the Hedwig user /me names: a verified email, in a connected workspace. A
     teammate without an account joins as a member where an owner allowed it."""
-    email = normalize_email(details.get("admin_email") or "")
+    given = details.get("admin_email") or ""
+    email = normalize_email(given)
+    if unicodedata.normalize("NFKC", given) != given:
+        # A look-alike (the Kelvin sign K, say) would lower-case into someone else's address.
+        raise SignInRefused(
+            f"the email address of your Intercom account holds characters that stand for "
+            f"others ({ascii(given)[:80]}), so Hedwig cannot tell whose it is. Sign in with "
+            "your password."
+        )
     if not email or not details["email_verified"]:
         raise SignInRefused(
             f"Intercom has not verified the email address {email or '(none)'} of your Intercom "
