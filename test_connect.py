@@ -576,6 +576,26 @@ def test_an_unknown_region_uses_the_us_hosts_and_says_so_in_the_log(
     assert "Unknown Intercom region 'mars': using the US hosts" in caplog.text
 
 
+def test_a_region_too_long_to_be_real_is_logged_only_in_part(
+    regional_app: Flask,
+    regional_intercom: dict[str, HTTPServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": "Mars" + "s" * 100_000}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    (connection,) = connections(regional_app)
+    assert connection.region == "us"
+    (warning,) = [
+        r.getMessage() for r in caplog.records if "Unknown Intercom region" in r.getMessage()
+    ]
+    assert warning.startswith("Unknown Intercom region 'marssss")
+    assert len(warning) < 200
+
+
 def test_hedwig_intercom_api_url_replaces_every_regions_api_host(
     tmp_path: Any, httpserver: HTTPServer
 ) -> None:

@@ -22,6 +22,7 @@ INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
 REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
 RETRY_AFTER_MAX = 3600  # seconds
+LOGGED_MAX = 40  # characters of a value from Intercom that a log line quotes
 
 
 class IntercomError(Exception):
@@ -149,7 +150,7 @@ def refusal(path: str, response: requests.Response) -> IntercomError:
         403: "the app lacks a permission this needs (see the README's setup guide)",
         404: "it has no such thing (deleted or merged)",
         429: "it asks Hedwig to slow down for a while",
-    }.get(status, "it had a problem; Hedwig will try again" if status >= 500 else "")
+    }.get(status, "it had a problem" if status >= 500 else "")
     wait = retry_after_seconds(response)
     message = f"Intercom answered {path} with HTTP {status}"
     return IntercomError(f"{message}: {meaning}" if meaning else message, status, wait)
@@ -182,8 +183,9 @@ def region_of(value: Any) -> str:
     name = str(value or "").strip().lower()
     region = REGION_ALIASES.get(name, name)
     if region not in current_app.config["INTERCOM_REGIONS"]:
-        if name:
-            current_app.logger.warning("Unknown Intercom region %r: using the US hosts", name)
+        if name:  # a few characters of it: Intercom's answer could hold megabytes
+            shown = repr(name[:LOGGED_MAX]) + ("…" if len(name) > LOGGED_MAX else "")
+            current_app.logger.warning("Unknown Intercom region %s: using the US hosts", shown)
         return "us"
     return region
 

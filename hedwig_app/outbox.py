@@ -160,7 +160,7 @@ def after_refusal(note: Note, connection: IntercomConnection, error: IntercomErr
         return finish(note, "failed", str(error))
     note.attempts += 1
     if note.attempts >= NOTE_ATTEMPTS:
-        return finish(note, "failed", f"{error} ({NOTE_ATTEMPTS} tries)")
+        return finish(note, "failed", f"{error} (tried {NOTE_ATTEMPTS} times)")
     retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[note.attempts - 1])
     reason = f"try {note.attempts} of {NOTE_ATTEMPTS} failed: {error}"
     return pending_again(note, retry_at, reason, "waiting")
