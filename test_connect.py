@@ -41,7 +41,7 @@ from conftest import (
     stored_feedback,
     token_answer,
 )
-from hedwig_app.intercom import intercom_api_url
+from hedwig_app.intercom import IntercomError, fetch_me, intercom_api_url
 from models import IntercomConnection, db
 
 # --- Connect with Intercom (OAuth), against a stand-in for Intercom on loopback -------------------
@@ -431,16 +431,61 @@ def test_a_new_token_for_a_connected_workspace_updates_it_in_place(
         assert second.token == "another-token-0123456789"
 
 
+def intercom_error(status: int, code: str, message: str) -> Response:
+    """Intercom's documented error body: an error.list whose first error's code says why."""
+    body = {
+        "type": "error.list",
+        "request_id": "req-0001",
+        "errors": [{"code": code, "message": message}],
+    }
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+PERMISSION_MISSING = (
+    "HTTP 401 (token_unauthorized): the app lacks a permission this needs (Read admins): add it "
+    "in the Developer Hub (your app → Configure → Authentication / permissions), then reinstall "
+    "the app"
+)
+TOKEN_REFUSED = (
+    "it no longer accepts this token (revoked, or the app was uninstalled): connect again"
+)
+PLAN_RESTRICTED = "HTTP 403 (api_plan_restricted): your Intercom plan does not include this"
+BIG_BODY = json.dumps({"errors": [{"code": "token_unauthorized"}], "pad": "x" * 2_000_000})
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (Response('{"type": "error.list"}', 401), "HTTP 401: it no longer accepts this token"),
-        (Response('{"type": "error.list"}', 403), "HTTP 403: the app lacks a permission"),
+        (
+            intercom_error(401, "unauthorized", "Access Token Invalid"),
+            f"HTTP 401 (unauthorized): {TOKEN_REFUSED}",
+        ),
+        (
+            intercom_error(401, "token_unauthorized", "Not authorized to access resource"),
+            PERMISSION_MISSING,
+        ),
+        (
+            intercom_error(403, "api_plan_restricted", "Active subscription needed."),
+            PLAN_RESTRICTED,
+        ),
+        (Response("", 401), f"HTTP 401: {TOKEN_REFUSED}"),
+        (Response("<html>Unauthorized</html>", 401), f"HTTP 401: {TOKEN_REFUSED}"),
+        (Response(BIG_BODY, 401, content_type="application/json"), f"HTTP 401: {TOKEN_REFUSED}"),
         (Response("upstream broke", 503), "HTTP 503: it had a problem"),
         (Response("<html>not json</html>", 200), "was not JSON"),
         (Response('{"type": "admin", "id": "1"}', 200), "named no workspace"),
     ],
-    ids=["refused", "permission missing", "intercom down", "garbage", "no workspace"],
+    ids=[
+        "revoked",
+        "permission missing",
+        "plan",
+        "401 without a body",
+        "401 not JSON",
+        "401 too big to read",
+        "intercom down",
+        "garbage",
+        "no workspace",
+    ],
 )
 def test_a_token_intercom_does_not_vouch_for_stores_nothing(
     private_app: Flask,
@@ -458,6 +503,25 @@ def test_a_token_intercom_does_not_vouch_for_stores_nothing(
     assert connections(private_app) == []
     for text in (page_text(response), caplog.text, response.headers.get("Location", "")):
         assert "tok_wrong_0123456789" not in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [
+        (intercom_error(401, "unauthorized", "Access Token Invalid"), 401, "unauthorized"),
+        (intercom_error(401, "token_unauthorized", "Not authorized"), 401, "token_unauthorized"),
+        (intercom_error(403, "api_plan_restricted", "Upgrade"), 403, "api_plan_restricted"),
+        (intercom_error(401, "no such code <script>", "odd"), 401, None),
+        (Response("", 401), 401, None),
+    ],
+)
+def test_intercoms_error_code_is_kept_for_the_callers_to_tell_refusals_apart(
+    private_app: Flask, httpserver: HTTPServer, answer: Response, status: int, code: str | None
+) -> None:
+    httpserver.expect_request("/me").respond_with_response(answer)
+    with private_app.app_context(), pytest.raises(IntercomError) as refused:
+        fetch_me("tok_wrong_0123456789")
+    assert (refused.value.http_status, refused.value.code) == (status, code)
 
 
 @pytest.mark.parametrize(

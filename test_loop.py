@@ -59,7 +59,7 @@ class IntercomConversations:
 
     def __init__(self, httpserver: HTTPServer) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.answers: list[tuple[int, dict[str, str]]] = []
+        self.answers: list[tuple[int, dict[str, str]] | tuple[int, dict[str, str], Any]] = []
         self.lock = threading.Lock()
         path = re.compile(r"^/conversations/[^/]+/(reply|parts)$")
         httpserver.expect_request(path, method="POST").respond_with_handler(self.answer)
@@ -69,8 +69,8 @@ class IntercomConversations:
             self.requests.append(
                 {"path": request.path, "headers": request.headers, "json": request.get_json()}
             )
-            status, headers = self.answers.pop(0) if self.answers else (200, {})
-        body = {"type": "conversation", "id": request.path.split("/")[2]}
+            status, headers, *error = self.answers.pop(0) if self.answers else (200, {})
+        body = error[0] if error else {"type": "conversation", "id": request.path.split("/")[2]}
         return Response(json.dumps(body), status, headers, content_type="application/json")
 
     def notes(self) -> list[str]:
@@ -321,22 +321,49 @@ def test_two_senders_at_once_send_each_note_once(
     assert {note.state for note in stored_notes(canvas_app)} == {"sent"}
 
 
-@pytest.mark.parametrize("refusal", [401, 403])
+def intercom_error(code: str) -> dict[str, Any]:
+    """Intercom's documented error body."""
+    return {
+        "type": "error.list",
+        "request_id": "req-1",
+        "errors": [{"code": code, "message": "no"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (
+            intercom_error("unauthorized"),
+            "HTTP 401 (unauthorized): it no longer accepts this token (revoked, or the app was "
+            "uninstalled): connect again",
+        ),
+        (
+            intercom_error("token_unauthorized"),
+            "HTTP 401 (token_unauthorized): the app lacks a permission this needs (Write "
+            "conversations): add it in the Developer Hub (your app → Configure → Authentication "
+            "/ permissions), then reinstall the app",
+        ),
+        ({}, "HTTP 401: it no longer accepts this token"),
+    ],
+    ids=["revoked", "permission missing", "no error code"],
+)
 def test_a_refused_token_waits_for_a_reconnect_then_the_notes_go(
     canvas_app: Flask,
     team: FlaskClient,
     conversations: IntercomConversations,
     httpserver: HTTPServer,
-    refusal: int,
+    error: dict[str, Any],
+    why: str,
 ) -> None:
     feedback_id = backed_record(canvas_app)
-    conversations.answers = [(refusal, {})]
+    conversations.answers = [(401, {}, error)]
     change_status(team, feedback_id, "done")
     wait_for_sender(canvas_app)
     assert len(conversations.requests) == 1  # the workspace's other note was not tried
     nav = page_text(team.get("/"))
     assert "Example Co workspace needs reconnecting." in nav
-    assert f"HTTP {refusal}" in nav
+    assert why in nav  # the owner reads which it is, and what to do
     page = page_text(team.get(f"/feedback/{feedback_id}"))
     assert page.count("waiting until Example Co workspace is reconnected") == 2
     assert {note.state for note in stored_notes(canvas_app)} == {"pending"}
@@ -348,6 +375,26 @@ def test_a_refused_token_waits_for_a_reconnect_then_the_notes_go(
     refused = conversations.notes()[0]
     assert sorted(conversations.notes()) == sorted([*CONVERSATIONS, refused])
     assert "needs reconnecting" not in page_text(team.get("/"))
+
+
+def test_a_plan_without_the_api_fails_the_notes_for_a_person_to_read_not_to_wait(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    """Reconnecting does not change a workspace's plan: the notes fail, saying so, and Retry
+    sends them once the plan allows it."""
+    feedback_id = backed_record(canvas_app)
+    conversations.answers = [(403, {}, intercom_error("api_plan_restricted"))] * 2
+    change_status(team, feedback_id, "done")
+    wait_for_sender(canvas_app)
+    assert len(conversations.requests) == 2
+    assert {note.state for note in stored_notes(canvas_app)} == {"failed"}
+    assert "needs reconnecting" not in page_text(team.get("/"))
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert (
+        page.count("with HTTP 403 (api_plan_restricted): your Intercom plan does not include this")
+        == 2
+    )
+    assert "Retry failed" in page
 
 
 def test_a_deleted_conversation_fails_for_good_and_can_be_retried(

@@ -1,13 +1,15 @@
 """The client for Intercom's REST API: one request at a time, on the workspace's regional
 host, never following a redirect, always within a timeout, reading a bounded answer; each
-refusal (401, 403, 404, 429, 5xx) an IntercomError whose message a person can read. Also /me
+refusal (401, 403, 404, 429, 5xx) an IntercomError whose message a person can act on. Also /me
 (whose token is this?) and revoking a token. Imports plumbing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import re
 import time
 from typing import Any
 
@@ -22,12 +24,25 @@ INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
 REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
 RETRY_AFTER_MAX = 3600  # seconds
+ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Intercom's codes: token_unauthorized, …
 LOGGED_MAX = 40  # characters of a value from Intercom that a log line quotes
+
+# The app's permission each call needs, as the Developer Hub names it: the sentence for a
+# 401 token_unauthorized names it. (method, path or its first segment, permission)
+PERMISSIONS = (
+    ("GET", "/me", "Read admins"),
+    ("POST", "/conversations", "Write conversations"),
+    ("GET", "/conversations", "Read conversations"),
+    ("GET", "/contacts", "Read and list users and companies"),
+    ("GET", "/companies", "Read and list users and companies"),
+)
 
 
 class IntercomError(Exception):
     """A call to Intercom failed: ``http_status`` is Intercom's answer (None when there was
-    none), ``retry_after`` the seconds a 429 asked Hedwig to wait."""
+    none), ``code`` its error code (``errors[0].code``: "unauthorized", "token_unauthorized",
+    "api_plan_restricted", …; None without one), ``retry_after`` the seconds a 429 asked
+    Hedwig to wait."""
 
     def __init__(
         self,
@@ -35,11 +50,13 @@ class IntercomError(Exception):
         http_status: int | None = None,
         retry_after: float = 0,
         arrived: bool | None = False,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.retry_after = retry_after
         self.arrived = arrived  # None: the request went out, and the answer never came
+        self.code = code
 
 
 def fetch_me(token: str) -> dict[str, str | None]:
@@ -71,7 +88,7 @@ def call_intercom(
         return {}
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise IntercomError(f"Intercom's answer to {path} was not JSON") from None
     if not isinstance(body, dict):
         raise IntercomError(f"Intercom's answer to {path} was not a JSON object")
@@ -113,7 +130,7 @@ def intercom_response(
             f"Intercom did not answer {path} within {timeout} seconds", arrived=None
         ) from None
     if not 200 <= response.status_code < 300:
-        raise refusal(path, response)
+        raise refusal(method, path, response)
     return response
 
 
@@ -142,18 +159,53 @@ def never_sent(error: requests.RequestException) -> bool:
     )
 
 
-def refusal(path: str, response: requests.Response) -> IntercomError:
-    """Intercom's non-2xx answer, as a sentence that says what it means for the team."""
-    status = response.status_code
-    meaning = {
-        401: "it no longer accepts this token (revoked, or the app was uninstalled)",
-        403: "the app lacks a permission this needs (see the README's setup guide)",
-        404: "it has no such thing (deleted or merged)",
-        429: "it asks Hedwig to slow down for a while",
-    }.get(status, "it had a problem" if status >= 500 else "")
+def refusal(method: str, path: str, response: requests.Response) -> IntercomError:
+    """Intercom's non-2xx answer, as a sentence that says what it means and what to do: the
+    one mapping every call uses (connecting, notes, company reads)."""
+    status, code = response.status_code, error_code(response)
+    if status == 401 and code == "token_unauthorized":
+        meaning = (
+            f"the app lacks a permission this needs ({permission_needed(method, path)}): add "
+            "it in the Developer Hub (your app → Configure → Authentication / permissions), "
+            "then reinstall the app"
+        )
+    elif status == 401:  # "unauthorized", another code, or no body: the token itself
+        meaning = (
+            "it no longer accepts this token (revoked, or the app was uninstalled): connect again"
+        )
+    elif status == 403 and code == "api_plan_restricted":
+        meaning = "your Intercom plan does not include this"
+    else:
+        meaning = {
+            403: "it does not allow this",
+            404: "it has no such thing (deleted or merged)",
+            429: "it asks Hedwig to slow down for a while",
+        }.get(status, "it had a problem" if status >= 500 else "")
+    said = f"HTTP {status} ({code})" if code else f"HTTP {status}"
+    message = f"Intercom answered {path} with {said}"
     wait = retry_after_seconds(response)
-    message = f"Intercom answered {path} with HTTP {status}"
-    return IntercomError(f"{message}: {meaning}" if meaning else message, status, wait)
+    return IntercomError(f"{message}: {meaning}" if meaning else message, status, wait, code=code)
+
+
+def error_code(response: requests.Response) -> str | None:
+    """``errors[0].code`` of Intercom's error body (``{"type": "error.list", "errors":
+    [{"code", "message"}]}``), when the body was read and the code looks like one."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):
+        return None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    code = first.get("code") if isinstance(first, dict) else None
+    return code if isinstance(code, str) and ERROR_CODE.fullmatch(code) else None
+
+
+def permission_needed(method: str, path: str) -> str:
+    """The app's permission a call needs, by the Developer Hub's name."""
+    for needs_method, prefix, permission in PERMISSIONS:
+        if method == needs_method and (path == prefix or path.startswith(prefix + "/")):
+            return permission
+    return "the one this call needs"
 
 
 def retry_after_seconds(response: requests.Response) -> float:

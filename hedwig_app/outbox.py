@@ -1,9 +1,9 @@
 """The note sender. A note is pending until a sender claims it (sending), then sent, failed,
 or pending again: after a 429 (at the time Intercom gave), a 5xx or a timeout (after a delay,
-NOTE_ATTEMPTS tries in all), or a refused token (until someone reconnects the workspace). A
-sender claims each note with one UPDATE, so two senders never send one note twice. A thread
-of the web process sends at once (``wake_sender()``); `flask send-notes` sends what a crash
-or a restart left. Imports intercom.
+NOTE_ATTEMPTS tries in all), or a 401 (a token revoked, or a permission missing: until someone
+reconnects the workspace). A sender claims each note with one UPDATE, so two senders never
+send one note twice. A thread of the web process sends at once (``wake_sender()``);
+`flask send-notes` sends what a crash or a restart left. Imports intercom.
 """
 
 from __future__ import annotations
@@ -139,7 +139,10 @@ def after_refusal(note: Note, connection: IntercomConnection, error: IntercomErr
     if error.arrived is None and not noted:
         # The note went out and no answer came: sending it again might say it twice.
         return finish(note, "failed", f"{error}: it may have arrived. Retry sends it again.")
-    if status in (401, 403):
+    if status == 401:
+        # The token was revoked, or the app lacks a permission (error.code says which, and so
+        # does the reason owners read): either way, notes wait for a reconnect after the fix.
+        # A 403 (the plan lacks the API) is not mended by reconnecting: it fails below.
         return wait_for_reconnect(note, connection, str(error))
     if status == 429:
         # Every note to this workspace waits: Intercom limits the app, not the conversation.
