@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from conftest import (
     stored_feedback,
 )
 from hedwig_app import outbox
+from hedwig_app.intercom import IntercomError, intercom_response
 from hedwig_app.preview import SAMPLE
 from hedwig_app.records import add_evidence, refresh_backing
 from models import Feedback, IntercomConnection, db
@@ -652,6 +654,117 @@ def test_an_answer_that_drips_or_floods_holds_the_sender_a_bounded_time(
     change_status(team, feedback_id, "done")
     send_notes(canvas_app)
     assert [note.state for note in stored_notes(canvas_app)] == ["sent"]
+
+
+class DrippingIntercom:
+    """A stand-in for Intercom on loopback whose answer comes a byte every 0.3 s (60 bytes at
+    most, then it hangs up): from its status line on, or only its body, after a 200's headers.
+    It keeps the first line of each request it gets."""
+
+    DRIP = 0.3  # seconds between bytes
+
+    def __init__(self, what: str) -> None:
+        if what == "the whole answer":
+            self.at_once, self.dripped = b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        else:
+            self.at_once, self.dripped = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n", b"x" * 60
+        self.requests: list[str] = []
+        self.asked = threading.Event()
+        self.stopped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        with self.listener:
+            while not self.stopped.is_set():
+                try:
+                    connection, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
+
+    def answer(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            self.requests.append(request.split(b"\r\n", 1)[0].decode())
+            self.asked.set()
+            try:
+                connection.sendall(self.at_once)
+                for byte in self.dripped:
+                    if self.stopped.wait(self.DRIP):
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:  # Hedwig gave up and hung up
+                return
+
+
+@pytest.fixture(params=["the whole answer", "the body after a 200"])
+def dripping_intercom(request: pytest.FixtureRequest) -> Iterator[DrippingIntercom]:
+    server = DrippingIntercom(request.param)
+    yield server
+    server.stopped.set()
+
+
+@pytest.fixture
+def dripping_app(tmp_path: Path, database_url: str, dripping_intercom: DrippingIntercom) -> Flask:
+    """Hedwig with the fixture workspace connected to the dripping stand-in, a short timeout,
+    and no sender thread."""
+    app = make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=dripping_intercom.url,
+        INTERCOM_TIMEOUT=0.5,
+        SEND_NOTES_AT_ONCE=False,
+    )
+    connect_workspace(app)
+    return app
+
+
+def test_a_call_whose_answer_drips_is_cut_off_at_its_deadline(
+    dripping_app: Flask, dripping_intercom: DrippingIntercom
+) -> None:
+    """Three timeouts for the whole call, however the answer trickles in: without a whole
+    status line Hedwig cannot tell whether the note arrived; after a 200's headers it can."""
+    with dripping_app.app_context():
+        if dripping_intercom.at_once:
+            response = intercom_response("POST", "/conversations/1001/reply", TOKEN, json={})
+            assert response.status_code == 200
+            return
+        with pytest.raises(IntercomError) as cut:
+            intercom_response("POST", "/conversations/1001/reply", TOKEN, json={})
+    assert (cut.value.arrived, cut.value.http_status) == (None, None)
+    assert str(cut.value) == "Intercom did not answer /conversations/1001/reply within 1.5 seconds"
+
+
+def test_a_note_whose_answer_drips_is_told_once_even_when_another_sender_runs_meanwhile(
+    dripping_app: Flask, dripping_intercom: DrippingIntercom
+) -> None:
+    client = signed_in_browser(dripping_app)
+    feedback_id = backed_record(dripping_app, ("1001",))
+    change_status(client, feedback_id, "done")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(send_notes, dripping_app)
+        assert dripping_intercom.asked.wait(10)
+        assert sum(send_notes(dripping_app).values()) == 0  # the note is the first sender's
+        first.result()
+    send_notes(dripping_app)
+    assert dripping_intercom.requests == ["POST /conversations/1001/reply HTTP/1.1"]
+    (note,) = stored_notes(dripping_app)
+    if dripping_intercom.at_once:  # Intercom said 200: the note is there
+        assert (note.state, note.reason) == ("sent", "")
+        return
+    assert (note.state, note.reason) == (
+        "failed",
+        "Intercom did not answer /conversations/1001/reply within 1.5 seconds: it may have "
+        "arrived. Retry sends it again.",
+    )
+    assert "Retry failed" in page_text(client.get(f"/feedback/{feedback_id}"))
 
 
 def test_conversations_hedwig_cannot_tell_are_skipped_and_shown(

@@ -1,7 +1,8 @@
 """The client for Intercom's REST API: one request at a time, on the workspace's regional
-host, never following a redirect, always within a timeout, reading a bounded answer; each
-refusal (401, 403, 404, 429, 5xx) an IntercomError whose message a person can act on. Also /me
-(whose token is this?) and revoking a token. Imports plumbing.
+host, never following a redirect, cut off at a deadline (connecting, sending and reading
+alike), reading a bounded answer; each refusal (401, 403, 404, 429, 5xx) an IntercomError
+whose message a person can act on. Also /me (whose token is this?) and revoking a token.
+Imports plumbing.
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ import contextlib
 import json
 import math
 import re
+import socket
+import threading
 import time
+from contextvars import ContextVar, Token
 from typing import Any
 
 import requests
 import urllib3
 from flask import current_app
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hedwig_app.plumbing import id_or_none, text_or_none
 from models import EMAIL_MAX, IntercomConnection
 
 INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
+CALL_TIMEOUTS = 3  # a whole call (connect, send, read the answer) lasts at most 3 timeouts
 REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
 RETRY_AFTER_MAX = 3600  # seconds
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Intercom's codes: token_unauthorized, …
@@ -59,6 +66,11 @@ class IntercomError(Exception):
         self.code = code
 
 
+def call_seconds() -> float:
+    """The longest one call to Intercom lasts, from connecting to the answer's last byte."""
+    return CALL_TIMEOUTS * current_app.config["INTERCOM_TIMEOUT"]
+
+
 def fetch_me(token: str) -> dict[str, str | None]:
     """Ask Intercom who granted the token: the workspace (app.id_code), its region and the
     admin. /me is asked on the US host, which routes to the workspace's own region."""
@@ -83,7 +95,13 @@ def call_intercom(
 ) -> dict:
     """One request to Intercom's API on the region's host: its JSON object (empty when the
     answer has no body), or an IntercomError whose message a person can read."""
-    response = intercom_response(method, path, token, region, **kwargs)
+    response, whole = intercom_answer(method, path, token, region, **kwargs)
+    if not whole:
+        raise IntercomError(
+            f"Intercom's answer to {path} was too long, or too slow, to read whole",
+            response.status_code,
+            arrived=True,
+        )
     if not response.content.strip():
         return {}
     try:
@@ -98,57 +116,181 @@ def call_intercom(
 def intercom_response(
     method: str, path: str, token: str | None = None, region: str = "us", **kwargs: Any
 ) -> requests.Response:
-    """Intercom's 2xx answer to one request, or an IntercomError: it did not answer in time,
-    could not be reached, or refused (refusal())."""
+    """Intercom's 2xx answer to one request (its body possibly dropped: its status said what
+    happened), or an IntercomError: it did not answer in time, could not be reached, or
+    refused (refusal())."""
+    return intercom_answer(method, path, token, region, **kwargs)[0]
+
+
+def intercom_answer(
+    method: str, path: str, token: str | None, region: str, **kwargs: Any
+) -> tuple[requests.Response, bool]:
+    """Intercom's 2xx answer to one request, and whether its body was read whole."""
     headers = {"Accept": "application/json", "Intercom-Version": INTERCOM_API_VERSION}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    url = intercom_api_url(region) + path
     timeout = current_app.config["INTERCOM_TIMEOUT"]
-    try:
-        # Never follow a redirect: it would carry the client secret or the token elsewhere.
-        response = requests.request(
-            method,
-            url,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-            **kwargs,
-        )
-        read_bounded(response, deadline=time.monotonic() + 3 * timeout)
-    except (requests.ConnectTimeout, requests.ConnectionError) as error:
-        if not never_sent(error):
-            raise IntercomError(
-                f"Intercom's connection for {path} broke ({type(error).__name__})", arrived=None
-            ) from None
-        raise IntercomError(
-            f"could not reach Intercom for {path} ({type(error).__name__})", arrived=False
-        ) from None
-    except requests.RequestException:  # a read timeout, or the answer took too long
-        raise IntercomError(
-            f"Intercom did not answer {path} within {timeout} seconds", arrived=None
-        ) from None
+    deadline = CallDeadline(call_seconds(), then_every=timeout)
+    with deadline.session() as session:
+        try:
+            with deadline:  # over before the session closes its connections
+                # Never follow a redirect: it would carry the client secret or the token
+                # elsewhere.
+                response = session.request(
+                    method,
+                    intercom_api_url(region) + path,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                    **kwargs,
+                )
+                whole = read_bounded(response)
+        except requests.RequestException as error:
+            raise unanswered(path, error, deadline.cut_off) from None
+        response.close()
     if not 200 <= response.status_code < 300:
         raise refusal(method, path, response)
-    return response
+    return response, whole
 
 
-def read_bounded(response: requests.Response, deadline: float) -> None:
-    """Read the answer, up to INTERCOM_ANSWER_MAX and until ``deadline``: past either (an
-    endpoint dripping bytes, or sending hundreds of megabytes) the rest is dropped unread.
-    Its status has said what happened; a body Hedwig needs is small JSON."""
+def unanswered(path: str, error: requests.RequestException, cut_off: bool) -> IntercomError:
+    """A call that got no answer: never sent (it may go again), or sent and unanswered (it
+    may have arrived)."""
+    if isinstance(error, requests.ConnectionError) and never_sent(error):
+        return IntercomError(
+            f"could not reach Intercom for {path} ({type(error).__name__})", arrived=False
+        )
+    if cut_off:
+        return IntercomError(
+            f"Intercom did not answer {path} within {call_seconds():g} seconds", arrived=None
+        )
+    if isinstance(error, requests.ConnectionError):
+        return IntercomError(
+            f"Intercom's connection for {path} broke ({type(error).__name__})", arrived=None
+        )
+    timeout = current_app.config["INTERCOM_TIMEOUT"]
+    return IntercomError(f"Intercom did not answer {path} within {timeout} seconds", arrived=None)
+
+
+class CallDeadline:
+    """The moment a call to Intercom is cut off, whatever it is doing: its connection's socket
+    is shut then (and every ``then_every`` seconds after, for one made late), which ends a
+    read still waiting for a byte. A socket timeout alone would not: an answer dripping a
+    byte a second never trips it."""
+
+    def __init__(self, seconds: float, then_every: float) -> None:
+        self.lock = threading.Lock()
+        self.current: Token | None = None
+        self.connections: list[Any] = []
+        self.cut_off = self.over = False
+        self.every = min(max(then_every, 0.1), threading.TIMEOUT_MAX)
+        self.timer = self.new_timer(min(seconds, threading.TIMEOUT_MAX))
+
+    def new_timer(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self.cut)
+        timer.daemon = True
+        return timer
+
+    def __enter__(self) -> CallDeadline:
+        self.current = CURRENT_DEADLINE.set(self)  # for the connections this call makes
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self.lock:  # waits for a cut() under way: none begins after this
+            self.over = True
+            self.timer.cancel()
+        if self.current is not None:
+            CURRENT_DEADLINE.reset(self.current)
+
+    @staticmethod
+    def session() -> requests.Session:
+        """A session whose connections the call's deadline watches."""
+        session = requests.Session()
+        adapter = WatchedAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def watch(self, connection: Any) -> None:
+        with self.lock:
+            self.connections.append(connection)
+
+    def cut(self) -> None:
+        with self.lock:
+            if self.over:
+                return
+            self.cut_off = True
+            for connection in self.connections:
+                shut(connection)
+            self.timer = self.new_timer(self.every)
+            self.timer.start()
+
+
+def shut(connection: Any) -> None:
+    """Shut a connection's socket for reading and writing: a read waiting on it returns."""
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # closed already
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor, TLS or not
+
+
+CURRENT_DEADLINE: ContextVar[CallDeadline | None] = ContextVar("intercom_call", default=None)
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its connections handed to the call's deadline as they are made."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is urllib3.poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = WATCHED_POOLS  # an HTTP proxy; SOCKS has its own
+        return manager
+
+
+class WatchedPool:
+    """A connection pool whose new connections the call's deadline can cut."""
+
+    def _new_conn(self) -> Any:
+        connection = super()._new_conn()  # type: ignore[misc]
+        deadline = CURRENT_DEADLINE.get()
+        if deadline is not None:
+            deadline.watch(connection)
+        return connection
+
+
+class WatchedHTTPPool(WatchedPool, HTTPConnectionPool):
+    pass
+
+
+class WatchedHTTPSPool(WatchedPool, HTTPSConnectionPool):
+    pass
+
+
+WATCHED_POOLS = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+
+def read_bounded(response: requests.Response) -> bool:
+    """Read the answer, up to INTERCOM_ANSWER_MAX: past it (an endpoint sending hundreds of
+    megabytes) the rest is dropped unread, as is a body the deadline cut. Whether the body
+    was read whole: its status has said what happened; a body Hedwig needs is small JSON."""
     body = bytearray()
-    with contextlib.closing(response):
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > INTERCOM_ANSWER_MAX or time.monotonic() > deadline:
-                    body.clear()
-                    break
-        except requests.RequestException:
-            body.clear()
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > INTERCOM_ANSWER_MAX:
+                response._content = b""
+                return False
+    except requests.RequestException:
+        response._content = b""
+        return False
     response._content = bytes(body)  # what response.json() and .content read
+    return True
 
 
 def never_sent(error: requests.RequestException) -> bool:

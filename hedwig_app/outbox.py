@@ -2,8 +2,9 @@
 or pending again: after a 429 (at the time Intercom gave), a 5xx or a timeout (after a delay,
 NOTE_ATTEMPTS tries in all), or a 401 (a token revoked, or a permission missing: until someone
 reconnects the workspace). A sender claims each note with one UPDATE, so two senders never
-send one note twice. A thread of the web process sends at once (``wake_sender()``);
-`flask send-notes` sends what a crash or a restart left. Imports intercom.
+send one note twice; an abandoned claim is released only when its calls to Intercom must have
+ended (each is cut off at its deadline). A thread of the web process sends at once
+(``wake_sender()``); `flask send-notes` sends what a crash or a restart left. Imports intercom.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from flask import Flask, current_app
 from sqlalchemy import Select, func, select, update
 
-from hedwig_app.intercom import IntercomError, intercom_response
+from hedwig_app.intercom import IntercomError, call_seconds, intercom_response
 from models import IntercomConnection, Note, db, utcnow
 
 NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
@@ -211,8 +212,7 @@ def release_abandoned_notes() -> None:
     """Notes a sender claimed and never finished (its process stopped): a note whose delivery
     is unknown has failed, for a person to retry, since sending it again might say it twice;
     one only left to reopen its conversation is pending again (reopening twice is harmless)."""
-    # A sender holds a claim for two calls to Intercom, each cut off after three timeouts.
-    abandoned = utcnow() - timedelta(seconds=10 * current_app.config["INTERCOM_TIMEOUT"] + 60)
+    abandoned = utcnow() - timedelta(seconds=abandoned_after())
     sending = (Note.state == "sending", Note.claimed_at < abandoned)
     db.session.execute(
         update(Note)
@@ -225,6 +225,13 @@ def release_abandoned_notes() -> None:
     )
     db.session.execute(update(Note).where(*sending).values(state="pending", claimed_at=None))
     db.session.commit()
+
+
+def abandoned_after() -> float:
+    """Seconds after which a claim is abandoned: twice the longest a sender holds one (two
+    calls to Intercom, each cut off at its deadline) and a minute, so that a note is never
+    marked failed, for a person to retry, while its call could still be under way."""
+    return 2 * (2 * call_seconds()) + 60
 
 
 def wake_sender() -> None:
