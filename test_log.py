@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from typing import Any
 from urllib.parse import urlencode
@@ -11,10 +12,14 @@ from urllib.parse import urlencode
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import (
+    INITIALIZE,
     WORKSPACE_ID,
+    Inbox,
     add_feedback,
     create_user,
     feedback_count,
@@ -26,7 +31,7 @@ from conftest import (
 )
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
-from hedwig_app.search import search_words
+from hedwig_app.search import SEARCH_MAX, search_words
 from models import Feedback, db
 
 # --- The feedback log -----------------------------------------------------------------------------
@@ -444,6 +449,76 @@ def test_query_syntax_is_searched_as_words_and_never_raises(
     found = words and all(any(t.startswith(w) for t in ("csv", "export")) for w in words)
     assert searched(signed_in, hostile) == (["CSV export"] if found else [])
     assert signed_in.get("/feedback.csv?" + urlencode({"q": hostile})).status_code == 200
+
+
+# Letters that PostgreSQL's unaccent folds into punctuation: U+02BB, U+02BC and U+02C8 into an
+# apostrophe, U+02D0 into a colon, U+2474 into "(1)", U+2487 into "(20)".
+FOLDED_INTO_PUNCTUATION = [
+    "\u02bbokina",
+    "k\u0251\u02d0r",
+    "\u02bctwas",
+    "1\u2474",
+    "\u02c8stress",
+    "\u2487",
+]
+
+
+@pytest.mark.parametrize("word", FOLDED_INTO_PUNCTUATION)
+def test_words_folded_into_punctuation_are_searched_for(
+    app: Flask, signed_in: FlaskClient, word: str
+) -> None:
+    add_feedback(app, title=f"Say {word} right")
+    add_feedback(app, title="Unrelated")
+    assert searched(signed_in, word) == [f"Say {word} right"]
+    assert searched(signed_in, f"{word} say") == [f"Say {word} right"]
+    assert [row["title"] for row in export(signed_in, "?" + urlencode({"q": word}))] == [
+        f"Say {word} right"
+    ]
+
+
+@pytest.mark.parametrize("word", FOLDED_INTO_PUNCTUATION)
+def test_the_inbox_finds_words_folded_into_punctuation(
+    canvas_app: Flask, inbox: Inbox, word: str
+) -> None:
+    add_feedback(canvas_app, title=f"Say {word} right", workspace_id=WORKSPACE_ID)
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["subject"] = f"<p>{word}</p>"
+    find = inbox.find(payload)  # Record feedback searches for the subject
+    assert [item["title"] for item in list_items(find)] == [f"Say {word} right"]
+    typed = inbox.click("query", find, {"query": f"right {word}"}, payload=payload)
+    assert [item["title"] for item in list_items(typed)] == [f"Say {word} right"]
+
+
+def list_items(body: Any) -> list[dict[str, Any]]:
+    return [
+        item
+        for c in body["canvas"]["content"]["components"]
+        if c["type"] == "list"
+        for item in c["items"]
+    ]
+
+
+# Any text at all, with the characters that are query syntax somewhere, or become it.
+SEARCH_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8")
+    | st.sampled_from("\u02bb\u02bc\u02c8\u02d0\u2474\u2487\ufb04'\"&|!():*<->%_^ "),
+    max_size=SEARCH_MAX,
+)
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(q=SEARCH_TEXT)
+@example(q="\u02bbokina \u2487 k\u0251\u02d0r")
+def test_any_search_answers_a_page_and_the_whole_export(
+    app: Flask, signed_in: FlaskClient, q: str
+) -> None:
+    add_feedback(app, title="CSV export")
+    query = urlencode({"q": q})
+    assert signed_in.get(f"/?{query}").status_code == 200
+    assert signed_in.get(f"/?{query}&sort=customers").status_code == 200
+    export(signed_in, f"?{query}")  # its every row, not a header and then a break
 
 
 # Export

@@ -11,7 +11,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Select, column, func, literal, literal_column, null, select, table, union_all
+from sqlalchemy import (
+    Select,
+    Text,
+    column,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    table,
+    union_all,
+)
 
 from models import Feedback, db
 
@@ -118,11 +129,20 @@ def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, An
         score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)
         return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, score
     joiner = " | " if any_word else " & "
-    terms = joiner.join(f"{word}:*" for word in words)
-    query = func.to_tsquery("simple", func.lower(func.unaccent(terms)))
+    query = func.to_tsquery("simple", func.concat_ws(joiner, *map(prefix_terms, words)))
     vector = literal_column("feedback.search_vector")
     score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
     return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
+
+
+def prefix_terms(word: str) -> Any:
+    """PostgreSQL: a word folded as the index folds it (hedwig_fold: accents off, lower case,
+    split at all but letters and digits), each part a prefix: "1\u2474" is "(1:* & 1:*)", since
+    unaccent makes U+2474 "(1)". Only letters, digits and spaces are left, so nothing becomes
+    tsquery syntax; NULL (left out by concat_ws) when nothing is."""
+    folded = func.btrim(func.hedwig_fold(literal(word, Text)))
+    terms = func.replace(func.regexp_replace(folded, r"(\S+)", r"\1:*", "g"), " ", " & ")
+    return literal("(", Text).op("||")(func.nullif(terms, "")).op("||")(literal(")", Text))
 
 
 def search_words(q: str) -> list[str]:
