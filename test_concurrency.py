@@ -21,21 +21,27 @@ import requests
 from flask import Flask
 from sqlalchemy import func, select
 
+import hedwig_app.inbox
 from conftest import (
     CLIENT_SECRET,
     INITIALIZE,
     PASSWORD,
     SECRET_KEY,
     WORKSPACE_ID,
+    Inbox,
+    add_feedback,
     assert_valid_canvas,
     connect_workspace,
     create_user,
     feedback_count,
+    is_sqlite,
     make_app,
     sign,
+    signed_in_browser,
     texts,
 )
-from models import User, db
+from hedwig_app.records import refresh_backing
+from models import Evidence, Feedback, User, db
 
 # --- Solid under concurrency: a real server, real parallel requests -------------------------------
 
@@ -244,3 +250,69 @@ def test_fifty_wrong_passwords_at_once_are_checked_at_most_ten_times(
     assert statuses.count(401) <= 10  # each 401 cost a password hash; a 429 cost none
     assert statuses.count(401) + statuses.count(429) == 50
     assert "Traceback" not in log.read_text()
+
+
+# --- Many conversations adding their customer to one record at once ------------------------------
+
+ADDERS = 20
+
+
+def customer_payload(n: int) -> dict[str, Any]:
+    """Conversation n, with its own customer."""
+    return {
+        **INITIALIZE,
+        "conversation": {**INITIALIZE["conversation"], "id": f"3000000000{n:05d}"},
+        "contact": {
+            **INITIALIZE["contact"],
+            "id": f"contact-{n}",
+            "name": f"Customer {n}",
+            "email": f"customer{n}@example.com",
+        },
+    }
+
+
+def test_customers_added_to_one_record_at_once_are_each_counted_and_found(
+    tmp_path: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty agents click Add on the same record at the same moment: each customer counts,
+    and each one's words find the record."""
+    app = make_app(
+        tmp_path,
+        DATABASE_URL=database_url,
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        SQLALCHEMY_ENGINE_OPTIONS={"hide_parameters": True, "pool_size": ADDERS + 5},
+    )
+    connect_workspace(app)
+    (record_id,) = add_feedback(app, title="CSV export", workspace_id=WORKSPACE_ID)
+    payloads = [customer_payload(n) for n in range(ADDERS)]
+    forms = [Inbox(app).click(f"match-{record_id}", payload=payload) for payload in payloads]
+    if not is_sqlite(app):
+        # PostgreSQL: every click has written its evidence before any of them counts the
+        # record's customers, the moment that loses one when the count is not serialised.
+        # (SQLite lets one writer at a time write at all: there is no such moment.)
+        counting = threading.Barrier(ADDERS)
+
+        def refresh_when_all_wrote(record: Feedback) -> None:
+            db.session.flush()
+            counting.wait(timeout=60)
+            refresh_backing(record)
+
+        monkeypatch.setattr(hedwig_app.inbox, "refresh_backing", refresh_when_all_wrote)
+    start = threading.Barrier(ADDERS)
+
+    def add(n: int) -> Any:
+        inbox = Inbox(app)
+        start.wait(timeout=60)
+        return inbox.click("add", forms[n], {"quote": f"word{n:02d}end please"}, payloads[n])
+
+    with ThreadPoolExecutor(max_workers=ADDERS) as pool:
+        added = list(pool.map(add, range(ADDERS)))
+    assert all(f"added to #{record_id}" in texts(body)[0] for body in added)
+    with app.app_context():
+        record = db.session.get(Feedback, record_id)
+        assert record.customer_count == ADDERS
+        assert db.session.scalar(select(func.count(Evidence.id))) == ADDERS
+    browser = signed_in_browser(app)
+    for n in range(ADDERS):
+        page = browser.get(f"/?q=word{n:02d}end").get_data(as_text=True)
+        assert f'href="/feedback/{record_id}">CSV export</a>' in page, n

@@ -1,6 +1,7 @@
 """The database: opening it from HEDWIG_DATABASE_URL (SQLite by default, or PostgreSQL),
 bringing its schema up to date with the migrations at every start, SQLite's tuning, and
-``begin_write()`` for transactions that read and then write. Imports settings.
+``begin_write()`` and ``lock_rows()`` for transactions that read and then write. Imports
+settings.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,32 @@ def begin_write(model: type[db.Model]) -> None:
     elif connection.dialect.name == "postgresql":
         table = connection.dialect.identifier_preparer.format_table(model.__table__)
         connection.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
+
+def lock_rows(model: type[db.Model], ids: Iterable[int], deleting: Iterable[int] = ()) -> set[int]:
+    """Hold the rows of ``model`` with these ids until the transaction ends, read them as they
+    are now (the session's copies too), and say which still exist. SQLite holds the write lock
+    (BEGIN IMMEDIATE, unless this transaction writes already). PostgreSQL locks each row, in id
+    order so that two holders of the same rows never deadlock: FOR UPDATE the rows it will
+    delete, else FOR NO KEY UPDATE, which still lets new rows refer to it (evidence added to a
+    record) and makes only another holder wait."""
+    connection = db.session.connection()
+    if (
+        connection.dialect.name == "sqlite"
+        and not connection.connection.dbapi_connection.in_transaction
+    ):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    deleting, found = set(deleting), set()
+    for row_id in sorted(set(ids)):
+        row = db.session.scalar(
+            select(model)
+            .where(model.id == row_id)
+            .with_for_update(key_share=row_id not in deleting)
+            .execution_options(populate_existing=True)
+        )
+        if row is not None:
+            found.add(row_id)
+    return found
 
 
 def row_counts(engine: Engine) -> dict[str, int]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Row, select, update
 
-from hedwig_app.database import begin_write
+from hedwig_app.database import begin_write, lock_rows
 from hedwig_app.plumbing import external_url
 from models import (
     CUSTOMERS_TEXT_MAX,
@@ -70,8 +70,10 @@ def add_evidence(record: Feedback, **fields: Any) -> Evidence:
 
 def refresh_backing(record: Feedback) -> None:
     """Count the record's distinct customers and gather their words for the search, from its
-    evidence as it stands in this transaction."""
+    evidence as it stands in this transaction. The record is held first: two transactions
+    adding evidence at once count one after the other, the second seeing the first's."""
     db.session.flush()
+    lock_rows(Feedback, [record.id])
     rows = db.session.execute(
         select(
             Evidence.customer_key, Evidence.customer_name, Evidence.customer_email, Evidence.quote
