@@ -8,7 +8,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,7 +25,7 @@ from werkzeug import Request, Response
 import hedwig
 from hedwig_app.auth import add_user
 from hedwig_app.database import MIGRATIONS, upgrade_database
-from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.records import add_evidence, merge_records, refresh_backing
 from models import Evidence, Feedback, IntercomConnection, User, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
@@ -189,6 +190,49 @@ def add_feedback(app: Flask, count: int = 1, **fields: Any) -> list[int]:
             records.append(record)
         db.session.commit()
         return [record.id for record in records]
+
+
+def merge_now(app: Flask, duplicate_id: int, target_id: int) -> None:
+    """Another teammate merges one record into another, in a request of their own."""
+    with app.app_context():
+        merge_records(db.session.get(Feedback, duplicate_id), db.session.get(Feedback, target_id))
+        db.session.commit()
+
+
+def delete_now(app: Flask, feedback_id: int) -> None:
+    """Another teammate deletes a record, in a request of their own."""
+    with app.app_context():
+        db.session.delete(db.session.get(Feedback, feedback_id))
+        db.session.commit()
+
+
+def meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+    change: Callable[[], Any],
+    after: bool = False,
+) -> None:
+    """A race, made to happen every time: when the request calls ``owner.name``, just before
+    (or ``after``) the call, ``change`` runs and commits in a thread of its own, as another
+    request would (its own session, connection and transaction). Once."""
+    original = getattr(owner, name)
+    pending = [change]
+
+    def run() -> None:
+        if pending:
+            with ThreadPoolExecutor(max_workers=1) as other_request:
+                other_request.submit(pending.pop()).result()
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        if not after:
+            run()
+        result = original(*args, **kwargs)
+        if after:
+            run()
+        return result
+
+    monkeypatch.setattr(owner, name, racing)
 
 
 def feedback_count(app: Flask) -> int:

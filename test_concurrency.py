@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 import hedwig_app.inbox
+import hedwig_app.log
 from conftest import (
     CLIENT_SECRET,
     INITIALIZE,
@@ -33,11 +35,17 @@ from conftest import (
     assert_valid_canvas,
     connect_workspace,
     create_user,
+    delete_now,
     feedback_count,
     is_sqlite,
     make_app,
+    meanwhile,
+    merge_now,
+    page_text,
+    post,
     sign,
     signed_in_browser,
+    stored_feedback,
     texts,
 )
 from hedwig_app.records import refresh_backing
@@ -316,3 +324,78 @@ def test_customers_added_to_one_record_at_once_are_each_counted_and_found(
     for n in range(ADDERS):
         page = browser.get(f"/?q=word{n:02d}end").get_data(as_text=True)
         assert f'href="/feedback/{record_id}">CSV export</a>' in page, n
+
+
+# --- Races: a record merged or deleted between a page's load and the write it sends ---------------
+
+
+def backed_records(app: Flask, count: int) -> list[int]:
+    return [
+        add_feedback(app, title=f"Feedback {n}", customer_email=f"c{n}@example.com")[0]
+        for n in range(count)
+    ]
+
+
+def test_a_merge_into_a_record_merged_meanwhile_says_so_and_changes_nothing(
+    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = backed_records(app, 3)
+    meanwhile(monkeypatch, hedwig_app.log, "merge_records", lambda: merge_now(app, second, third))
+    response = post(signed_in, f"/feedback/{first}/merge", {"into": str(second)})
+    assert response.status_code == 409
+    page = page_text(response)
+    assert f"#{second} was merged into #{third} meanwhile. Nothing was merged." in page
+    assert f'href="/feedback/{third}"' in page
+    assert [(r.id, r.customer_count) for r in stored_feedback(app)] == [(first, 1), (third, 2)]
+
+
+def test_a_merge_of_a_record_deleted_meanwhile_says_so(
+    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = backed_records(app, 2)
+    meanwhile(monkeypatch, hedwig_app.log, "merge_records", lambda: delete_now(app, first))
+    response = post(signed_in, f"/feedback/{first}/merge", {"into": str(second)})
+    assert response.status_code == 409
+    assert f"#{first} was deleted meanwhile. Nothing was merged." in page_text(response)
+    assert [(r.id, r.customer_count) for r in stored_feedback(app)] == [(second, 1)]
+
+
+def test_deleting_a_record_merged_meanwhile_deletes_nothing_and_says_so(
+    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = backed_records(app, 2)
+    meanwhile(monkeypatch, db, "get_or_404", lambda: merge_now(app, first, second), after=True)
+    response = post(signed_in, f"/feedback/{first}/delete")
+    assert response.status_code == 409
+    page = page_text(response)
+    assert f"#{first} was merged into #{second} meanwhile. Nothing was deleted." in page
+    assert [(r.id, r.customer_count) for r in stored_feedback(app)] == [(second, 2)]
+
+
+def test_merges_racing_each_other_end_merged_or_refused_never_a_500(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    """Fifteen triples of records, each merged four ways at once (a→b, b→c, c→a, b→a): every
+    merge is made or refused with a sentence, and what remains adds up."""
+    triples = [backed_records(app, 3) for _ in range(15)]
+    merges = [(x, y) for a, b, c in triples for x, y in ((a, b), (b, c), (c, a), (b, a))]
+    cookie = signed_in.get_cookie("session")
+    local = threading.local()
+
+    def merge(pair: tuple[int, int]) -> int:
+        if not hasattr(local, "browser"):
+            local.browser = app.test_client()
+            local.browser.set_cookie("session", cookie.value)
+        duplicate, target = pair
+        return post(
+            local.browser, f"/feedback/{duplicate}/merge", {"into": str(target)}
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(merge, merges))
+    assert set(statuses) <= {302, 409}
+    assert statuses.count(302) >= 15  # the first merge of each triple, at least
+    records = stored_feedback(app)
+    assert sum(record.customer_count for record in records) == 45
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Evidence.id))) == 45

@@ -22,6 +22,7 @@ from conftest import (
     Inbox,
     add_feedback,
     create_user,
+    delete_now,
     feedback_count,
     page_text,
     post,
@@ -363,6 +364,49 @@ def test_merging_into_a_merged_record_follows_it_and_chains_stay_short(
     response = post(signed_in, f"/feedback/{third}/merge", {"into": str(third)})
     assert "Merge into which record?" in page_text(signed_in.get(response.headers["Location"]))
     assert feedback_count(app) == 1
+
+
+def merged_away(client: FlaskClient, duplicate: int, target: int) -> None:
+    response = post(client, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    assert response.headers["Location"] == f"/feedback/{target}"
+
+
+# A page left open on a record merged or deleted since.
+
+
+def test_a_merge_sent_twice_says_it_was_merged_already(app: Flask, signed_in: FlaskClient) -> None:
+    first, second = add_feedback(app, 2)
+    merged_away(signed_in, first, second)
+    response = post(signed_in, f"/feedback/{first}/merge", {"into": str(second)})
+    assert response.status_code == 409
+    assert f"#{first} was merged into #{second}: nothing was changed." in page_text(response)
+
+
+def test_an_edit_sent_from_a_merged_records_page_names_the_target_and_keeps_the_text(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, duplicate = add_feedback(app, 2)
+    assert signed_in.get(f"/feedback/{duplicate}/edit").status_code == 200
+    merged_away(signed_in, duplicate, target)
+    typed = {"title": "Typed title", "description": "Typed <details>"}
+    response = post(signed_in, f"/feedback/{duplicate}/edit", typed)
+    assert response.status_code == 409
+    page = page_text(response)
+    assert f"#{duplicate} was merged into #{target} while you edited it: nothing was" in page
+    assert "Typed title" in page and "Typed &lt;details&gt;" in page
+    assert f'action="/feedback/{target}/edit"' in page
+    assert [(r.id, r.title) for r in stored_feedback(app)] == [(target, "Feedback 0")]
+
+
+def test_an_edit_sent_for_a_deleted_record_keeps_the_text(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (record,) = add_feedback(app)
+    delete_now(app, record)
+    response = post(signed_in, f"/feedback/{record}/edit", {"title": "Typed title"})
+    assert response.status_code == 404
+    assert f"There is no feedback #{record}" in page_text(response)
+    assert "Typed title" in page_text(response)
 
 
 def test_the_list_sorts_by_most_customers(app: Flask, signed_in: FlaskClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import itertools
 import json
@@ -24,6 +25,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug import Request, Response
 
+import hedwig_app.loop
 import models
 from conftest import (
     CLIENT_SECRET,
@@ -36,7 +38,10 @@ from conftest import (
     connect_workspace,
     create_user,
     csrf,
+    delete_now,
     make_app,
+    meanwhile,
+    merge_now,
     page_text,
     post,
     serve_intercom,
@@ -627,16 +632,47 @@ def test_the_form_counts_the_conversations_that_would_get_a_note(
     assert "Add an internal note to 2 conversations that asked" in page
 
 
-def test_a_status_change_on_a_merged_records_old_id_changes_the_record_it_went_into(
+def test_a_status_sent_from_a_merged_records_page_changes_nothing_and_keeps_the_form(
     canvas_app: Flask, team: FlaskClient
 ) -> None:
+    """The record it went into has other conversations, maybe another status: its page
+    answers, the form as it was sent, to check and send again."""
     duplicate = backed_record(canvas_app, ("1001",), title="Export CSV")
     target = backed_record(canvas_app, ("1002",), title="CSV export")
     post(team, f"/feedback/{duplicate}/merge", {"into": str(target)})
-    response = change_status(team, duplicate, "planned", notify="off")
-    assert response.status_code == 302
-    assert response.headers["Location"] == f"/feedback/{target}"
-    assert [(r.id, r.status) for r in stored_feedback(canvas_app)] == [(target, "planned")]
+    response = change_status(team, duplicate, "planned", message="In May", reopen="on")
+    assert response.status_code == 409
+    page = html.unescape(page_text(response))
+    assert f"#{duplicate} was merged into #{target}, this record: nothing was changed." in page
+    assert f'action="/feedback/{target}/status"' in page
+    assert ">In May</textarea>" in page and 'name="reopen" value="on" checked' in page
+    assert [(r.id, r.status) for r in stored_feedback(canvas_app)] == [(target, "open")]
+
+
+@pytest.mark.parametrize("merged", [True, False], ids=["merged", "deleted"])
+def test_a_status_change_racing_a_merge_or_a_delete_changes_nothing_and_says_so(
+    canvas_app: Flask,
+    team: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
+    conversations: IntercomConversations,
+    merged: bool,
+) -> None:
+    record = backed_record(canvas_app, ("1001",), title="Export CSV")
+    target = backed_record(canvas_app, ("1002",), title="CSV export")
+    change = (
+        (lambda: merge_now(canvas_app, record, target))
+        if merged
+        else (lambda: delete_now(canvas_app, record))
+    )
+    meanwhile(monkeypatch, hedwig_app.loop, "set_status", change)
+    response = change_status(team, record, "done", message="Shipped")
+    assert response.status_code == 409
+    page = page_text(response)
+    what = f"merged into #{target}, this record" if merged else "deleted meanwhile"
+    assert f"#{record} was {what}" in page and "Shipped</textarea>" in page
+    assert [r.status for r in stored_feedback(canvas_app)] == ["open"]
+    wait_for_sender(canvas_app)
+    assert stored_notes(canvas_app) == [] and conversations.notes() == []
 
 
 def test_an_answer_that_drips_or_floods_holds_the_sender_a_bounded_time(

@@ -20,7 +20,7 @@ import flask_migrate
 from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import column, event, func, inspect, make_url, select, table
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from hedwig_app.settings import SetupError
@@ -196,30 +196,32 @@ def begin_write(model: type[db.Model]) -> None:
         connection.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
 
 
-def lock_rows(model: type[db.Model], ids: Iterable[int], deleting: Iterable[int] = ()) -> set[int]:
+def lock_rows(model: type[db.Model], ids: Iterable[int], exclusive: bool = False) -> set[int]:
     """Hold the rows of ``model`` with these ids until the transaction ends, read them as they
     are now (the session's copies too), and say which still exist. SQLite holds the write lock
     (BEGIN IMMEDIATE, unless this transaction writes already). PostgreSQL locks each row, in id
-    order so that two holders of the same rows never deadlock: FOR UPDATE the rows it will
-    delete, else FOR NO KEY UPDATE, which still lets new rows refer to it (evidence added to a
-    record) and makes only another holder wait."""
+    order so that two holders of the same rows never deadlock: FOR NO KEY UPDATE, which makes
+    only another holder wait and still lets new rows refer to them (evidence added to a
+    record), or, ``exclusive``, FOR UPDATE, which waits for those too (to delete or merge)."""
     connection = db.session.connection()
-    if (
-        connection.dialect.name == "sqlite"
-        and not connection.connection.dbapi_connection.in_transaction
-    ):
+    if connection.dialect.name == "sqlite" and not in_transaction(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    deleting, found = set(deleting), set()
+    found = set()
     for row_id in sorted(set(ids)):
         row = db.session.scalar(
             select(model)
             .where(model.id == row_id)
-            .with_for_update(key_share=row_id not in deleting)
+            .with_for_update(key_share=not exclusive)
             .execution_options(populate_existing=True)
         )
         if row is not None:
             found.add(row_id)
     return found
+
+
+def in_transaction(connection: Connection) -> bool:
+    """Whether SQLite's own transaction is open (pysqlite opens one at the first write)."""
+    return connection.connection.dbapi_connection.in_transaction
 
 
 def row_counts(engine: Engine) -> dict[str, int]:

@@ -30,7 +30,9 @@ from hedwig_app.plumbing import clean_text, form_text, plural, record_id
 from hedwig_app.records import (
     EVIDENCE_FIELDS,
     RECORD_FIELDS,
+    RecordGone,
     add_evidence,
+    hold_records,
     merge_records,
     merged_target,
     refresh_backing,
@@ -112,23 +114,42 @@ def new_feedback() -> Any:
 
 @feedback_log.route("/feedback/<id:feedback_id>/edit", methods=["GET", "POST"])
 def edit_feedback(feedback_id: int) -> Any:
-    record = db.session.get(Feedback, feedback_id) or to_merged_record(
-        feedback_id, "log.edit_feedback"
-    )
-    if isinstance(record, Response):
-        return record
+    record = db.session.get(Feedback, feedback_id)
     if request.method == "GET":
+        if record is None:
+            return to_merged_record(feedback_id, "log.edit_feedback")
         values = {"title": record.title, "description": record.description}
         return render_template("edit.html", feedback=record, values=values, errors={})
     values = {name: form_text(name, limit) for name, limit in RECORD_FIELDS.items()}
     errors = validate_feedback(values)
+    if record is not None and not errors:
+        try:
+            hold_records(record)  # merged or deleted since the form was loaded: see below
+        except RecordGone:
+            record = None
+    if record is None:
+        return edited_elsewhere(feedback_id, values)
     if errors:
         page = render_template("edit.html", feedback=record, values=values, errors=errors)
         return page, 400
     record.title, record.description = values["title"], values["description"]
     db.session.commit()
-    flash(f"Feedback #{record.id} saved.")
-    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+    flash(f"Feedback #{feedback_id} saved.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+def edited_elsewhere(feedback_id: int, typed: Mapping[str, str]) -> tuple[str, int]:
+    """An edit posted from the page of a record merged since (409: the edit page of the record
+    it went into, what was typed beside it, unsaved), or deleted (404, the text kept too).
+    The typed text is not saved over the other record's: it was written for this one."""
+    into = merged_target(feedback_id)
+    typed = {"Title": typed["title"], "Details": typed["description"]}
+    if into is None:
+        return missing_record(feedback_id, typed)
+    values = {"title": into.title, "description": into.description}
+    stale = {"feedback_id": feedback_id, "typed": typed}
+    page = render_template("edit.html", feedback=into, values=values, errors={}, stale=stale)
+    return page, 409
 
 
 @feedback_log.route("/feedback/<id:feedback_id>/delete", methods=["GET", "POST"])
@@ -138,6 +159,10 @@ def delete_feedback(feedback_id: int) -> Any:
     record = db.get_or_404(Feedback, feedback_id)
     if request.method == "GET":
         return render_template("delete.html", feedback=record)
+    try:
+        hold_records(record, exclusive=True)
+    except RecordGone as gone:
+        return changed_meanwhile(f"{gone} Nothing was deleted.", gone.into)
     title = record.title
     db.session.delete(record)
     db.session.commit()
@@ -150,7 +175,9 @@ def delete_feedback(feedback_id: int) -> Any:
 def merge_feedback(feedback_id: int) -> Any:
     """Merge a duplicate into another record: its evidence moves there, and its id leads
     there from now on. GET asks to confirm the record chosen in ``into``."""
-    duplicate = db.get_or_404(Feedback, feedback_id)
+    duplicate = db.session.get(Feedback, feedback_id)
+    if duplicate is None:
+        return missing_record(feedback_id)
     into_id = request.values.get("into", type=record_id)
     target = db.session.get(Feedback, into_id or 0) or merged_target(into_id)
     if target is None or target.id == duplicate.id:
@@ -158,21 +185,31 @@ def merge_feedback(feedback_id: int) -> Any:
         return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
     if request.method == "GET":
         return render_template("merge.html", duplicate=duplicate, target=target)
-    moved = merge_records(duplicate, target)
-    db.session.commit()
-    flash(
+    try:
+        moved = merge_records(duplicate, target)
+    except RecordGone as gone:
+        return changed_meanwhile(f"{gone} Nothing was merged.", gone.into)
+    # Said from what this transaction wrote: once committed, the target may change again.
+    done = (
         f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "
         f"{plural(target.customer_count, 'customer')} back it now."
     )
-    return redirect(url_for("log.show_feedback", feedback_id=target.id))
+    target_id = target.id
+    db.session.commit()
+    flash(done)
+    return redirect(url_for("log.show_feedback", feedback_id=target_id))
 
 
 @feedback_log.post("/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete")
-def remove_evidence(feedback_id: int, evidence_id: int) -> Response:
+def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
     evidence = db.session.get(Evidence, evidence_id)
     if evidence is None or evidence.feedback_id != feedback_id:
         abort(404, "No such evidence on this record.")
     record = evidence.feedback
+    try:
+        hold_records(record)
+    except RecordGone as gone:
+        return changed_meanwhile(f"{gone} Nothing was removed.", gone.into)
     db.session.delete(evidence)
     db.session.flush()
     refresh_backing(record)
@@ -230,6 +267,31 @@ def to_merged_record(feedback_id: int, endpoint: str) -> Response:
     if target is None:
         abort(404, f"There is no feedback #{feedback_id}.")
     return redirect(url_for(endpoint, feedback_id=target.id), 301)
+
+
+def missing_record(feedback_id: int, typed: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """A form posted for a record that is no longer there: merged (409, naming the record it
+    went into) or deleted (404); what was typed is on the page, not lost."""
+    into = merged_target(feedback_id)
+    if into is None:
+        message = f"There is no feedback #{feedback_id}: it was deleted, or never was."
+        return changed_meanwhile(message, None, typed, 404)
+    message = f"#{feedback_id} was merged into #{into.id}: nothing was changed."
+    return changed_meanwhile(message, into, typed)
+
+
+def changed_meanwhile(
+    message: str,
+    into: Feedback | None,
+    typed: Mapping[str, str] | None = None,
+    code: int = 409,
+) -> tuple[str, int]:
+    """What happened to a record since its page was loaded, the record it went into, and
+    what was typed, unsaved."""
+    page = render_template(
+        "conflict.html", message=message, into=into, typed=typed or {}, code=code
+    )
+    return page, code
 
 
 CSV_COLUMNS = (

@@ -6,16 +6,17 @@ records, status and outbox.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, request, url_for
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from hedwig_app.log import show_record
+from hedwig_app.log import changed_meanwhile, missing_record, show_record
 from hedwig_app.outbox import wake_sender
 from hedwig_app.plumbing import form_text, plural
-from hedwig_app.records import merged_target
+from hedwig_app.records import RecordGone, merged_target
 from hedwig_app.settings import BOOLEAN_WORDS
 from hedwig_app.status import NOTIFY_BY_DEFAULT, note_outcome, set_status, validate_status_change
 from models import MESSAGE_MAX, STATUSES, Feedback, Note, db, utcnow
@@ -25,16 +26,15 @@ loop = Blueprint("loop", __name__)
 
 @loop.post("/feedback/<id:feedback_id>/status")
 def change_status(feedback_id: int) -> Any:
-    # A merged record's old id (a page left open) changes the record it was merged into.
-    record = db.session.get(Feedback, feedback_id) or merged_target(feedback_id)
-    if record is None:
-        abort(404, f"There is no feedback #{feedback_id}.")
+    record = db.session.get(Feedback, feedback_id)
     values = {
         "status": request.form.get("status", ""),
         "message": form_text("message", MESSAGE_MAX),
         "notify": request.form.getlist("notify"),  # absent: the status's default
         "reopen": request.form.get("reopen") == "on",
     }
+    if record is None:
+        return changed_elsewhere(feedback_id, values)
     errors = validate_status_change(record, values)
     if errors:
         return show_record(record, status_form=values, errors=errors), 400
@@ -43,7 +43,10 @@ def change_status(feedback_id: int) -> Any:
         if values["notify"]
         else values["status"] in NOTIFY_BY_DEFAULT
     )
-    change = set_status(record, values["status"], values["message"], notify, values["reopen"])
+    try:
+        change = set_status(record, values["status"], values["message"], notify, values["reopen"])
+    except RecordGone:
+        return changed_elsewhere(feedback_id, values, meanwhile=True)
     if change is None:  # the same change, made at this moment by another click or teammate
         errors = validate_status_change(record, values)
         return show_record(record, status_form=values, errors=errors), 400
@@ -51,8 +54,29 @@ def change_status(feedback_id: int) -> Any:
     db.session.commit()
     wake_sender()
     told = f"; a note goes to {plural(queued, 'conversation')}" if queued else ""
-    flash(f"#{record.id} is {STATUSES[change.to_status].lower()} now{told}.")
-    return redirect(url_for("log.show_feedback", feedback_id=record.id))
+    flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{told}.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+def changed_elsewhere(
+    feedback_id: int, values: Mapping[str, Any], meanwhile: bool = False
+) -> tuple[str, int]:
+    """A status posted for a record merged since its page was loaded changes nothing: the
+    record it went into has other conversations, maybe another status, and its notes go to
+    customers. Its page answers (409), the form filled in as it was sent, to check and send
+    again; a deleted record's answer keeps the message."""
+    into = merged_target(feedback_id)
+    if into is None:
+        typed = {"Message": values["message"]}
+        if meanwhile:
+            message = f"#{feedback_id} was deleted meanwhile: no status was changed."
+            return changed_meanwhile(message, None, typed)
+        return missing_record(feedback_id, typed)
+    error = (
+        f"#{feedback_id} was merged into #{into.id}, this record: nothing was changed. "
+        f"Check #{into.id}'s status and conversations, then change it here."
+    )
+    return show_record(into, status_form=values, errors={"status": error}), 409
 
 
 @loop.post("/feedback/<id:feedback_id>/notes/retry")

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Row, select, update
 
-from hedwig_app.database import begin_write, lock_rows
+from hedwig_app.database import lock_rows
 from hedwig_app.plumbing import external_url
 from models import (
     CUSTOMERS_TEXT_MAX,
@@ -93,10 +93,39 @@ def set_backing(record: Feedback, evidence: Sequence[Any]) -> None:
     )[:CUSTOMERS_TEXT_MAX]
 
 
+class RecordConflict(Exception):
+    """A change refused as things stand now; its message says why, in a sentence."""
+
+
+class RecordGone(RecordConflict):
+    """A record deleted, or merged into ``into``, since the page that changes it was loaded."""
+
+    def __init__(self, feedback_id: int, into: Feedback | None) -> None:
+        self.feedback_id, self.into = feedback_id, into
+        what = f"merged into #{into.id}" if into else "deleted"
+        super().__init__(f"#{feedback_id} was {what} meanwhile.")
+
+
+def hold_records(*records: Feedback, exclusive: bool = False) -> None:
+    """Begin the transaction that changes these records (``exclusive``: deletes or merges
+    them), each held until it ends (lock_rows), and read them as they are now: a request that
+    loaded them before another deleted or merged one is refused (RecordGone, rolled back), not
+    run on rows that are gone."""
+    ids = [record.id for record in records]
+    for record in records:
+        db.session.expire(record)
+    found = lock_rows(Feedback, ids, exclusive)
+    gone = next((feedback_id for feedback_id in ids if feedback_id not in found), None)
+    if gone is not None:
+        db.session.rollback()
+        raise RecordGone(gone, merged_target(gone))
+
+
 def merge_records(duplicate: Feedback, target: Feedback) -> int:
     """Move the duplicate's evidence to the target (a conversation already backing the target
-    is not repeated), remember its id, and delete it: one transaction, the caller commits."""
-    begin_write(Evidence)
+    is not repeated), remember its id, and delete it: one transaction, the caller commits.
+    RecordGone, nothing changed, when one of them went meanwhile."""
+    hold_records(duplicate, target, exclusive=True)
     backed = set(
         db.session.execute(
             select(Evidence.workspace_id, Evidence.conversation_id).where(

@@ -2,7 +2,7 @@
 writes an internal note for every Intercom conversation behind the record into the outbox, in
 the same transaction: nothing is sent before the change is kept, and nothing is lost after
 it. Owns the status form's rules, the history, and each note's text and the reason a
-conversation gets none. Imports database, plumbing and records.
+conversation gets none. Imports plumbing and records.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from flask import g
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from hedwig_app.database import begin_write
 from hedwig_app.plumbing import format_datetime
-from hedwig_app.records import feedback_url, workspace_names
+from hedwig_app.records import feedback_url, hold_records, workspace_names
 from models import (
     MESSAGE_MAX,
     NAME_MAX,
@@ -71,9 +70,9 @@ def set_status(
 ) -> StatusChange | None:
     """Change the record's status, keep the change, and (``notify``) write a note for each
     conversation behind the record into the outbox: one transaction, the caller commits.
-    None, and nothing written, when the record has that status already."""
-    begin_write(StatusChange)
-    db.session.refresh(record)  # as it is now that this transaction holds the write lock
+    None, and nothing written, when the record has that status already; RecordGone when it
+    was deleted or merged meanwhile."""
+    hold_records(record)  # as it is now, and no other change of it until this one is kept
     if record.status == status:
         db.session.rollback()
         return None
