@@ -240,7 +240,8 @@ class Feedback(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     description: Mapped[str] = mapped_column(Text, default="")  # up to DESCRIPTION_MAX
-    source: Mapped[str] = mapped_column(String(16), default="web")  # "web" or "intercom"
+    # Where it was recorded: "web" or "intercom"; both, "intercom+web", once merged.
+    source: Mapped[str] = mapped_column(String(16), default="web")
     # The workspace whose Inbox shows it: where it was recorded, or the one chosen on the web.
     workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     # Kept with each change of its evidence: how many distinct customers back it, and their
@@ -262,9 +263,18 @@ class Feedback(db.Model):
     )
 
     @property
+    def sources(self) -> list[str]:
+        return self.source.split("+")
+
+    @property
+    def origins(self) -> list[str]:
+        """Where it was recorded, as its badges say: web, intercom (both, merged), or preview
+        (the canvas preview)."""
+        return ["preview"] if self.workspace_id == PREVIEW_WORKSPACE_ID else self.sources
+
+    @property
     def origin(self) -> str:
-        """Where it was recorded: web, intercom, or preview (the canvas preview)."""
-        return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
+        return "+".join(self.origins)
 
     @property
     def status_label(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import (
+    CONVERSATION_ID,
     INITIALIZE,
     WORKSPACE_ID,
     Inbox,
@@ -27,13 +29,14 @@ from conftest import (
     page_text,
     post,
     sign_in,
+    signed_in_browser,
     stored_evidence,
     stored_feedback,
 )
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
 from hedwig_app.search import SEARCH_MAX, search_words
-from models import Feedback, db
+from models import DESCRIPTION_MAX, Feedback, db
 
 # --- The feedback log -----------------------------------------------------------------------------
 
@@ -369,6 +372,105 @@ def test_merging_into_a_merged_record_follows_it_and_chains_stay_short(
 def merged_away(client: FlaskClient, duplicate: int, target: int) -> None:
     response = post(client, f"/feedback/{duplicate}/merge", {"into": str(target)})
     assert response.headers["Location"] == f"/feedback/{target}"
+
+
+def test_merging_adds_the_duplicates_details_to_the_targets(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", description="It crashes.")
+    (duplicate,) = add_feedback(app, title="Export to CSV", description="No totals row\neither.")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    assert f"its details are added to #{target}" in html.unescape(page)
+    merged_away(signed_in, duplicate, target)
+    (record,) = stored_feedback(app)
+    assert record.description == (
+        f"It crashes.\n\nFrom #{duplicate} Export to CSV:\nNo totals row\neither."
+    )
+    assert searched(signed_in, "totals") == ["CSV export"]
+
+
+def test_a_merge_whose_details_would_not_fit_is_refused_and_says_why(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, duplicate = add_feedback(app, 2, description="x" * (DESCRIPTION_MAX // 2))
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    together = DESCRIPTION_MAX + len(f"\n\nFrom #{duplicate} Feedback 1:\n")
+    refusal = f"would be {together:,} characters, and a record keeps {DESCRIPTION_MAX:,}"
+    assert refusal in page and "shorten one of them first" in page
+    assert f"Merge into #{target}</button>" not in page
+    response = post(signed_in, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    assert response.status_code == 409 and refusal in page_text(response)
+    assert [len(r.description) for r in stored_feedback(app)] == [DESCRIPTION_MAX // 2] * 2
+
+
+def test_a_merged_records_source_is_where_each_of_its_parts_was_recorded(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (by_hand,) = add_feedback(app, title="Dark mode")
+    (in_inbox,) = add_feedback(
+        app, title="Dark theme", source="intercom", workspace_id=WORKSPACE_ID, conversation_id="1"
+    )
+    merged_away(signed_in, in_inbox, by_hand)
+    badges = '<span class="badge intercom">intercom</span> <span class="badge web">web</span>'
+    assert badges in page_text(signed_in.get(f"/feedback/{by_hand}"))
+    assert badges in page_text(signed_in.get("/"))
+
+
+def test_records_of_two_workspaces_are_not_merged(canvas_app: Flask, inbox: Inbox) -> None:
+    team = signed_in_browser(canvas_app)
+    (ours,) = add_feedback(
+        canvas_app,
+        title="CSV export",
+        source="intercom",
+        workspace_id=WORKSPACE_ID,
+        conversation_id=CONVERSATION_ID,
+        customer_email="casey.customer@example.com",
+    )
+    (theirs,) = add_feedback(
+        canvas_app,
+        title="Their export",
+        source="intercom",
+        workspace_id="other-ws",
+        conversation_id="9",
+        customer_email="someone@other.example",
+    )
+    refusal = "records of two workspaces are not merged, so that neither workspace sees"
+    for duplicate, target in ((ours, theirs), (theirs, ours)):
+        page = html.unescape(page_text(team.get(f"/feedback/{duplicate}/merge?into={target}")))
+        assert refusal in page and "Example Co workspace" in page and "other-ws" in page
+        assert f"Merge into #{target}</button>" not in page
+        response = post(team, f"/feedback/{duplicate}/merge", {"into": str(target)})
+        assert response.status_code == 409 and refusal in html.unescape(page_text(response))
+    assert [record.id for record in stored_feedback(canvas_app)] == [ours, theirs]
+    first = inbox.initialize()
+    assert "Their export" not in json.dumps(first)
+    found = inbox.click("query", inbox.find(), {"query": "export"})
+    assert [item["title"] for item in list_items(found)] == ["CSV export"]
+
+
+def test_a_record_made_on_the_web_merges_with_a_workspaces_and_its_inbox_shows_it(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    team = signed_in_browser(canvas_app)
+    (by_phone,) = add_feedback(canvas_app, title="Dark mode, asked by phone")
+    (in_inbox,) = add_feedback(
+        canvas_app,
+        title="Dark mode",
+        source="intercom",
+        workspace_id=WORKSPACE_ID,
+        conversation_id=CONVERSATION_ID,
+    )
+    page = page_text(team.get(f"/feedback/{in_inbox}/merge?into={by_phone}"))
+    assert f"#{by_phone} is shown where #{in_inbox} was" in page
+    merged_away(team, in_inbox, by_phone)
+    assert "Shown in the Inbox of Example Co workspace" in page_text(
+        team.get(f"/feedback/{by_phone}")
+    )
+    found = inbox.click("query", inbox.find(), {"query": "dark mode"})
+    assert [item["title"] for item in list_items(found)] == ["Dark mode, asked by phone"]
+    (web_only,) = add_feedback(canvas_app, title="Dark mode for print")
+    merged_away(team, web_only, by_phone)  # one shown in no Inbox merges into any
+    assert stored_feedback(canvas_app)[0].workspace_id == WORKSPACE_ID
 
 
 # A page left open on a record merged or deleted since.

@@ -30,10 +30,12 @@ from hedwig_app.plumbing import clean_text, form_text, plural, record_id
 from hedwig_app.records import (
     EVIDENCE_FIELDS,
     RECORD_FIELDS,
+    RecordConflict,
     RecordGone,
     add_evidence,
     hold_records,
     merge_records,
+    merge_refusal,
     merged_target,
     refresh_backing,
     validate_feedback,
@@ -173,8 +175,9 @@ def delete_feedback(feedback_id: int) -> Any:
 @feedback_log.route("/feedback/<id:feedback_id>/merge", methods=["GET", "POST"])
 @owners_only
 def merge_feedback(feedback_id: int) -> Any:
-    """Merge a duplicate into another record: its evidence moves there, and its id leads
-    there from now on. GET asks to confirm the record chosen in ``into``."""
+    """Merge a duplicate into another record: its evidence moves there, its details are added
+    to the other's, and its id leads there from now on. GET asks to confirm the record chosen
+    in ``into``, or says why the two are not merged (merge_refusal)."""
     duplicate = db.session.get(Feedback, feedback_id)
     if duplicate is None:
         return missing_record(feedback_id)
@@ -184,11 +187,17 @@ def merge_feedback(feedback_id: int) -> Any:
         flash("Merge into which record? Give the number of another record.")
         return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
     if request.method == "GET":
-        return render_template("merge.html", duplicate=duplicate, target=target)
+        refusal = merge_refusal(duplicate, target)
+        return render_template("merge.html", duplicate=duplicate, target=target, refusal=refusal)
     try:
         moved = merge_records(duplicate, target)
     except RecordGone as gone:
         return changed_meanwhile(f"{gone} Nothing was merged.", gone.into)
+    except RecordConflict as refused:
+        page = render_template(
+            "merge.html", duplicate=duplicate, target=target, refusal=str(refused)
+        )
+        return page, 409
     # Said from what this transaction wrote: once committed, the target may change again.
     done = (
         f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "

@@ -18,6 +18,7 @@ from models import (
     DESCRIPTION_MAX,
     EMAIL_MAX,
     NAME_MAX,
+    PREVIEW_WORKSPACE_ID,
     QUOTE_MAX,
     TITLE_MAX,
     Evidence,
@@ -123,9 +124,17 @@ def hold_records(*records: Feedback, exclusive: bool = False) -> None:
 
 def merge_records(duplicate: Feedback, target: Feedback) -> int:
     """Move the duplicate's evidence to the target (a conversation already backing the target
-    is not repeated), remember its id, and delete it: one transaction, the caller commits.
-    RecordGone, nothing changed, when one of them went meanwhile."""
+    is not repeated), add its details to the target's, remember its id, and delete it: one
+    transaction, the caller commits. RecordConflict, nothing changed, when the two are not to
+    be merged (merge_refusal) or one of them went meanwhile."""
     hold_records(duplicate, target, exclusive=True)
+    refusal = merge_refusal(duplicate, target)
+    if refusal:
+        db.session.rollback()
+        raise RecordConflict(refusal)
+    target.description = merged_description(duplicate, target)
+    target.workspace_id = target.workspace_id or duplicate.workspace_id
+    target.source = "+".join(sorted(set(target.sources) | set(duplicate.sources)))
     backed = set(
         db.session.execute(
             select(Evidence.workspace_id, Evidence.conversation_id).where(
@@ -155,6 +164,36 @@ def merge_records(duplicate: Feedback, target: Feedback) -> int:
     db.session.delete(duplicate)
     refresh_backing(target)
     return moved
+
+
+def merge_refusal(duplicate: Feedback, target: Feedback) -> str | None:
+    """Why the duplicate may not be merged into the target, or None. Records shown in two
+    workspaces' Inboxes stay apart: merged, one workspace's agents would see the other's
+    customers. A record shown in no Inbox (made on the web) merges with any, and the merged
+    record is shown where the other one was."""
+    if duplicate.workspace_id and target.workspace_id not in (None, duplicate.workspace_id):
+        names = workspace_names() | {PREVIEW_WORKSPACE_ID: "Hedwig's canvas preview"}
+        return (
+            f"#{duplicate.id} is shown in the Inbox of "
+            f"{names.get(duplicate.workspace_id, duplicate.workspace_id)}, and #{target.id} in "
+            f"that of {names.get(target.workspace_id, target.workspace_id)}: records of two "
+            "workspaces are not merged, so that neither workspace sees the other's customers."
+        )
+    length = len(merged_description(duplicate, target))
+    if length > DESCRIPTION_MAX:
+        return (
+            f"Together, the details of #{target.id} and #{duplicate.id} would be {length:,} "
+            f"characters, and a record keeps {DESCRIPTION_MAX:,}: shorten one of them first."
+        )
+    return None
+
+
+def merged_description(duplicate: Feedback, target: Feedback) -> str:
+    """The target's details, then the duplicate's as a paragraph saying where they came from."""
+    if not duplicate.description:
+        return target.description
+    kept = f"From #{duplicate.id} {duplicate.title}:\n{duplicate.description}"
+    return f"{target.description}\n\n{kept}" if target.description else kept
 
 
 def merged_target(feedback_id: int | None) -> Feedback | None:
