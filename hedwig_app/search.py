@@ -8,6 +8,7 @@ rare one does; older matches follow, newest first. Also owns the log's list quer
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -128,21 +129,23 @@ def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, An
         )
         score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)
         return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, score
-    joiner = " | " if any_word else " & "
-    query = func.to_tsquery("simple", func.concat_ws(joiner, *map(prefix_terms, words)))
+    query = functools.reduce(
+        lambda left, right: left.op("||" if any_word else "&&")(right), map(word_query, words)
+    )
     vector = literal_column("feedback.search_vector")
     score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
     return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
 
 
-def prefix_terms(word: str) -> Any:
-    """PostgreSQL: a word folded as the index folds it (hedwig_fold: accents off, lower case,
-    split at all but letters and digits), each part a prefix: "1\u2474" is "(1:* & 1:*)", since
-    unaccent makes U+2474 "(1)". Only letters, digits and spaces are left, so nothing becomes
-    tsquery syntax; NULL (left out by concat_ws) when nothing is."""
+def word_query(word: str) -> Any:
+    """PostgreSQL: a word's tsquery, the word folded as the index folds it (hedwig_fold: accents
+    off, lower case, split at all but letters and digits), each part a prefix: "1\u2474" is
+    '1':* & '1':*, as unaccent makes U+2474 "(1)". Only letters, digits and spaces are left,
+    so nothing becomes tsquery syntax; nothing left is the empty query, which && and || skip.
+    Each function is immutable: the planner makes the query once, not once per row."""
     folded = func.btrim(func.hedwig_fold(literal(word, Text)))
     terms = func.replace(func.regexp_replace(folded, r"(\S+)", r"\1:*", "g"), " ", " & ")
-    return literal("(", Text).op("||")(func.nullif(terms, "")).op("||")(literal(")", Text))
+    return func.to_tsquery("simple", terms)
 
 
 def search_words(q: str) -> list[str]:
