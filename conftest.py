@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import textwrap
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -374,9 +375,18 @@ CONTACT_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
 
 TEXT_STYLES = {"header", "paragraph", "muted", "error"}
 BUTTON_STYLES = {"primary", "secondary", "link"}
-# Rough heights in Intercom's Inbox, to hold the first canvas to its 400 px rule.
-HEIGHTS = {"text": 20, "button": 32, "input": 64, "textarea": 96, "spacer": 16, "divider": 16}
-LIST_ITEM_HEIGHT, GAP = 40, 8
+# The height of a canvas as Intercom's Inbox draws it, to hold a first canvas to Intercom's
+# 400 px rule. Intercom publishes no figures: these are generous estimates for the
+# conversation details sidebar at its default width, a canvas about 300 px wide. A header is
+# 24 px a line of 32 characters; paragraph, muted and error text 20 px a line of 38
+# characters; a list item 20 px of padding, 20 px a line of its title (36 characters a line)
+# and 20 px of subtitle, so 60 px with a one-line title; a data table 24 px a row (the Inbox
+# cuts each to one line); a button 40 px; 12 px between components. Text wraps at words, and
+# a word longer than a line breaks.
+TEXT_LINES = {"header": (24, 32), "paragraph": (20, 38), "muted": (20, 38), "error": (20, 38)}
+LIST_TITLE_CHARACTERS, LIST_LINE, LIST_PADDING, TABLE_ROW = 36, 20, 20, 24
+HEIGHTS = {"button": 40, "input": 64, "textarea": 96, "spacer": 16, "divider": 16}
+GAP = 12
 CANVAS_CAP = 64 * 1024
 
 
@@ -412,17 +422,39 @@ def assert_valid_component(component: dict[str, Any]) -> None:
             if "action" in item:
                 assert_valid_action(item["action"])
     elif kind == "data-table":
-        assert all(item["type"] == "field-value" for item in component["items"])
+        assert component["items"]
+        for row in component["items"]:
+            assert row["type"] == "field-value"
+            assert isinstance(row["field"], str) and row["field"]
+            assert isinstance(row["value"], str) and row["value"]
     else:
         assert kind in ("spacer", "divider"), f"unknown component {kind}"
 
 
+def wrapped_lines(text: str, characters: int) -> int:
+    return max(1, len(textwrap.wrap(text, characters)))
+
+
+def component_height(component: dict[str, Any]) -> int:
+    kind = component["type"]
+    if kind == "text":
+        line, characters = TEXT_LINES[component.get("style", "paragraph")]
+        return line * wrapped_lines(component["text"], characters)
+    if kind == "list":
+        return sum(
+            LIST_PADDING
+            + LIST_LINE * wrapped_lines(item["title"], LIST_TITLE_CHARACTERS)
+            + (LIST_LINE if item.get("subtitle") else 0)
+            for item in component["items"]
+        )
+    if kind == "data-table":
+        return TABLE_ROW * len(component["items"])
+    return HEIGHTS[kind]
+
+
 def canvas_height(components: list[dict[str, Any]]) -> int:
-    height = sum(
-        LIST_ITEM_HEIGHT * len(c["items"]) if c["type"] == "list" else HEIGHTS[c["type"]]
-        for c in components
-    )
-    return height + GAP * (len(components) - 1)
+    """The canvas's height in px, by the figures above."""
+    return sum(map(component_height, components)) + GAP * (len(components) - 1)
 
 
 def assert_valid_canvas(body: Any, first: bool = False) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from conftest import (
     Inbox,
     add_feedback,
     assert_valid_canvas,
+    canvas_height,
     component,
     create_user,
     feedback_count,
@@ -36,7 +38,7 @@ from conftest import (
     stored_feedback,
     texts,
 )
-from hedwig_app.canvas_kit import HTML_READ_MAX, html_to_text, markdown_escape
+from hedwig_app.canvas_kit import HTML_READ_MAX, html_to_text
 from hedwig_app.canvases import COUNT_CAP
 from hedwig_app.inbox import verify_canvas_signature
 from hedwig_app.preview import canvas_markdown
@@ -141,7 +143,7 @@ def test_first_canvas_without_history_has_an_empty_state_and_a_record_button(
     assert not [c for c in components if c["type"] == "list"]
 
 
-def test_first_canvas_lists_this_conversations_newest_three_and_counts_the_rest(
+def test_first_canvas_lists_this_conversations_newest_two_and_links_to_the_rest(
     canvas_app: Flask, inbox: Inbox
 ) -> None:
     ids = add_feedback(
@@ -153,12 +155,18 @@ def test_first_canvas_lists_this_conversations_newest_three_and_counts_the_rest(
     )
     components = inbox.initialize()
     (listing,) = [c for c in components if c["type"] == "list"]
-    assert [item["id"] for item in listing["items"]] == [f"feedback-{n}" for n in ids[:1:-1]]
+    assert [item["id"] for item in listing["items"]] == [f"feedback-{n}" for n in ids[:-3:-1]]
     assert listing["items"][0]["action"] == {
         "type": "url",
         "url": f"https://hedwig.example/feedback/{ids[-1]}",
     }
-    assert "+2 more in Hedwig" in texts(components)
+    more = component({"canvas": {"content": {"components": components}}}, "more")
+    assert (more["label"], more["style"]) == ("3 more in Hedwig", "link")
+    # The rest are among this customer's records in the log.
+    assert more["action"] == {
+        "type": "url",
+        "url": "https://hedwig.example/?q=casey.customer@example.com",
+    }
 
 
 def test_first_canvas_shows_the_customers_feedback_from_elsewhere(
@@ -199,16 +207,6 @@ def test_a_canvas_shows_only_its_own_workspaces_records(canvas_app: Flask, inbox
     assert not any(line.startswith("More from") for line in texts(components))
 
 
-def test_first_canvas_stays_within_400px_with_a_long_history(
-    canvas_app: Flask, inbox: Inbox
-) -> None:
-    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
-    add_feedback(canvas_app, 20, workspace_id=WORKSPACE_ID, contact_id=CONTACT_ID)
-    components = inbox.initialize()  # checks the height and the absence of a primary button
-    assert sum(len(c["items"]) for c in components if c["type"] == "list") == 6
-    assert texts(components).count("+17 more in Hedwig") == 2
-
-
 def test_form_is_prefilled_with_the_customers_opening_message(inbox: Inbox) -> None:
     form = inbox.form()
     assert component(form, "quote")["value"] == (
@@ -218,12 +216,22 @@ def test_form_is_prefilled_with_the_customers_opening_message(inbox: Inbox) -> N
     assert component(form, "title")["value"] == (
         "Hi! The CSV export button crashes the page every time I"
     )
-    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    assert customer_rows(form) == [("From", "Casey Customer"), ("Email", CASEY_EMAIL)]
     assert component(form, "save")["style"] == "primary"
     assert component(form, "find")["style"] == "link"  # Back, to the search
     stored = form["canvas"]["stored_data"]
     assert set(stored) == {"nonce", "query"}
     assert len(json.dumps(stored)) < 200
+
+
+CASEY_EMAIL = "casey.customer@example.com"
+
+
+def customer_rows(body: Any) -> list[tuple[str, str]]:
+    """The new feedback form's customer: the data table's fields and values."""
+    components = body["canvas"]["content"]["components"]
+    (table,) = [c for c in components if c["type"] == "data-table"]
+    return [(row["field"], row["value"]) for row in table["items"]]
 
 
 def test_html_in_the_customers_message_becomes_plain_text(inbox: Inbox) -> None:
@@ -401,11 +409,57 @@ def test_oversized_field_values_stay_within_canvas_limits(canvas_app: Flask, inb
     assert evidence.contact_id is None  # an id too long to be real is not kept
 
 
-def test_markdown_in_customer_names_is_not_rendered(canvas_app: Flask, inbox: Inbox) -> None:
+EVIL_NAME = "Ann_Marie **CEO** [x](https://evil.example)"
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a canvas, keys aside."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from strings(inner)
+
+
+def assert_shown_as_written(body: Any) -> None:
+    """No backslash anywhere, and each text (Intercom's markdown) renders no bold and no link."""
+    assert not [value for value in strings(body) if "\\" in value]
+    for line in texts(body):
+        assert "<" not in str(canvas_markdown(line)).replace("&lt;", ""), line
+
+
+def test_customers_words_show_as_written_in_every_canvas(canvas_app: Flask, inbox: Inbox) -> None:
+    """Intercom documents bold and links in a canvas text, and no escape: names, emails and
+    titles go where no markdown is read (list items, labels, data tables), or are left out."""
     payload = json.loads(json.dumps(INITIALIZE))
-    payload["contact"]["name"] = "[Click me](https://evil.example)"
-    form = inbox.form(payload)
-    assert "From \\[Click me\\](https://evil.example)" in texts(form)[1]
+    payload["contact"]["name"] = EVIL_NAME
+    payload["conversation"]["source"]["subject"] = EVIL_NAME
+    add_feedback(canvas_app, title=EVIL_NAME, conversation_id="999", **CUSTOMER)
+    first = inbox.initialize(payload)
+    find = inbox.find(payload)
+    form = inbox.click("new", find, payload=payload)
+    failed = inbox.click("save", form, {"title": ""}, payload=payload)
+    saved = inbox.click("save", form, {"title": EVIL_NAME}, payload=payload)
+    (older, _) = stored_feedback(canvas_app)
+    chosen = inbox.click(f"match-{older.id}", find, payload=payload)
+    added = inbox.click("add", chosen, {"quote": "Me too"}, payload=payload)
+    for body in (first, find, form, failed, saved, chosen, added):
+        assert_shown_as_written(body)
+    assert "More from this customer" in texts(first)
+    assert component(form, "title")["value"] == EVIL_NAME  # the search, prefilled
+    assert component(chosen, "quote")["label"] == f"{EVIL_NAME}'s words"
+    assert component(chosen, "add")["label"] == f"Add {EVIL_NAME}"
+    assert texts(added)[0].startswith(f"This customer added to #{older.id} — ")
+    titles = [item["title"] for body in (saved, chosen, added) for item in listed_items(body)]
+    assert titles == [EVIL_NAME] * 3
+
+
+def listed_items(body: Any) -> list[dict[str, Any]]:
+    components = body["canvas"]["content"]["components"]
+    return [item for c in components if c["type"] == "list" for item in c["items"]]
 
 
 json_values = st.recursive(
@@ -588,7 +642,7 @@ def test_in_a_conversation_a_teammate_started_the_customer_is_still_the_contact(
     payload = teammate_started(conversation_parts=parts)
     form = inbox.form(payload)
     assert component(form, "quote")["value"] == "Great, but I need a dark mode."
-    assert "From Casey Customer · casey.customer@example.com" in texts(form)
+    assert customer_rows(form) == [("From", "Casey Customer"), ("Email", CASEY_EMAIL)]
     inbox.click("save", form, {"title": "Dark mode"}, payload=payload)
     (evidence,) = stored_evidence(canvas_app)
     assert (evidence.customer_name, evidence.contact_id) == ("Casey Customer", CONTACT_ID)
@@ -718,7 +772,12 @@ def test_adding_a_customer_to_a_match_from_another_conversation(
     inbox.save("CSV export crashes", payload=OTHER_CUSTOMER)  # Dana, another day
     (record,) = stored_feedback(canvas_app)
     chosen = inbox.click(f"match-{record.id}", inbox.find())
-    assert texts(chosen)[:2] == ["CSV export crashes", f"#{record.id} · Open · 1 customer"]
+    (match,) = component_list(chosen)["items"]
+    assert (match["title"], match["subtitle"]) == (
+        "CSV export crashes",
+        f"#{record.id} · Open · 1 customer",
+    )
+    assert match["action"]["url"] == f"https://hedwig.example/feedback/{record.id}"
     assert component(chosen, "quote")["value"] == (
         "Hi! The CSV export button crashes the page every time I click it."
     )
@@ -802,7 +861,7 @@ def test_first_canvas_counts_a_long_history_only_up_to_a_cap(
 ) -> None:
     add_feedback(canvas_app, 150, workspace_id=WORKSPACE_ID, conversation_id=CONVERSATION_ID)
     components = inbox.initialize()
-    assert "97+ more in Hedwig" in texts(components)
+    assert more_label(components) == "98+ more in Hedwig"
 
 
 CUSTOMER = {"workspace_id": WORKSPACE_ID, "contact_id": CONTACT_ID}
@@ -814,6 +873,39 @@ def customer_list(components: list[dict[str, Any]]) -> list[str]:
         {"type": "text", "text": "More from Casey Customer", "style": "header"}
     )
     return [item["title"] for item in components[header + 1]["items"]]
+
+
+def more_label(components: list[dict[str, Any]]) -> str | None:
+    """What the first canvas's link to the rest says, if it has one."""
+    return next((c["label"] for c in components if c.get("id") == "more"), None)
+
+
+# A title of TITLE_MAX characters, in words too long to wrap well.
+LONG_TITLE = ("Internationalisation " * 10)[:200]
+LONG_NAMES = ("N" * 255, "Alexandra Montgomery", "Ann Marie-Louise van der Berg", "")
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(20, 20), (1, 20), (0, 20), (20, 0)])
+def test_the_first_canvas_at_its_fullest_is_at_most_400px_tall(
+    canvas_app: Flask, inbox: Inbox, ours: int, theirs: int
+) -> None:
+    """Intercom's Inbox rule, measured by conftest's canvas_height(): a header 24 px a line of
+    32 characters, text 20 px a line of 38, a list item with a subtitle 60 px (and 20 px more a
+    line its title wraps to, 36 characters a line), a button 40 px, 12 px between components.
+    At its fullest: both lists full, every title 200 characters long, names long or odd."""
+    if ours:
+        here = {"conversation_id": CONVERSATION_ID, "source": "intercom"}
+        add_feedback(canvas_app, ours, title=LONG_TITLE, workspace_id=WORKSPACE_ID, **here)
+    if theirs:
+        add_feedback(canvas_app, theirs, title=LONG_TITLE, conversation_id="999", **CUSTOMER)
+    for name in LONG_NAMES:
+        payload = json.loads(json.dumps(INITIALIZE))
+        payload["contact"]["name"] = payload["conversation"]["source"]["author"]["name"] = name
+        components = inbox.initialize(payload)  # checks the 400 px too
+        assert canvas_height(components) <= 400, (name, canvas_height(components))
+        shown = sum(len(c["items"]) for c in components if c["type"] == "list")
+        assert shown == min(3, min(ours, 2) + min(theirs, 2))
+        assert more_label(components) == f"{ours + theirs - shown} more in Hedwig"
 
 
 def test_canvas_requests_give_their_database_connections_back(
@@ -839,8 +931,8 @@ def test_feedback_known_by_contact_and_email_is_listed_and_counted_once(
         customer_email="casey.customer@example.com",
     )
     components = inbox.initialize()
-    assert customer_list(components) == ["Feedback 4", "Feedback 3", "Feedback 2"]
-    assert texts(components)[-1] == "+2 more in Hedwig"
+    assert customer_list(components) == ["Feedback 4", "Feedback 3"]
+    assert more_label(components) == "3 more in Hedwig"
 
 
 def test_customer_list_sees_past_a_long_history_in_this_conversation(
@@ -852,9 +944,8 @@ def test_customer_list_sees_past_a_long_history_in_this_conversation(
         add_feedback(canvas_app, title=conversation_id, conversation_id=conversation_id, **CUSTOMER)
     add_feedback(canvas_app, COUNT_CAP, conversation_id=CONVERSATION_ID, **CUSTOMER)
     components = inbox.initialize()
-    assert customer_list(components) == ["earlier-4", "earlier-3", "earlier-2"]
-    assert texts(components)[-1] == "+1 more in Hedwig"
-    assert "97+ more in Hedwig" in texts(components)  # this conversation's own list
+    assert customer_list(components) == ["earlier-4"]  # after two of this conversation's
+    assert more_label(components) == "101+ more in Hedwig"  # 98 and more here, 3 elsewhere
 
 
 def test_customer_list_counts_a_long_history_only_up_to_a_cap(
@@ -862,8 +953,8 @@ def test_customer_list_counts_a_long_history_only_up_to_a_cap(
 ) -> None:
     add_feedback(canvas_app, 150, conversation_id="999", **CUSTOMER)
     components = inbox.initialize()
-    assert customer_list(components) == ["Feedback 149", "Feedback 148", "Feedback 147"]
-    assert texts(components)[-1] == "97+ more in Hedwig"
+    assert customer_list(components) == ["Feedback 149", "Feedback 148"]
+    assert more_label(components) == "98+ more in Hedwig"
 
 
 # The canvas preview: the same canvases, without Intercom
@@ -887,7 +978,10 @@ def test_preview_records_feedback_from_first_canvas_to_saved(
     assert "No feedback matches yet." in search
     form = page_text(preview_click(signed_in, search, "new"))
     assert "Hi! The CSV export button crashes the page every time I click it." in form
-    assert "From Casey Customer · casey.customer@example.com" in form
+    assert (
+        "<dt>From</dt><dd>Casey Customer</dd><dt>Email</dt><dd>casey.customer@example.com</dd>"
+        in form
+    )
     saved = preview_click(signed_in, form, "save", title="Export crashes", quote="Every time")
     assert saved.status_code == 200
     (record,) = stored_feedback(app)
@@ -924,7 +1018,7 @@ def test_preview_uses_the_edited_sample(app: Flask, signed_in: FlaskClient) -> N
     )
     search = page_text(preview_click(signed_in, page, "record"))
     form = page_text(preview_click(signed_in, search, "new"))
-    assert "From Dana Doe · dana@example.com" in form
+    assert "<dd>Dana Doe</dd><dt>Email</dt><dd>dana@example.com</dd>" in form
     assert ">Hello there</textarea>" in form
 
 
@@ -947,14 +1041,28 @@ def test_real_canvas_requests_for_the_preview_workspace_are_refused(
     assert stored_feedback(canvas_app) == []
 
 
-def test_canvas_markdown_renders_bold_and_links_but_not_escaped_text() -> None:
+def test_canvas_markdown_renders_bold_and_links_and_backslashes_as_they_are() -> None:
     assert str(canvas_markdown("**Saved** [open](https://h.example/1)")) == (
         '<strong>Saved</strong> <a href="https://h.example/1" target="_blank" '
         'rel="noopener noreferrer">open</a>'
     )
-    assert str(canvas_markdown(markdown_escape("[x](https://evil.example) <b>"))) == (
-        "[x](https://evil.example) &lt;b&gt;"
-    )
+    # Intercom documents no escape: the preview shows a backslash as it may show in the Inbox.
+    assert str(canvas_markdown("Ann\\_Marie <b>")) == "Ann\\_Marie &lt;b&gt;"
+
+
+def test_preview_shows_customers_words_as_written(app: Flask, signed_in: FlaskClient) -> None:
+    first = page_text(signed_in.get("/intercom/preview", query_string={"customer_name": EVIL_NAME}))
+    search = page_text(preview_click(signed_in, first, "record"))
+    form = page_text(preview_click(signed_in, search, "new"))
+    saved = page_text(preview_click(signed_in, form, "save", title=EVIL_NAME, quote="Me"))
+    again = page_text(signed_in.get("/intercom/preview", query_string={"customer_name": EVIL_NAME}))
+    escaped = html.escape(EVIL_NAME, quote=False)
+    assert f"<dd>{escaped}</dd>" in form
+    assert f'<span class="c-item-title">{escaped}</span>' in saved
+    for page in (first, search, form, saved, again):
+        assert "<strong>" not in page
+        assert 'href="https://evil.example"' not in page
+        assert "\\" not in page
 
 
 def test_preview_refuses_stored_data_nested_beyond_reason(

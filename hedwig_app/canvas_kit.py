@@ -1,5 +1,6 @@
 """Canvas Kit's components as pure functions, so that a canvas reads as the list of what the
-agent sees; and what customers write (HTML, markdown-like text) made safe for a canvas.
+agent sees; and what customers write (HTML; words that markdown would act on) made safe for a
+canvas.
 Imports plumbing.
 """
 
@@ -26,9 +27,42 @@ def button(component_id: str, label: str, style: str = "secondary", url: str | N
     return {"type": "button", "id": component_id, "label": label, "style": style, "action": action}
 
 
-def markdown_escape(text: str) -> str:
-    """Customer-supplied text in a markdown `text` component must not become a link or emphasis."""
-    return re.sub(r"([\\`*_\[\]<>])", r"\\\1", text)
+def item(
+    component_id: str, title: str, subtitle: str = "", url: str | None = None, submit: bool = False
+) -> dict[str, Any]:
+    """A list's item: plain text, never markdown, so it shows a customer's words as they are."""
+    listed: dict[str, Any] = {"type": "item", "id": component_id, "title": title}
+    if subtitle:
+        listed["subtitle"] = subtitle
+    if submit:
+        listed["action"] = {"type": "submit"}
+    elif url:
+        listed["action"] = {"type": "url", "url": url}
+    return listed
+
+
+def data_table(rows: dict[str, str]) -> dict[str, Any]:
+    """Fields and their values, plain text (the Inbox cuts each to one line)."""
+    items = [
+        {"type": "field-value", "field": field, "value": value} for field, value in rows.items()
+    ]
+    return {"type": "data-table", "items": items}
+
+
+# What a text component may say of a customer: words, with no character that markdown, an
+# escape or a link finder could act on. Intercom documents bold and links in a text, and no
+# escape: a backslash may show as itself.
+PLAIN_WORDS = re.compile(r"(?:[^\W_]|[ '\u2019-]|\.(?![^\W_]))+")
+
+
+def plain_words(value: str, otherwise: str, longest: int) -> str:
+    """``value`` for a text component when it is plain words of at most ``longest``
+    characters, else ``otherwise``: a customer's name shows as they wrote it, or not at all,
+    never as a link, in bold, or with a backslash. Lists, labels and data tables show any."""
+    value = " ".join(value.split())
+    if value and len(value) <= longest and PLAIN_WORDS.fullmatch(value):
+        return value
+    return otherwise
 
 
 HTML_READ_MAX = 10 * DESCRIPTION_MAX  # characters of markup read; the details keep fewer

@@ -27,15 +27,37 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from hedwig_app.canvas_kit import button, canvas, html_to_text, markdown_escape, text
+from hedwig_app.canvas_kit import (
+    button,
+    canvas,
+    data_table,
+    html_to_text,
+    item,
+    plain_words,
+    text,
+)
 from hedwig_app.connect import connect_url
 from hedwig_app.intercom import region_of
-from hedwig_app.plumbing import field, id_or_none, plural, text_or_none
+from hedwig_app.plumbing import external_url, field, id_or_none, plural, text_or_none
 from hedwig_app.records import feedback_url
 from hedwig_app.search import SEARCH_MAX, best_matches
-from models import EMAIL_MAX, QUOTE_MAX, STATUSES, Evidence, Feedback, IntercomConnection, db
+from models import (
+    EMAIL_MAX,
+    NAME_MAX,
+    QUOTE_MAX,
+    STATUSES,
+    Evidence,
+    Feedback,
+    IntercomConnection,
+    db,
+)
 
-CANVAS_LIST_LIMIT = 3
+# Intercom's Inbox rule: a first canvas at most 400 px tall. Each list shows two records at
+# most, and both three in all (test_inbox measures the fullest: 368 px).
+CANVAS_LIST_LIMIT = 2
+FIRST_CANVAS_RECORDS = 3
+FIRST_TITLE_MAX = 36  # characters of a title a first canvas's list item shows: one line
+FIRST_NAME_MAX = 20  # characters of a name "More from …" shows: a header of one line
 PREFILL_MAX = 60  # characters of the first message the find canvas searches for
 NONCE_BYTES = 24  # a form's single-use key; inbox.py checks its shape
 
@@ -118,20 +140,62 @@ def not_connected_canvas() -> dict[str, Any]:
 
 
 def first_canvas(context: InboxContext) -> dict[str, Any]:
-    """What this conversation backs and this customer asked for elsewhere, and a Record
-    button. It is sent on every conversation switch: one indexed statement, no outside
-    calls, no primary button."""
+    """What this conversation backs and this customer asked for elsewhere, a link to the rest,
+    and a Record button. It is sent on every conversation switch: one indexed statement, no
+    outside calls, no primary button, within 400 px."""
     lists = first_canvas_lists(read_connection(), context)
+    ours = lists["conversation"]
+    theirs = lists["customer"][: FIRST_CANVAS_RECORDS - len(ours)]
     components = [text("Feedback from this conversation", "header")]
-    if lists["conversation"]:
-        components += listed(lists["conversation"])
+    if ours:
+        components.append(first_list(ours))
     else:
         components.append(text("Nothing recorded from this conversation yet.", "muted"))
-    if lists["customer"]:
-        components.append(text(f"More from {markdown_escape(customer_called(context))}", "header"))
-        components += listed(lists["customer"])
+    if theirs:
+        who = plain_words(context.customer_name, "this customer", FIRST_NAME_MAX)
+        components += [text(f"More from {who}", "header"), first_list(theirs)]
+    left = left_out(lists, {"conversation": len(ours), "customer": len(theirs)})
+    if left:
+        url = customer_search_url(context)
+        components.append(button("more", f"{left} more in Hedwig", "link", url=url))
     components.append(button("record", "Record feedback"))
     return canvas(components)
+
+
+def first_list(records: list[Row]) -> dict[str, Any]:
+    """Records as a first canvas lists them: each title cut to one line."""
+    items = [
+        {**record_item(row), "title": shortened(row.title, FIRST_TITLE_MAX)} for row in records
+    ]
+    return {"type": "list", "items": items}
+
+
+def left_out(lists: Mapping[str, list[Row]], shown: Mapping[str, int]) -> str:
+    """How many records the lists leave out ("3", or "98+" past a count's cap), or ""."""
+    left, capped = 0, False
+    for name, rows in lists.items():
+        if rows:
+            left += rows[0].total - shown[name]
+            capped = capped or rows[0].total >= COUNT_CAP
+    if not left:
+        return ""
+    return f"{left}+" if capped else str(left)
+
+
+def shortened(value: str, longest: int) -> str:
+    """``value`` cut at a word to at most ``longest`` characters, with "…" when cut."""
+    if len(value) <= longest:
+        return value
+    cut = value[: longest - 1]
+    words = cut.rsplit(" ", 1)[0].rstrip(" ,.;:-")
+    return (words if len(words) >= longest // 2 else cut) + "…"
+
+
+def customer_search_url(context: InboxContext) -> str:
+    """The feedback log searched for this customer (their email, else their name): what the
+    first canvas leaves out is there, among their records."""
+    who = context.customer_email or context.customer_name
+    return external_url("log.index", q=who) if who else external_url("log.index")
 
 
 def find_canvas(context: InboxContext, query: str) -> dict[str, Any]:
@@ -164,8 +228,7 @@ def add_canvas(
     if quote is None:
         quote = html_to_text(context.opening_html)[:QUOTE_MAX]
     components = [
-        text(markdown_escape(record.title), "header"),
-        text(f"#{record.id} · {about(record)}", "muted"),
+        {"type": "list", "items": [record_item(record)]},
         {
             "type": "textarea",
             "id": "quote",
@@ -189,10 +252,11 @@ def form_canvas(
 ) -> dict[str, Any]:
     """A new record, its first customer's words prefilled from their opening message."""
     errors = errors or {}
-    customer = " · ".join(filter(None, [context.customer_name, context.customer_email]))
+    customer = {"From": context.customer_name, "Email": context.customer_email}
+    customer = {field: value for field, value in customer.items() if value}
     components = [
         text("New feedback", "header"),
-        text(f"From {markdown_escape(customer)}" if customer else "Customer unknown", "muted"),
+        data_table(customer) if customer else text("Customer unknown", "muted"),
     ]
     components += [text(message, "error") for message in errors.values()]
     title_input: dict[str, Any] = {
@@ -229,7 +293,7 @@ def saved_canvas(record: Feedback) -> dict[str, Any]:
     return canvas(
         [
             text(f"Feedback #{record.id} saved", "header"),
-            text(markdown_escape(record.title)),
+            {"type": "list", "items": [record_item(record, action=None)]},
             button("open", "Open in Hedwig", url=feedback_url(record)),
             button("another", "Record another", "link"),
             button("done", "Done", "link"),
@@ -238,7 +302,7 @@ def saved_canvas(record: Feedback) -> dict[str, Any]:
 
 
 def added_canvas(context: InboxContext, record: Feedback, already: bool) -> dict[str, Any]:
-    who = markdown_escape(customer_called(context))
+    who = plain_words(context.customer_name, "This customer", NAME_MAX)
     said = (
         f"This conversation backs #{record.id} already"
         if already
@@ -247,7 +311,7 @@ def added_canvas(context: InboxContext, record: Feedback, already: bool) -> dict
     return canvas(
         [
             text(f"{said} — {backing(record.customer_count)}", "header"),
-            text(markdown_escape(record.title)),
+            {"type": "list", "items": [record_item(record, action=None)]},
             button("open", "Open in Hedwig", url=feedback_url(record)),
             button("done", "Done", "link"),
         ]
@@ -287,27 +351,23 @@ def record_list(records: list[Any], id_prefix: str, submit: bool = False) -> dic
     return {
         "type": "list",
         "items": [
-            {
-                "type": "item",
-                "id": f"{id_prefix}-{record.id}",
-                "title": record.title,
-                "subtitle": f"#{record.id} · {about(record)}",
-                "action": {"type": "submit"}
-                if submit
-                else {"type": "url", "url": feedback_url(record)},
-            }
-            for record in records
+            record_item(record, id_prefix, "submit" if submit else "url") for record in records
         ],
     }
 
 
-def listed(records: list[Row]) -> list[dict[str, Any]]:
-    """A list of records and, below it, how many more there are."""
-    shown, total = len(records), records[0].total
-    if total <= shown:
-        return [record_list(records, "feedback")]
-    more = f"{total - shown}+" if total >= COUNT_CAP else f"+{total - shown}"
-    return [record_list(records, "feedback"), text(f"{more} more in Hedwig", "muted")]
+def record_item(
+    record: Feedback | Row, id_prefix: str = "feedback", action: str | None = "url"
+) -> dict[str, Any]:
+    """A record as a list item: its title as written, its number, status and backing. Its
+    ``action`` opens the record in Hedwig ("url"), makes it a choice ("submit"), or is none."""
+    return item(
+        f"{id_prefix}-{record.id}",
+        record.title,
+        f"#{record.id} · {about(record)}",
+        url=feedback_url(record) if action == "url" else None,
+        submit=action == "submit",
+    )
 
 
 COUNT_CAP = 100

@@ -92,13 +92,13 @@ def sample_canvas_payload(
 
 @preview.app_template_filter()
 def canvas_markdown(value: str) -> Markup:
-    """A canvas text's markdown as Intercom shows it: **bold** and [links](https://…), with
-    backslash escapes; everything else is text."""
+    """A canvas text's markdown as Intercom documents it: **bold** and [links](https://…);
+    everything else is text, a backslash too (Intercom documents no escape)."""
     html = str(escape(value))
-    html = re.sub(r"(?<!\\)\*\*(.+?)(?<!\\)\*\*", r"<strong>\1</strong>", html)
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html)
     html = re.sub(
-        r"(?<!\\)\[([^\]]+?)(?<!\\)\]\((https://[^)\s]+)\)",
+        r"\[([^\]]+?)\]\((https://[^)\s]+)\)",
         r'<a href="\2" target="_blank" rel="noopener noreferrer">\1</a>',
         html,
     )
-    return Markup(re.sub(r"\\([\\`*_\[\]<>]|&lt;|&gt;)", r"\1", html))  # noqa: S704
+    return Markup(html)  # noqa: S704
