@@ -227,6 +227,73 @@ def test_a_setting_that_cannot_work_stops_the_start_with_a_sentence(
     assert message in str(refused.value)
 
 
+EU = {"api": "https://api.eu.intercom.io", "web": "https://app.eu.intercom.com"}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('{"eu": {"api": "https://api.eu.intercom.io"', "it is not a JSON object"),  # cut short
+        ('[{"eu": "https://api.eu.intercom.io"}]', "it is not a JSON object"),
+        ('"eu"', "it is not a JSON object"),
+        ("eu=https://api.eu.intercom.io", "it is not a JSON object"),
+        ('{"eu": {"api": "https://", "web": "https://app.eu.intercom.com"}}', "eu's api"),
+        ('{"eu": {"api": "https://api.eu.intercom.io"}}', "eu needs an api and a web URL"),
+        ('{"eu": "https://api.eu.intercom.io"}', "eu needs an api and a web URL"),
+        ('{"eu": {"api": "http://api.eu.intercom.io", "web": "https://a.example"}}', "eu's api"),
+        ('{"eu": {"api": 443, "web": "https://app.eu.intercom.com"}}', "eu's api"),
+        (
+            '{"europe-west-frankfurt": {"api": "https://a.example", "web": "https://b.example"}}',
+            "the region name 'europe-west-frankfurt'",
+        ),
+        ('{"": {"api": "https://a.example", "web": "https://b.example"}}', "the region name ''"),
+    ],
+)
+def test_a_mistaken_intercom_regions_setting_stops_the_start_with_a_sentence(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    """Flask reads HEDWIG_* values as JSON, and keeps what is not JSON as text: text, a list,
+    a host without a name or a region name longer than the column (16) is a mistake to say,
+    not a reason to use the defaults or to fail at the first connect."""
+    monkeypatch.setenv("HEDWIG_INTERCOM_REGIONS", value)
+    with pytest.raises(SetupError) as refused:
+        hedwig.create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": SECRET_KEY})
+    message = str(refused.value)
+    assert message.startswith("HEDWIG_INTERCOM_REGIONS must be a JSON object")
+    assert problem in message
+    assert message.endswith(".") and "\n" not in message
+
+
+def test_intercom_regions_replace_or_add_a_regions_hosts_and_nothing_else(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "HEDWIG_INTERCOM_REGIONS",
+        '{"EU": {"api": "https://eu.example/", "web": "https://app.eu.example/"},'
+        ' "ca": {"api": "https://ca.example", "web": "https://app.ca.example"}}',
+    )
+    regions = make_app(tmp_path).config["INTERCOM_REGIONS"]
+    assert regions["eu"] == {"api": "https://eu.example", "web": "https://app.eu.example"}
+    assert regions["ca"] == {"api": "https://ca.example", "web": "https://app.ca.example"}
+    assert regions["us"] == {"api": "https://api.intercom.io", "web": "https://app.intercom.com"}
+    monkeypatch.setenv("HEDWIG_INTERCOM_REGIONS", "")  # set, but empty: the defaults
+    assert make_app(tmp_path / "empty").config["INTERCOM_REGIONS"]["eu"] == EU
+
+
+def test_one_regions_host_set_on_its_own_changes_this_app_only(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flask reads HEDWIG_INTERCOM_REGIONS__eu__api into the regions it holds: into the
+    defaults themselves, unless each app gets its own copy."""
+    monkeypatch.setenv("HEDWIG_INTERCOM_REGIONS__eu__api", "https://eu.example")
+    assert make_app(tmp_path).config["INTERCOM_REGIONS"]["eu"]["api"] == "https://eu.example"
+    monkeypatch.delenv("HEDWIG_INTERCOM_REGIONS__eu__api")
+    assert make_app(tmp_path / "later").config["INTERCOM_REGIONS"]["eu"] == EU
+    monkeypatch.setenv("HEDWIG_INTERCOM_REGIONS__ca__api", "https://ca.example")
+    with pytest.raises(SetupError, match="ca needs an api and a web URL"):
+        make_app(tmp_path / "half")
+
+
 def test_the_url_postgresql_hosts_print_works_as_it_is(tmp_path: Any) -> None:
     if not POSTGRES_URL:
         pytest.skip(POSTGRES_HINT)

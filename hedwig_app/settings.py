@@ -1,13 +1,16 @@
 """Settings: defaults, then HEDWIG_* environment variables, then create_app's ``config``,
 each checked at start-up so that a setting that cannot work stops Hedwig with one sentence
 saying what would (SetupError); and the keys Hedwig makes once and keeps in its instance
-folder (the session key, the key that encrypts Intercom tokens). Imports nothing of Hedwig's.
+folder (the session key, the key that encrypts Intercom tokens). Imports nothing of Hedwig's
+but a column's length from models.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +20,8 @@ from urllib.parse import urlsplit
 import click
 from cryptography.fernet import Fernet
 from flask import Flask
+
+from models import REGION_MAX
 
 SECRET_KEY_MIN = 32
 FORM_FIELDS_MAX = 100
@@ -84,7 +89,8 @@ class SetupError(RuntimeError, click.ClickException):
 def load_settings(app: Flask, config: Mapping[str, Any]) -> None:
     """Defaults, then HEDWIG_* variables, then ``config``; a setting that cannot work stops
     the start with a sentence saying what would."""
-    app.config.update(DEFAULTS)
+    # A copy: Flask writes HEDWIG_INTERCOM_REGIONS__eu__api into the dict it finds there.
+    app.config.update(copy.deepcopy(DEFAULTS))
     app.config.from_prefixed_env("HEDWIG")
     app.config.update(config)
     for name in TEXT_SETTINGS:
@@ -133,27 +139,58 @@ def base_url_setting(value: str) -> str:
     return value.rstrip("/")
 
 
+REGION_NAME = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{REGION_MAX - 1}}}")  # a column's length
+REGIONS_EXAMPLE = json.dumps({"eu": DEFAULTS["INTERCOM_REGIONS"]["eu"]})
+
+
 def regions_setting(value: Any) -> dict[str, dict[str, str]]:
     """Intercom's hosts by region: the defaults, with any region HEDWIG_INTERCOM_REGIONS names
-    replaced, e.g. {"eu": {"api": "https://api.eu.intercom.io", "web": "https://…"}}."""
-    regions = {**DEFAULTS["INTERCOM_REGIONS"]}
+    replaced or added. Flask reads the variable as JSON, else keeps it as text: anything but a
+    JSON object of regions and their URLs stops the start, saying what is wrong."""
+    regions = copy.deepcopy(DEFAULTS["INTERCOM_REGIONS"])
+    if isinstance(value, str) and not value.strip():
+        return regions  # set, but empty
     if not isinstance(value, dict):
-        value = {}
+        raise regions_error(f"it is not a JSON object ({json.dumps(value, default=str)[:100]})")
     for name, hosts in value.items():
-        if not (
-            isinstance(hosts, dict)
-            and all(
-                str(hosts.get(key, "")).startswith(("https://", "http://"))
-                for key in ("api", "web")
+        region = str(name).lower()
+        if not REGION_NAME.fullmatch(region):
+            raise regions_error(
+                f"the region name {region[:40]!r} is not 1 to {REGION_MAX} letters, digits, - or _"
             )
-        ):
-            raise SetupError(
-                "HEDWIG_INTERCOM_REGIONS must map each region to its api and web URLs, like "
-                '{"eu": {"api": "https://api.eu.intercom.io", "web": "https://app.eu.intercom.com"}}'
-                f" (it says {json.dumps(value)[:200]})."
-            )
-        regions[str(name).lower()] = {"api": hosts["api"], "web": str(hosts["web"]).rstrip("/")}
+        if not isinstance(hosts, dict) or set(hosts) != {"api", "web"}:
+            raise regions_error(f"{region} needs an api and a web URL, and nothing else")
+        for key in ("api", "web"):
+            if not is_intercom_origin(hosts[key]):
+                shown = json.dumps(hosts[key], default=str)[:100]
+                raise regions_error(f"{region}'s {key} ({shown}) is not an https URL with a host")
+        regions[region] = {key: hosts[key].rstrip("/") for key in ("api", "web")}
     return regions
+
+
+def is_intercom_origin(value: Any) -> bool:
+    """An https URL with a host (http only on this machine, for a stand-in)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return (
+        bool(host)
+        and not parts.query
+        and not parts.fragment
+        and (parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS))
+    )
+
+
+def regions_error(problem: str) -> SetupError:
+    return SetupError(
+        "HEDWIG_INTERCOM_REGIONS must be a JSON object giving each region (1 to "
+        f"{REGION_MAX} letters, digits, - or _) its https api and web URLs, like "
+        f"{REGIONS_EXAMPLE}, but {problem}."
+    )
 
 
 def make_private_folder(folder: Path) -> None:
