@@ -250,6 +250,30 @@ def test_reopening_follows_the_note(
     assert "sent and reopened" in page_text(team.get(f"/feedback/{feedback_id}"))
 
 
+@pytest.mark.parametrize(
+    ("said", "reopen"),
+    [
+        ("yes", True),
+        ("true", True),
+        ("1", True),
+        ("On", True),
+        ("no", False),
+        ("false", False),
+        ("0", False),
+        ("", False),
+    ],
+)
+def test_reopen_reads_yes_and_no_as_notify_does(
+    canvas_app: Flask, held: FlaskClient, said: str, reopen: bool
+) -> None:
+    """A form or script that posts reopen=yes (as it may notify=yes) reopens the
+    conversations; reopen=no does not."""
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(held, feedback_id, "done", notify="yes", reopen=said)
+    ((state, queued_reopen),) = [(note.state, note.reopen) for note in stored_notes(canvas_app)]
+    assert (state, queued_reopen) == ("pending", reopen)
+
+
 def test_a_note_left_pending_by_a_crash_is_sent_later_exactly_once(
     tmp_path: Path, canvas_app: Flask, conversations: IntercomConversations
 ) -> None:

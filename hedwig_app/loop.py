@@ -31,7 +31,7 @@ def change_status(feedback_id: int) -> Any:
         "status": request.form.get("status", ""),
         "message": form_text("message", MESSAGE_MAX),
         "notify": request.form.getlist("notify"),  # absent: the status's default
-        "reopen": request.form.get("reopen") == "on",
+        "reopen": BOOLEAN_WORDS.get(request.form.get("reopen", "").strip().lower(), False),
     }
     if record is None:
         return changed_elsewhere(feedback_id, values)
