@@ -624,20 +624,59 @@ def test_each_regions_workspace_is_called_and_linked_on_its_own_hosts(
     assert all(regional_intercom[name].log == [] for name in others)
 
 
-def test_an_unknown_region_uses_the_us_hosts_and_says_so_in_the_log(
+@pytest.mark.parametrize(("said", "kept"), [("Mars", "mars"), ("x" * 100_000, "x" * 15 + "…")])
+def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
     regional_app: Flask,
     regional_intercom: dict[str, HTTPServer],
     caplog: pytest.LogCaptureFixture,
+    said: str,
+    kept: str,
 ) -> None:
-    me = {**ME, "app": {**ME["app"], "region": "Mars"}}
+    """Intercom's name for the region is kept (bounded), the US hosts answer for it, and the
+    team page says so, where an owner looks; the log says it once, briefly."""
+    me = {**ME, "app": {**ME["app"], "region": said}}
     regional_intercom["us"].expect_request("/me").respond_with_json(me)
+    regional_intercom["us"].expect_request("/auth/uninstall", method="POST").respond_with_json({})
     create_user(regional_app)
     browser = regional_app.test_client()
     sign_in(browser)
     paste_token(browser)
     (connection,) = connections(regional_app)
-    assert connection.region == "us"
-    assert "Unknown Intercom region 'mars': using the US hosts" in caplog.text
+    assert connection.region == kept
+    (warning,) = [r.getMessage() for r in caplog.records if "Unknown Intercom region" in r.message]
+    assert warning.startswith(f"Unknown Intercom region {said.lower()[:40]!r}")
+    assert warning.endswith(": using the US hosts") and len(warning) < 100
+    team_page = page_text(browser.get("/team"))
+    assert (
+        f"Intercom said region '{kept}', which Hedwig does not know: using the US hosts"
+        in team_page
+    )
+
+    inbox = Inbox(regional_app)
+    inbox.save("Heard here", payload={**INITIALIZE, "workspace_region": said})
+    (record,) = stored_feedback(regional_app)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert f'href="https://app.us.example/a/inbox/{WORKSPACE_ID}/inbox/conversation/' in page
+
+    with regional_app.app_context():  # as an OAuth install, which Hedwig may uninstall
+        db.session.get(IntercomConnection, connection.id).connected_with = "oauth"
+        db.session.commit()
+    form = {"connection_id": str(connection.id), "uninstall": "yes"}
+    post(browser, "/intercom/disconnect", form)
+    assert [req.path for req, _ in regional_intercom["us"].log][-1] == "/auth/uninstall"
+    assert all(regional_intercom[name].log == [] for name in ("eu", "au"))
+
+
+def test_a_known_region_says_nothing_on_the_team_page(
+    regional_app: Flask, regional_intercom: dict[str, HTTPServer]
+) -> None:
+    me = {**ME, "app": {**ME["app"], "region": "EU"}}
+    regional_intercom["us"].expect_request("/me").respond_with_json(me)
+    create_user(regional_app)
+    browser = regional_app.test_client()
+    sign_in(browser)
+    paste_token(browser)
+    assert "which Hedwig does not know" not in page_text(browser.get("/team"))
 
 
 def test_a_region_too_long_to_be_real_is_logged_only_in_part(
@@ -652,7 +691,7 @@ def test_a_region_too_long_to_be_real_is_logged_only_in_part(
     sign_in(browser)
     paste_token(browser)
     (connection,) = connections(regional_app)
-    assert connection.region == "us"
+    assert connection.region == "mars" + "s" * 11 + "…"  # kept, cut to the column
     (warning,) = [
         r.getMessage() for r in caplog.records if "Unknown Intercom region" in r.getMessage()
     ]

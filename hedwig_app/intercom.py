@@ -23,8 +23,8 @@ from flask import current_app
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from hedwig_app.plumbing import id_or_none, text_or_none
-from models import EMAIL_MAX, IntercomConnection
+from hedwig_app.plumbing import clean_text, id_or_none, text_or_none
+from models import EMAIL_MAX, REGION_MAX, IntercomConnection
 
 INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
@@ -365,22 +365,28 @@ def retry_after_seconds(response: requests.Response) -> float:
 
 
 def intercom_api_url(region: str) -> str:
-    """The API host for a workspace's region; HEDWIG_INTERCOM_API_URL replaces every region's
-    (for stand-ins and tests)."""
+    """The API host for a workspace's region (the US's for a region Hedwig does not know);
+    HEDWIG_INTERCOM_API_URL replaces every region's (for stand-ins and tests)."""
+    regions = current_app.config["INTERCOM_REGIONS"]
     override = current_app.config["INTERCOM_API_URL"]
-    return (override or current_app.config["INTERCOM_REGIONS"][region]["api"]).rstrip("/")
+    return (override or regions.get(region, regions["us"])["api"]).rstrip("/")
 
 
 def region_of(value: Any) -> str:
-    """Intercom's name for a region as Hedwig keys it (us, eu, au); an unknown one is the US,
-    with a warning: US hosts route to other regions, while the reverse fails."""
-    name = str(value or "").strip().lower()
-    region = REGION_ALIASES.get(name, name)
-    if region not in current_app.config["INTERCOM_REGIONS"]:
-        if name:  # a few characters of it: Intercom's answer could hold megabytes
-            shown = repr(name[:LOGGED_MAX]) + ("…" if len(name) > LOGGED_MAX else "")
-            current_app.logger.warning("Unknown Intercom region %s: using the US hosts", shown)
-        return "us"
+    """Intercom's name for a region as Hedwig keys it (us, eu, au, or one
+    HEDWIG_INTERCOM_REGIONS adds); none is the US. A name Hedwig does not know is kept as
+    Intercom said it, cut to the column, so that the team page can say so; its hosts are the
+    US's (intercom_api_url, intercom_web_url): US hosts route to other regions, while the
+    reverse fails."""
+    said = " ".join(clean_text("" if value is None else str(value), LOGGED_MAX).lower().split())
+    region = REGION_ALIASES.get(said, said) or "us"
+    if region in current_app.config["INTERCOM_REGIONS"]:
+        return region
+    # A few characters of it: Intercom's answer could hold megabytes.
+    shown = repr(said[:LOGGED_MAX]) + ("…" if len(said) > LOGGED_MAX else "")
+    current_app.logger.warning("Unknown Intercom region %s: using the US hosts", shown)
+    if len(region) > REGION_MAX:
+        region = region[: REGION_MAX - 1] + "…"  # never a configured name, which has no "…"
     return region
 
 
