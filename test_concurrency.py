@@ -33,6 +33,7 @@ from conftest import (
     Inbox,
     add_feedback,
     assert_valid_canvas,
+    component,
     connect_workspace,
     create_user,
     delete_now,
@@ -45,6 +46,7 @@ from conftest import (
     post,
     sign,
     signed_in_browser,
+    stored_evidence,
     stored_feedback,
     texts,
 )
@@ -399,3 +401,31 @@ def test_merges_racing_each_other_end_merged_or_refused_never_a_500(
     assert sum(record.customer_count for record in records) == 45
     with app.app_context():
         assert db.session.scalar(select(func.count(Evidence.id))) == 45
+
+
+@pytest.mark.parametrize("gone", ["deleted", "merged"])
+def test_adding_a_customer_to_a_record_gone_meanwhile_leads_back_to_the_search(
+    canvas_app: Flask, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """The agent chose a match; before their Add arrives, a teammate deletes or merges it."""
+    inbox = Inbox(canvas_app)
+    elsewhere = {
+        **INITIALIZE,
+        "conversation": {**INITIALIZE["conversation"], "id": "300000000000002"},
+        "contact": {**INITIALIZE["contact"], "id": "dana", "email": "dana@example.com"},
+    }
+    inbox.save("CSV export crashes", payload=elsewhere)
+    inbox.save("CSV export is slow", payload={**elsewhere, "conversation": {"id": "3"}})
+    first, second = (record.id for record in stored_feedback(canvas_app))
+    chosen = inbox.click(f"match-{first}", inbox.find())
+    change = (
+        (lambda: delete_now(canvas_app, first))
+        if gone == "deleted"
+        else (lambda: merge_now(canvas_app, first, second))
+    )
+    meanwhile(monkeypatch, hedwig_app.inbox, "add_evidence", change)
+    answer = inbox.click("add", chosen, {"quote": "It crashes in Chrome."})
+    assert component(answer, "query")["type"] == "input"  # the search again, to choose anew
+    assert [evidence.customer_email for evidence in stored_evidence(canvas_app)] == [
+        "dana@example.com"
+    ] * (1 if gone == "deleted" else 2)

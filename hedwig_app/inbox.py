@@ -222,8 +222,12 @@ def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str,
     except IntegrityError:
         db.session.rollback()
         first = evidence_with_nonce(nonce)
-        if first is None:  # this conversation backs the record already: nothing changes
-            return added_canvas(context, db.session.get(Feedback, record_id_), already=True)
+        if first is None:
+            backed = db.session.get(Feedback, record_id_)
+            if backed is None:  # deleted or merged meanwhile: the agent chooses again
+                return find_canvas(context, query)
+            # This conversation backs the record already: nothing changes.
+            return added_canvas(context, backed, already=True)
         if first.workspace_id != context.workspace_id:  # a nonce another workspace spent
             return find_canvas(context, query)
         return added_canvas(context, first.feedback, already=False)  # the same click again
