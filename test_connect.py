@@ -474,6 +474,11 @@ BIG_BODY = json.dumps({"errors": [{"code": "token_unauthorized"}], "pad": "x" * 
         (Response("upstream broke", 503), "HTTP 503: it had a problem"),
         (Response("<html>not json</html>", 200), "was not JSON"),
         (Response('{"type": "admin", "id": "1"}', 200), "named no workspace"),
+        (Response(json.dumps({**ME, "app": {"id_code": "../../x"}}), 200), "named no workspace"),
+        (
+            Response(json.dumps({**ME, "app": {"id_code": "hedwig-preview"}}), 200),
+            "named no workspace",
+        ),
     ],
     ids=[
         "revoked",
@@ -485,6 +490,8 @@ BIG_BODY = json.dumps({"errors": [{"code": "token_unauthorized"}], "pad": "x" * 
         "intercom down",
         "garbage",
         "no workspace",
+        "a path for a workspace",
+        "the preview's workspace",
     ],
 )
 def test_a_token_intercom_does_not_vouch_for_stores_nothing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import email.utils
 import html
 import io
 import itertools
@@ -50,7 +51,7 @@ from conftest import (
     stored_feedback,
 )
 from hedwig_app import outbox
-from hedwig_app.intercom import IntercomError, intercom_response
+from hedwig_app.intercom import IntercomError, call_intercom, intercom_response
 from hedwig_app.preview import SAMPLE
 from hedwig_app.records import add_evidence, refresh_backing
 from models import Feedback, IntercomConnection, db
@@ -460,13 +461,17 @@ def test_a_429_waits_as_retry_after_says_then_goes_on(
     assert sorted(conversations.notes()) == sorted([*CONVERSATIONS, refused])  # it, once more
 
 
-@pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
+@pytest.mark.parametrize("header", ["Retry-After", "Retry-After as a date", "X-RateLimit-Reset"])
 def test_a_long_429_leaves_the_workspaces_notes_for_the_time_it_gives(
     canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations, header: str
 ) -> None:
     change_status(held, backed_record(canvas_app), "planned")
-    hour = "3600" if header == "Retry-After" else str(int(time.time()) + 3600)
-    conversations.answers = [(429, {header: hour})]
+    hour = {
+        "Retry-After": "3600",
+        "Retry-After as a date": email.utils.formatdate(time.time() + 3600, usegmt=True),
+        "X-RateLimit-Reset": str(int(time.time()) + 3600),
+    }[header]
+    conversations.answers = [(429, {header.removesuffix(" as a date"): hour})]
     send_notes(canvas_app, wait_max=5)
     assert len(conversations.requests) == 1
     notes = stored_notes(canvas_app)
@@ -585,7 +590,13 @@ def test_the_same_change_twice_at_once_is_made_and_told_once(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Retry-After": "1e300"}, {"Retry-After": "inf"}, {"X-RateLimit-Reset": "1e12"}],
+    [
+        {"Retry-After": "1e300"},
+        {"Retry-After": "inf"},
+        {"Retry-After": "9_999_999"},
+        {"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"X-RateLimit-Reset": "1e12"},
+    ],
 )
 def test_a_429_asking_for_forever_waits_an_hour_at_most(
     canvas_app: Flask,
@@ -724,10 +735,12 @@ class DrippingIntercom:
     DRIP = 0.3  # seconds between bytes
 
     def __init__(self, what: str) -> None:
+        close = b"Connection: close\r\n" if what.endswith("then close") else b""
         if what == "the whole answer":
             self.at_once, self.dripped = b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
         else:
-            self.at_once, self.dripped = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n", b"x" * 60
+            headers = b"HTTP/1.1 200 OK\r\n" + close + b"Content-Length: 60\r\n\r\n"
+            self.at_once, self.dripped = headers, b"x" * 60
         self.requests: list[str] = []
         self.asked = threading.Event()
         self.stopped = threading.Event()
@@ -800,6 +813,21 @@ def test_a_call_whose_answer_drips_is_cut_off_at_its_deadline(
             intercom_response("POST", "/conversations/1001/reply", TOKEN, json={})
     assert (cut.value.arrived, cut.value.http_status) == (None, None)
     assert str(cut.value) == "Intercom did not answer /conversations/1001/reply within 1.5 seconds"
+
+
+@pytest.mark.parametrize(
+    "dripping_intercom",
+    ["the body after a 200", "the body after a 200, then close"],
+    indirect=True,
+)
+def test_an_answer_whose_body_drips_is_not_read_past_the_deadline(
+    dripping_app: Flask, dripping_intercom: DrippingIntercom
+) -> None:
+    """Whether or not the answer says it closes the connection (http.client then hands the
+    socket to the answer), the deadline cuts the read: the body is not read whole."""
+    with dripping_app.app_context(), pytest.raises(IntercomError) as cut:
+        call_intercom("GET", "/me", TOKEN)
+    assert str(cut.value) == "Intercom's answer to /me was too long, or too slow, to read whole"
 
 
 def test_a_note_whose_answer_drips_is_told_once_even_when_another_sender_runs_meanwhile(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import unicodedata
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -404,13 +403,12 @@ def sign_in_with_intercom_offered() -> bool:
 def signed_in_with_intercom(details: Mapping[str, Any]) -> Response:
     """Sign in the Hedwig user /me names: a verified email, in a connected workspace. A
     teammate without an account joins as a member where an owner allowed it."""
-    given = details.get("admin_email") or ""
-    email = normalize_email(given)
-    if unicodedata.normalize("NFKC", given) != given:
-        # A look-alike (the Kelvin sign K, say) would lower-case into someone else's address.
+    email = normalize_email(details.get("admin_email") or "")
+    if email and not details.get("email_exact"):
+        # An invisible or look-alike character would make it someone else's address.
         raise SignInRefused(
-            f"the email address of your Intercom account holds characters that stand for "
-            f"others ({ascii(given)[:80]}), so Hedwig cannot tell whose it is. Sign in with "
+            "the email address of your Intercom account holds characters that stand for "
+            f"others ({ascii(email)[:80]}), so Hedwig cannot tell whose it is. Sign in with "
             "your password."
         )
     if not email or not details["email_verified"]:

@@ -8,12 +8,13 @@ Imports plumbing.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
-import math
 import re
 import socket
 import threading
 import time
+import unicodedata
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -24,13 +25,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hedwig_app.plumbing import clean_text, id_or_none, text_or_none
-from models import EMAIL_MAX, REGION_MAX, IntercomConnection
+from models import EMAIL_MAX, PREVIEW_WORKSPACE_ID, REGION_MAX, IntercomConnection
 
 INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
 CALL_TIMEOUTS = 3  # a whole call (connect, send, read the answer) lasts at most 3 timeouts
 REGION_ALIASES = {"usa": "us", "europe": "eu", "australia": "au"}
 RETRY_AFTER_MAX = 3600  # seconds
+SECONDS = re.compile(r"[0-9]{1,12}")  # Retry-After's delay-seconds: digits only (RFC 9110)
+WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # app.id_code, as it goes into Inbox links
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Intercom's codes: token_unauthorized, …
 LOGGED_MAX = 40  # characters of a value from Intercom that a log line quotes
 
@@ -77,16 +80,28 @@ def fetch_me(token: str) -> dict[str, str | None]:
     body = call_intercom("GET", "/me", token=token)
     workspace = body.get("app") if isinstance(body.get("app"), dict) else {}
     workspace_id = id_or_none(workspace.get("id_code"))
-    if workspace_id is None:
+    if (
+        workspace_id is None
+        or not WORKSPACE_ID.fullmatch(workspace_id)
+        or workspace_id == PREVIEW_WORKSPACE_ID  # the canvas preview's own
+    ):
         raise IntercomError("Intercom's /me answer named no workspace (app.id_code)")
+    sent_email = body.get("email")
+    email = text_or_none(sent_email, EMAIL_MAX)
     return {
         "workspace_id": workspace_id,
         "workspace_name": text_or_none(workspace.get("name")) or workspace_id,
         "region": region_of(workspace.get("region")),
         "admin_id": id_or_none(body.get("id")),
         "admin_name": text_or_none(body.get("name")),
-        "admin_email": text_or_none(body.get("email"), EMAIL_MAX),
+        "admin_email": email,
         "email_verified": body.get("email_verified") is True,
+        # Whether the email is as Intercom sent it: no invisible character dropped, no
+        # look-alike (the Kelvin sign K, say) that NFKC would fold. Only such an email names
+        # a teammate to sign in.
+        "email_exact": isinstance(sent_email, str)
+        and sent_email.strip() == email
+        and unicodedata.normalize("NFKC", sent_email) == sent_email,
     }
 
 
@@ -182,7 +197,9 @@ class CallDeadline:
     def __init__(self, seconds: float, then_every: float) -> None:
         self.lock = threading.Lock()
         self.current: Token | None = None
-        self.connections: list[Any] = []
+        # The sockets, not the connections: for an answer that closes the connection,
+        # http.client hands the socket to the answer and the connection forgets it.
+        self.sockets: list[socket.socket] = []
         self.cut_off = self.over = False
         self.every = min(max(then_every, 0.1), threading.TIMEOUT_MAX)
         self.timer = self.new_timer(min(seconds, threading.TIMEOUT_MAX))
@@ -213,27 +230,25 @@ class CallDeadline:
         session.mount("https://", adapter)
         return session
 
-    def watch(self, connection: Any) -> None:
+    def watch(self, sock: socket.socket) -> None:
         with self.lock:
-            self.connections.append(connection)
+            self.sockets.append(sock)
 
     def cut(self) -> None:
         with self.lock:
             if self.over:
                 return
             self.cut_off = True
-            for connection in self.connections:
-                shut(connection)
+            for sock in self.sockets:
+                shut(sock)
             self.timer = self.new_timer(self.every)
             self.timer.start()
 
 
-def shut(connection: Any) -> None:
-    """Shut a connection's socket for reading and writing: a read waiting on it returns."""
-    sock = getattr(connection, "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # closed already
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor, TLS or not
+def shut(sock: socket.socket) -> None:
+    """Shut a socket for reading and writing: a read waiting on it returns."""
+    with contextlib.suppress(OSError):  # closed already
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor, TLS or not
 
 
 CURRENT_DEADLINE: ContextVar[CallDeadline | None] = ContextVar("intercom_call", default=None)
@@ -260,7 +275,14 @@ class WatchedPool:
         connection = super()._new_conn()  # type: ignore[misc]
         deadline = CURRENT_DEADLINE.get()
         if deadline is not None:
-            deadline.watch(connection)
+            connect = connection.connect
+
+            def watched_connect() -> None:
+                connect()
+                if isinstance(connection.sock, socket.socket):
+                    deadline.watch(connection.sock)
+
+            connection.connect = watched_connect
         return connection
 
 
@@ -351,17 +373,29 @@ def permission_needed(method: str, path: str) -> str:
 
 
 def retry_after_seconds(response: requests.Response) -> float:
-    """How long a 429 asks to wait: Retry-After (seconds), else X-RateLimit-Reset (epoch), at
-    most RETRY_AFTER_MAX: an answer cannot park Hedwig for years, nor overflow a date."""
-    waits = []
-    with contextlib.suppress(ValueError):
-        waits.append(float(response.headers.get("Retry-After", "")))
-    with contextlib.suppress(ValueError):
-        waits.append(float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
-    for wait in waits:
-        if math.isfinite(wait):
-            return min(max(0.0, wait), RETRY_AFTER_MAX)
-    return 0.0
+    """How long a 429 asks to wait: Retry-After (seconds, or an HTTP date), else
+    X-RateLimit-Reset (epoch seconds), at most RETRY_AFTER_MAX: an answer cannot park Hedwig
+    for years, nor overflow a date. Anything else (a negative or fractional number, "1_000")
+    says nothing."""
+    retry_after = response.headers.get("Retry-After", "").strip()
+    reset = response.headers.get("X-RateLimit-Reset", "").strip()
+    if SECONDS.fullmatch(retry_after):
+        wait = float(retry_after)
+    elif (when := http_date(retry_after)) is not None:
+        wait = when - time.time()
+    elif SECONDS.fullmatch(reset):
+        wait = float(reset) - time.time()
+    else:
+        return 0.0
+    return min(max(0.0, wait), RETRY_AFTER_MAX)
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT") as epoch seconds, or None."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def intercom_api_url(region: str) -> str:
