@@ -28,7 +28,8 @@ SENDER_WAIT_MAX = 60  # seconds a sender waits for a note coming due, before lea
 
 def send_notes(wait_max: float = 0) -> Counter[str]:
     """Send every note that is due, waiting up to ``wait_max`` seconds for one coming due;
-    how many ended sent, failed, waiting (for later, or for a reconnect)."""
+    how many ended sent, failed, waiting (for later, or for a reconnect), or deleted (their
+    record deleted while they were being sent)."""
     outcomes: Counter[str] = Counter()
     release_abandoned_notes()
     while True:
@@ -85,14 +86,24 @@ def seconds_until_next_note() -> float | None:
 
 
 def deliver_or_fail(note: Note) -> str:
-    """deliver(), and if anything unexpected stops it (the record deleted meanwhile, say), the
-    note fails with a reason a person can act on, and the sender goes on to the next."""
-    note_id = note.id
+    """deliver(), and if anything unexpected stops it, the note fails with a reason a person
+    can act on, and the sender goes on to the next. A note deleted meanwhile (with its record)
+    is no fault of Hedwig's: a warning says so, without a traceback."""
+    note_id, conversation_id = note.id, note.conversation_id
     try:
         return deliver(note)
     except Exception:
-        current_app.logger.exception("Sending note %s stopped", note_id)
         db.session.rollback()
+        if db.session.scalar(select(Note.id).where(Note.id == note_id)) is None:
+            current_app.logger.warning(
+                "Note %s to conversation %s was deleted with its record while it was being "
+                "sent: it may have arrived.",
+                note_id,
+                conversation_id,
+            )
+            db.session.rollback()
+            return "deleted"
+        current_app.logger.exception("Sending note %s stopped", note_id)
         db.session.execute(
             update(Note)
             .where(Note.id == note_id, Note.state == "sending")
