@@ -649,6 +649,23 @@ def test_a_record_deleted_while_its_note_is_sent_stops_only_that_note(
     )
 
 
+def test_the_delete_page_says_how_many_notes_will_never_be_sent(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001", "1002", "1003"))
+    page = page_text(held.get(f"/feedback/{feedback_id}/delete"))
+    assert "still to be sent" not in page
+    change_status(held, feedback_id, "planned")
+    conversations.answers = [(200, {})]
+    with canvas_app.app_context():  # one is sent, two are left
+        outbox.deliver(outbox.claim_next_note())
+    page = page_text(held.get(f"/feedback/{feedback_id}/delete"))
+    assert "2 notes to its conversations are still to be sent: they will not be." in page
+    assert post(held, f"/feedback/{feedback_id}/delete").status_code == 302
+    send_notes(canvas_app)
+    assert len(conversations.notes()) == 1
+
+
 def test_a_refused_reopen_after_the_note_arrived_says_so(
     canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
 ) -> None:

@@ -42,7 +42,12 @@ from hedwig_app.records import (
     workspace_names,
 )
 from hedwig_app.search import SEARCH_MAX, listed_feedback, search_count
-from hedwig_app.status import conversations_to_note, status_form_defaults, status_history
+from hedwig_app.status import (
+    conversations_to_note,
+    notes_to_send,
+    status_form_defaults,
+    status_history,
+)
 from models import ID_MAX, STATUSES, Evidence, Feedback, db
 
 feedback_log = Blueprint("log", __name__)
@@ -160,7 +165,7 @@ def delete_feedback(feedback_id: int) -> Any:
     """Ask first; then the record, its evidence and the links of records merged into it go."""
     record = db.get_or_404(Feedback, feedback_id)
     if request.method == "GET":
-        return render_template("delete.html", feedback=record)
+        return render_template("delete.html", feedback=record, unsent=unsent_notes(record))
     try:
         hold_records(record, exclusive=True)
     except RecordGone as gone:
@@ -170,6 +175,17 @@ def delete_feedback(feedback_id: int) -> Any:
     db.session.commit()
     flash(f"Feedback #{feedback_id} deleted: {title}")
     return redirect(url_for("log.index"))
+
+
+def unsent_notes(record: Feedback) -> str:
+    """What deleting the record does to its notes not sent yet: they never will be."""
+    count = notes_to_send(record)
+    if not count:
+        return ""
+    are, they = ("is", "it") if count == 1 else ("are", "they")
+    return (
+        f"{plural(count, 'note')} to its conversations {are} still to be sent: {they} will not be."
+    )
 
 
 @feedback_log.route("/feedback/<id:feedback_id>/merge", methods=["GET", "POST"])

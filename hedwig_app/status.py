@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import g
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from hedwig_app.plumbing import format_datetime
@@ -132,6 +132,15 @@ def conversations_to_note(record: Feedback) -> int:
     """How many conversations a change of the record's status would send a note to."""
     connected = set(workspace_names())
     return sum(not_noted(evidence, connected) is None for evidence in record.evidence)
+
+
+def notes_to_send(record: Feedback) -> int:
+    """How many of the record's notes are still to be sent (pending, or being sent)."""
+    return db.session.scalar(
+        select(func.count(Note.id)).where(
+            Note.feedback_id == record.id, Note.state.in_(("pending", "sending"))
+        )
+    )
 
 
 def note_body(record: Feedback, change: StatusChange, customer: str) -> str:
