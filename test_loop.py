@@ -410,6 +410,35 @@ def test_a_refused_token_waits_for_a_reconnect_then_the_notes_go(
     assert "needs reconnecting" not in page_text(team.get("/"))
 
 
+def test_notes_made_while_a_workspace_needs_reconnecting_say_they_wait_for_it(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    httpserver: HTTPServer,
+) -> None:
+    """The sender leaves a refused workspace's notes alone until a reconnect: a change made
+    meanwhile says from the start that its notes wait for it, not that they are to be sent."""
+    refused = backed_record(canvas_app, ("1001",), title="Dark mode")
+    later = backed_record(canvas_app, ("1002", "1003"), title="CSV export")
+    conversations.answers = [(401, {}, intercom_error("unauthorized"))]
+    change_status(team, refused, "done")
+    wait_for_sender(canvas_app)
+    change_status(team, later, "planned")
+    wait_for_sender(canvas_app)
+    assert len(conversations.requests) == 1
+    page = page_text(team.get(f"/feedback/{later}"))
+    assert page.count("waiting until Example Co workspace is reconnected") == 2
+    assert "to be sent" not in page
+
+    serve_intercom(httpserver)
+    assert post(team, "/intercom/connect/token", {"access_token": TOKEN}).status_code == 302
+    wait_for_sender(canvas_app)
+    assert {note.state for note in stored_notes(canvas_app)} == {"sent"}
+    assert sorted(conversations.notes()) == ["1001", "1001", "1002", "1003"]
+    page = page_text(team.get(f"/feedback/{later}"))
+    assert "waiting until" not in page and page.count('data-note-state="sent"') == 2
+
+
 def test_a_plan_without_the_api_fails_the_notes_for_a_person_to_read_not_to_wait(
     canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
 ) -> None:

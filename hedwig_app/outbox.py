@@ -4,7 +4,8 @@ NOTE_ATTEMPTS tries in all), or a 401 (a token revoked, or a permission missing:
 reconnects the workspace). A sender claims each note with one UPDATE, so two senders never
 send one note twice; an abandoned claim is released only when its calls to Intercom must have
 ended (each is cut off at its deadline). A thread of the web process sends at once
-(``wake_sender()``); `flask send-notes` sends what a crash or a restart left. Imports intercom.
+(``wake_sender()``); `flask send-notes` sends what a crash or a restart left. Imports status
+(the reasons the record's page shows) and intercom.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import Select, func, select, update
 
 from hedwig_app.intercom import IntercomError, call_seconds, intercom_response
+from hedwig_app.status import waiting_for_reconnect
 from models import IntercomConnection, Note, db, utcnow
 
 NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
@@ -189,7 +191,7 @@ def wait_for_reconnect(note: Note, connection: IntercomConnection, reason: str) 
         current_app.logger.warning(
             "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
         )
-    waiting = f"waiting until {connection.workspace_name} is reconnected"
+    waiting = waiting_for_reconnect(connection.workspace_name)
     db.session.execute(
         update(Note)
         .where(Note.workspace_id == note.workspace_id, Note.state == "pending")

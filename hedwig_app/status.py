@@ -24,6 +24,7 @@ from models import (
     STATUSES,
     Evidence,
     Feedback,
+    IntercomConnection,
     Note,
     StatusChange,
     db,
@@ -88,18 +89,23 @@ def set_status(
     record.status = status
     db.session.add(change)
     if notify:
-        connected = set(workspace_names())
+        connected, refused = set(workspace_names()), refused_workspaces()
         for evidence in record.evidence:
-            change.notes.append(new_note(record, change, evidence, connected))
+            change.notes.append(new_note(record, change, evidence, connected, refused))
     db.session.flush()
     return change
 
 
 def new_note(
-    record: Feedback, change: StatusChange, evidence: Evidence, connected: set[str]
+    record: Feedback,
+    change: StatusChange,
+    evidence: Evidence,
+    connected: set[str],
+    refused: Mapping[str, str],
 ) -> Note:
-    """The note for the conversation a piece of evidence was heard in: pending, or skipped
-    with the reason a person reads on the record's page."""
+    """The note for the conversation a piece of evidence was heard in: pending (waiting, when
+    its workspace needs reconnecting: ``refused``), or skipped with the reason a person reads
+    on the record's page."""
     customer = evidence.customer_name or evidence.customer_email or "the customer"
     note = Note(
         feedback_id=record.id,
@@ -112,7 +118,25 @@ def new_note(
     skipped = not_noted(evidence, connected)
     if skipped:
         note.state, note.reason, note.finished_at = "skipped", skipped, utcnow()
+    elif evidence.workspace_id in refused:  # the sender leaves it until a reconnect
+        note.reason = waiting_for_reconnect(refused[evidence.workspace_id])
     return note
+
+
+def refused_workspaces() -> dict[str, str]:
+    """Workspaces whose token Intercom refused, by id, with their names: their notes wait
+    until someone connects them again."""
+    rows = db.session.execute(
+        select(IntercomConnection.workspace_id, IntercomConnection.workspace_name).where(
+            IntercomConnection.refused_at.is_not(None)
+        )
+    )
+    return {workspace_id: name for workspace_id, name in rows}
+
+
+def waiting_for_reconnect(workspace_name: str) -> str:
+    """The reason a note waiting for its workspace's reconnect shows on the record's page."""
+    return f"waiting until {workspace_name} is reconnected"
 
 
 def not_noted(evidence: Evidence, connected: set[str]) -> str | None:
