@@ -16,6 +16,13 @@ endif
 
 .PHONY: run lint test bench screenshots
 
+# make test runs the suite on this many pytest-xdist workers (0: in this process alone), and
+# names its ten slowest tests at the end. It lets Python keep bytecode caches (__pycache__,
+# ignored by git) even where PYTHONDONTWRITEBYTECODE is set: each test's app loads the
+# migration scripts, each gunicorn worker hedwig.py, and each pytest worker its rewritten
+# test files, and compiling them all afresh each time costs CPU seconds by the dozen.
+TEST_WORKERS ?= 2
+
 # Running needs requirements.txt; testing adds requirements-dev.txt.
 $(VENV)/.installed-run: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +48,7 @@ lint: $(VENV)/.installed
 test: lint
 	@command -v chromium >/dev/null || \
 	  echo "Chromium is not installed: the browser tests will be skipped (apt-get install chromium)." >&2
-	.ci/with-postgres $(PY) -m pytest
+	PYTHONDONTWRITEBYTECODE= .ci/with-postgres $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
 
 # Hedwig beside a bare Flask reference app under load; writes README's Performance section.
 bench: $(VENV)/.installed

@@ -4,16 +4,23 @@ part in the Inbox. Every test_<area>.py, and bench_hedwig.py, use them."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import os
+import shutil
+import sqlite3
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import jinja2
 import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
@@ -24,13 +31,32 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 import hedwig
+import models
 from hedwig_app.auth import add_user
-from hedwig_app.database import MIGRATIONS, upgrade_database
+from hedwig_app.database import MIGRATIONS
 from hedwig_app.records import add_evidence, merge_records, refresh_backing
 from models import Evidence, Feedback, IntercomConnection, User, db
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under make test (pytest-xdist, --dist loadgroup) the tests of one xdist_group share a
+    worker, which xdist marks by adding @group to their ids: say so when it did not (as on
+    pytest 9.2, pytest-xdist's issue 1386), since the group's tests then run at once."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group")]
+    lost = [nodeid for nodeid in lost if "@" not in nodeid]
+    if lost:
+        warnings.warn(
+            f"pytest-xdist ignored the xdist_group of {len(lost)} tests ({lost[0]}, ...): "
+            "they may run at once on different workers",
+            pytest.PytestWarning,
+            stacklevel=1,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +67,36 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+# Production hashes passwords with scrypt, about 0.1 s a hash: hundreds of sign-ins would spend
+# a minute or more on it. The tests' own users get one round of PBKDF2 instead, and so does the
+# decoy an unknown email is checked against; test_passwords_are_hashed_with_scrypt holds
+# production to scrypt, and the processes the tests start (gunicorn, flask) hash as it does.
+PRODUCTION_PASSWORD_METHOD = models.PASSWORD_METHOD
+TEST_PASSWORD_METHOD = "pbkdf2:sha256:1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    models.PASSWORD_METHOD = TEST_PASSWORD_METHOD
+    yield
+    models.PASSWORD_METHOD = PRODUCTION_PASSWORD_METHOD
+
+
+def worker_database(url: str) -> str:
+    """Each pytest-xdist worker gets a PostgreSQL database of its own (hedwig_test_gw0, ...),
+    made on first use beside the one HEDWIG_TEST_POSTGRES_URL names; a run without workers
+    uses that one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not url or not worker:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{worker}"))
+
+
 # The suite runs against SQLite and, where a server is reachable, PostgreSQL (make test starts
 # a throwaway one when PostgreSQL is installed: see .ci/with-postgres).
-POSTGRES_URL = os.environ.get("HEDWIG_TEST_POSTGRES_URL", "")
+BASE_POSTGRES_URL = os.environ.get("HEDWIG_TEST_POSTGRES_URL", "")
+POSTGRES_URL = worker_database(BASE_POSTGRES_URL)
 POSTGRES_HINT = (
     "PostgreSQL not reachable: apt-get install postgresql, then make test "
     "(or set HEDWIG_TEST_POSTGRES_URL)"
@@ -62,11 +115,64 @@ def config_for(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
     }
 
 
+# Each test's SQLite database starts as a copy of one migrated once per session (per xdist
+# worker): the app's start then finds it at the newest migration. Tests marked fresh_database,
+# those about the migrations themselves, start from no database file, as a new install does.
+migrated_sqlite: Path | None = None
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("migrated")
+    app = hedwig.create_app(config_for(folder))
+    with app.app_context():
+        db.engine.dispose()
+    database = folder / "hedwig.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:  # no -wal file left over
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return database
+
+
+@pytest.fixture(autouse=True)
+def start_from_migrated_sqlite(request: pytest.FixtureRequest) -> Iterator[None]:
+    global migrated_sqlite
+    if request.node.get_closest_marker("fresh_database") is None:
+        migrated_sqlite = request.getfixturevalue("migrated_sqlite_file")
+    yield
+    migrated_sqlite = None
+
+
+class SharedTemplateCode(jinja2.BytecodeCache):
+    """Each app compiles its templates in a Jinja environment of its own: the tests' hundreds
+    of apps share the compiled code instead, in memory, keyed by each template's source."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+shared_template_code = SharedTemplateCode()
+
+
 def make_app(tmp_path: Any, **overrides: Any) -> Flask:
-    app = hedwig.create_app(config_for(tmp_path, **overrides))
+    config = config_for(tmp_path, **overrides)
+    database = Path(tmp_path, "hedwig.db")
+    if (
+        migrated_sqlite
+        and config["DATABASE_URL"] == f"sqlite:///{database}"
+        and not database.exists()
+    ):
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(migrated_sqlite, database)
+    app = hedwig.create_app(config)  # its start migrates the database, as `flask db upgrade` does
+    app.jinja_env.bytecode_cache = shared_template_code
     created_apps.append(app)
-    if not is_sqlite(app):
-        upgrade_database(app)  # what `flask db upgrade` does
     return app
 
 
@@ -91,6 +197,8 @@ def empty_postgres(url: str, fresh: bool = False) -> None:
     """An empty database, as fast as it can be had: its tables emptied when a test left the
     schema whole at the newest migration, else (or when ``fresh``) no schema at all, which
     the app's start migrates."""
+    if url == POSTGRES_URL:
+        create_worker_database()
     engine = sqlalchemy.create_engine(url)
     tables = ", ".join(table.name for table in db.metadata.sorted_tables)
     try:
@@ -105,6 +213,22 @@ def empty_postgres(url: str, fresh: bool = False) -> None:
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
             connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@functools.cache
+def create_worker_database() -> None:
+    """This worker's own database, made once (connecting to the base database) if missing."""
+    if POSTGRES_URL == BASE_POSTGRES_URL:
+        return
+    name = sqlalchemy.make_url(POSTGRES_URL).database
+    engine = sqlalchemy.create_engine(BASE_POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.scalar(
+            sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        )
+        if not exists:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
 
 

@@ -15,12 +15,15 @@ import hedwig_app.auth
 import models
 from conftest import (
     PASSWORD,
+    PRODUCTION_PASSWORD_METHOD,
     create_user,
     feedback_count,
     make_app,
     page_text,
     post,
+    sign_in,
 )
+from hedwig_app.auth import decoy_password_hash
 from hedwig_app.plumbing import RecordIdConverter
 from models import User, db
 
@@ -56,6 +59,24 @@ def test_next_never_leads_off_site(app: Flask, client: FlaskClient, next_url: st
         client, "/login", {"email": "ada@example.com", "password": PASSWORD, "next": next_url}
     )
     assert response.headers["Location"] == "/"
+
+
+def test_passwords_are_hashed_with_scrypt(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production's hashing (the tests' own users get a cheap one: see conftest): a user made
+    with the default setting gets an scrypt hash that checks, and signs in with it; so does
+    the decoy an unknown email is checked against."""
+    monkeypatch.setattr(models, "PASSWORD_METHOD", PRODUCTION_PASSWORD_METHOD)
+    create_user(app)
+    with app.app_context():
+        user = db.session.scalars(select(User)).one()
+        assert user.password_hash.startswith("scrypt:")
+        assert user.check_password(PASSWORD)
+        assert not user.check_password("wrong password")
+    sign_in(client)
+    assert client.get("/").status_code == 200
+    assert decoy_password_hash(PRODUCTION_PASSWORD_METHOD).startswith("scrypt:")
 
 
 def test_wrong_password_is_refused(app: Flask, client: FlaskClient) -> None:

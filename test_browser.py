@@ -30,6 +30,8 @@ SCREENSHOTS = os.environ.get("HEDWIG_SCREENSHOTS")
 EMAIL = "ada@example.com"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+# Under pytest-xdist, all on one worker: one Chromium for the module, as without it.
+pytestmark = pytest.mark.xdist_group("browser")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Any]]]:
             }
         )
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # a short poll: shutdown() below waits out one
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append((server, app))
         return f"http://127.0.0.1:{server.server_port}", app
 

@@ -78,6 +78,7 @@ def test_create_user_refusals(app: Flask, args: list[str], message: str) -> None
         assert db.session.scalar(select(func.count(User.id))) == 1
 
 
+@pytest.mark.fresh_database
 def test_new_database_is_at_the_newest_migration(app: Flask) -> None:
     with app.app_context():
         version = db.session.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
@@ -92,6 +93,7 @@ def migration_context(connection: sqlalchemy.Connection) -> MigrationContext:
     return MigrationContext.configure(connection, opts={"include_object": described_by_models})
 
 
+@pytest.mark.fresh_database
 def test_models_and_migrations_agree(app: Flask) -> None:
     """Every schema change ships with its migration: the migrated database is what the
     models describe."""
@@ -100,6 +102,7 @@ def test_models_and_migrations_agree(app: Flask) -> None:
     assert differences == []
 
 
+@pytest.mark.fresh_database
 def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) -> None:
     (feedback_id,) = add_feedback(app, title="Kept")
     owner = create_user(app)
@@ -129,6 +132,7 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
     )
 
 
+@pytest.mark.fresh_database
 def test_database_from_before_migrations_is_stamped_and_keeps_its_rows(tmp_path: Any) -> None:
     with make_app(tmp_path).app_context():  # before migrations, Hedwig made 0001's tables
         flask_migrate.downgrade(revision=INITIAL_REVISION)
@@ -318,6 +322,7 @@ def test_backup_onto_a_symlink_replaces_the_link_not_what_it_points_to(tmp_path:
     assert elsewhere.read_bytes() == before
 
 
+@pytest.mark.fresh_database
 def test_evidence_migration_moves_customers_and_back_keeping_rows(app: Flask) -> None:
     """0005 makes each record's customer and provenance its first piece of evidence, and its
     downgrade puts them back."""

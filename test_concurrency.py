@@ -55,10 +55,16 @@ from models import Evidence, Feedback, User, db
 
 # --- Solid under concurrency: a real server, real parallel requests -------------------------------
 
+# Under pytest-xdist (make test), tests that start several processes of their own, or hammer a
+# server with parallel requests, run one after another on one worker, not against each other.
+SERIAL = pytest.mark.xdist_group("serial")
+GUNICORN_WORKERS = 2  # processes that race each other for the database, as in production
+
 
 @pytest.fixture
 def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]]:
-    """Hedwig under gunicorn with 4 workers on loopback, the fixture workspace connected."""
+    """Hedwig under gunicorn with several (GUNICORN_WORKERS) workers on loopback, the fixture
+    workspace connected."""
     app = make_app(tmp_path, DATABASE_URL=database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET)
     connect_workspace(app)
     with socket.socket() as sock:
@@ -79,7 +85,7 @@ def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]
             "-m",
             "gunicorn",
             "--workers",
-            "4",
+            str(GUNICORN_WORKERS),
             "--bind",
             f"127.0.0.1:{port}",
             "--error-logfile",
@@ -120,6 +126,7 @@ def submit_payload(nonce: str, title: str) -> dict[str, Any]:
     }
 
 
+@SERIAL
 def test_fifty_parallel_submits_store_fifty_records(
     served: tuple[str, Flask, Path],
 ) -> None:
@@ -136,6 +143,7 @@ def test_fifty_parallel_submits_store_fifty_records(
     assert "database is locked" not in log.read_text()
 
 
+@SERIAL
 def test_the_same_form_sent_in_parallel_stores_one_record(
     served: tuple[str, Flask, Path],
 ) -> None:
@@ -163,6 +171,7 @@ def test_sqlite_connections_are_tuned_for_concurrent_workers(tmp_path: Any) -> N
             assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
+@SERIAL
 def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path]) -> None:
     url, app, log = served
     browsers = []
@@ -196,6 +205,7 @@ def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path])
     assert "Traceback" not in log.read_text()
 
 
+@SERIAL
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # backup is SQLite's
 def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
     served: tuple[str, Flask, Path], tmp_path: Path
@@ -219,6 +229,7 @@ def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
     assert "Traceback" not in log.read_text()
 
 
+@SERIAL
 def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
     served: tuple[str, Flask, Path],
 ) -> None:
@@ -240,6 +251,7 @@ def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
     assert "Record feedback" in texts(json.loads(ran.stdout))
 
 
+@SERIAL
 def test_fifty_wrong_passwords_at_once_are_checked_at_most_ten_times(
     served: tuple[str, Flask, Path],
 ) -> None:

@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -566,16 +567,28 @@ def test_the_token_form_needs_sign_in_a_csrf_token_and_a_client_secret(
 # Regions: each workspace's API calls and links go to its region's hosts.
 
 
-@pytest.fixture
-def regional_intercom() -> Iterator[dict[str, HTTPServer]]:
-    """A stand-in for Intercom's API host in each region, on loopback."""
+@pytest.fixture(scope="module")
+def regional_intercom_servers() -> Iterator[dict[str, HTTPServer]]:
+    """A stand-in for Intercom's API host in each region, on loopback, started once for the
+    module (stopping one waits out its half-second poll)."""
     servers = {region: HTTPServer(host="127.0.0.1", port=0) for region in ("us", "eu", "au")}
     for server in servers.values():
         server.start()
     yield servers
-    for server in servers.values():
+    with ThreadPoolExecutor() as pool:  # each waits out its poll: all three at once
+        list(pool.map(HTTPServer.stop, servers.values()))
+
+
+@pytest.fixture
+def regional_intercom(
+    regional_intercom_servers: dict[str, HTTPServer],
+) -> Iterator[dict[str, HTTPServer]]:
+    """The regional stand-ins, each test's with no answers set and no requests heard yet."""
+    for server in regional_intercom_servers.values():
         server.clear()
-        server.stop()
+    yield regional_intercom_servers
+    for server in regional_intercom_servers.values():
+        server.clear()
 
 
 @pytest.fixture

@@ -6,6 +6,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# Under pytest-xdist (make test), the make runs go one after another on one worker.
+SERIAL = pytest.mark.xdist_group("serial")
+
 # --- make: the README's two commands on a machine that is not quite ready ---------------------
 
 
@@ -15,6 +20,7 @@ def make_dry_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@SERIAL
 def test_make_says_which_python_is_needed_before_installing_anything(tmp_path: Any) -> None:
     old = tmp_path / "python3"
     old.write_text(
@@ -28,6 +34,7 @@ def test_make_says_which_python_is_needed_before_installing_anything(tmp_path: A
     assert not (tmp_path / ".venv").exists()
 
 
+@SERIAL
 def test_make_rebuilds_a_venv_made_by_another_python(tmp_path: Any) -> None:
     venv = tmp_path / ".venv"
     (venv / "bin").mkdir(parents=True)

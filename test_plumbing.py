@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,6 +36,10 @@ from hedwig_app.settings import SetupError
 from models import db
 
 # --- Plumbing: settings, headers, health, logs ----------------------------------------------------
+
+# Under pytest-xdist (make test), tests that start several processes of their own, or hammer a
+# server with parallel requests, run one after another on one worker, not against each other.
+SERIAL = pytest.mark.xdist_group("serial")
 
 
 def test_secret_key_is_generated_once_kept_private_and_reused(tmp_path: Any) -> None:
@@ -160,7 +165,9 @@ def test_a_token_key_file_that_is_no_key_is_named_as_the_culprit(tmp_path: Any) 
         make_app(tmp_path)
 
 
-def test_workers_starting_together_keep_one_key(tmp_path: Any) -> None:
+@SERIAL
+def test_workers_starting_together_keep_one_key(tmp_path: Any, migrated_sqlite_file: Path) -> None:
+    shutil.copy(migrated_sqlite_file, tmp_path / "hedwig.db")  # the keys race, not the migrations
     script = (
         "import pathlib, hedwig, conftest\n"
         f"config = conftest.config_for(pathlib.Path({str(tmp_path)!r}), SECRET_KEY=None)\n"
@@ -304,6 +311,7 @@ def test_the_url_postgresql_hosts_print_works_as_it_is(tmp_path: Any) -> None:
     assert app.test_client().get("/healthz").json == {"status": "ok"}
 
 
+@pytest.mark.fresh_database
 def test_a_new_database_of_either_kind_is_brought_up_to_date_at_start(
     tmp_path: Any, database_url: str
 ) -> None:
@@ -317,6 +325,7 @@ def test_a_new_database_of_either_kind_is_brought_up_to_date_at_start(
     assert client.get("/").status_code == 200
 
 
+@pytest.mark.fresh_database
 def test_healthz_fails_while_the_schema_is_behind(app: Flask) -> None:
     with app.app_context():
         flask_migrate.downgrade(revision="-1")
