@@ -509,7 +509,15 @@ BUTTON_STYLES = {"primary", "secondary", "link"}
 # a word longer than a line breaks.
 TEXT_LINES = {"header": (24, 32), "paragraph": (20, 38), "muted": (20, 38), "error": (20, 38)}
 LIST_TITLE_CHARACTERS, LIST_LINE, LIST_PADDING, TABLE_ROW = 36, 20, 20, 24
-HEIGHTS = {"button": 40, "input": 64, "textarea": 96, "spacer": 16, "divider": 16}
+HEIGHTS = {
+    "button": 40,
+    "input": 64,
+    "textarea": 96,
+    "single-select": 64,
+    "dropdown": 64,
+    "spacer": 16,
+    "divider": 16,
+}
 GAP = 12
 CANVAS_CAP = 64 * 1024
 
@@ -551,8 +559,26 @@ def assert_valid_component(component: dict[str, Any]) -> None:
             assert row["type"] == "field-value"
             assert isinstance(row["field"], str) and row["field"]
             assert isinstance(row["value"], str) and row["value"]
+    elif kind in ("single-select", "dropdown"):
+        assert_valid_select(component)
     else:
         assert kind in ("spacer", "divider"), f"unknown component {kind}"
+
+
+def assert_valid_select(component: dict[str, Any]) -> None:
+    """A single-select or dropdown: an id, 2 to 10 options each with its type, id and text,
+    and a value, when there is one, that is one of the options."""
+    assert component["id"]
+    assert isinstance(component.get("label", ""), str)
+    options = component["options"]
+    assert 2 <= len(options) <= 10
+    for option in options:
+        assert option.get("type") == "option"
+        assert isinstance(option["id"], str) and option["id"]
+        assert isinstance(option["text"], str) and option["text"]
+    assert len({option["id"] for option in options}) == len(options)
+    if "value" in component:
+        assert component["value"] in {option["id"] for option in options}
 
 
 def wrapped_lines(text: str, characters: int) -> int:

@@ -42,6 +42,11 @@ STATUSES = {
     "done": "Done",
     "declined": "Declined",
 }
+# How much a piece of evidence matters to its customer, as stored and as shown (least first,
+# as the canvas offers them); evidence heard before this was asked is "important".
+IMPORTANCES = {"nice_to_have": "Nice to have", "important": "Important", "blocker": "Blocker"}
+DEFAULT_IMPORTANCE = "important"
+IMPORTANCE_MAX = 16
 
 
 def utcnow() -> datetime:
@@ -283,6 +288,16 @@ class Feedback(db.Model):
     def status_label(self) -> str:
         return STATUSES.get(self.status, self.status)
 
+    @property
+    def importance_counts(self) -> str:
+        """How much it matters to those who asked, most first: "1 blocker · 2 important"."""
+        levels = [piece.importance for piece in self.evidence]
+        return " · ".join(
+            f"{levels.count(level)} {label.lower()}"
+            for level, label in reversed(IMPORTANCES.items())
+            if level in levels
+        )
+
     __table_args__ = (
         # The list: newest first, or most customers first, or by status, newest first.
         Index("ix_feedback_created", "created_at", "id"),
@@ -309,6 +324,9 @@ class Evidence(db.Model):
     customer_key: Mapped[str | None] = mapped_column(String(CUSTOMER_KEY_MAX))
     quote: Mapped[str] = mapped_column(Text, default="")  # the customer's words
     source: Mapped[str] = mapped_column(String(16), default="web")  # "web" or "intercom"
+    importance: Mapped[str] = mapped_column(  # one of IMPORTANCES
+        String(IMPORTANCE_MAX), default=DEFAULT_IMPORTANCE, server_default=DEFAULT_IMPORTANCE
+    )
 
     # Where it was heard and who heard it, when it came from the Intercom Inbox.
     workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
@@ -330,6 +348,10 @@ class Evidence(db.Model):
     def origin(self) -> str:
         """Where it was heard: web, intercom, or preview (the canvas preview)."""
         return "preview" if self.workspace_id == PREVIEW_WORKSPACE_ID else self.source
+
+    @property
+    def importance_label(self) -> str:
+        return IMPORTANCES.get(self.importance, self.importance)
 
     @property
     def conversation_url(self) -> str | None:

@@ -409,3 +409,33 @@ def test_evidence_migration_moves_customers_and_back_keeping_rows(app: Flask) ->
         db.session.rollback()
         flask_migrate.upgrade()
     assert [e.customer_email for e in stored_evidence(app)] == ["casey@example.com"]
+
+
+@pytest.mark.fresh_database
+def test_importance_migration_makes_existing_evidence_important_and_back(app: Flask) -> None:
+    """0009 gives each piece of evidence heard before it "important", and its downgrade
+    drops the column, keeping the rows."""
+    (feedback_id,) = add_feedback(app, title="Kept", customer_email="dana@example.com")
+    with app.app_context():
+        flask_migrate.downgrade(revision="0008")
+        db.session.execute(
+            sqlalchemy.text(
+                "INSERT INTO evidence (feedback_id, customer_name, customer_email, quote, "
+                "source, created_at) VALUES (:id, '', 'eve@example.com', '', 'web', :at)"
+            ),
+            {"id": feedback_id, "at": datetime(2026, 1, 2)},
+        )
+        db.session.commit()
+        flask_migrate.upgrade()
+    assert [(e.customer_email, e.importance) for e in stored_evidence(app)] == [
+        ("dana@example.com", "important"),
+        ("eve@example.com", "important"),
+    ]
+    with app.app_context():
+        flask_migrate.downgrade(revision="0008")
+        columns = {c["name"] for c in sqlalchemy.inspect(db.engine).get_columns("evidence")}
+        assert "importance" not in columns
+        count = db.session.scalar(sqlalchemy.text("SELECT count(*) FROM evidence"))
+        assert count == 2
+        db.session.rollback()
+        flask_migrate.upgrade()

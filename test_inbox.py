@@ -1090,3 +1090,93 @@ def test_preview_reusing_an_inbox_forms_nonce_gives_the_form_again(
     assert response.status_code == 200
     assert "This form has expired." in page_text(response)
     assert [r.title for r in stored_feedback(canvas_app)] == ["From the Inbox"]
+
+
+# --- How much it matters ----------------------------------------------------------------------
+
+IMPORTANCE_OPTIONS = [
+    {"type": "option", "id": "nice_to_have", "text": "Nice to have"},
+    {"type": "option", "id": "important", "text": "Important"},
+    {"type": "option", "id": "blocker", "text": "Blocker"},
+]
+
+
+def test_the_add_and_new_feedback_canvases_ask_how_much_it_matters_and_store_it(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    form = inbox.form()
+    question = component(form, "importance")
+    assert (question["type"], question["label"], question["value"]) == (
+        "single-select",
+        "How much does it matter to them?",
+        "important",
+    )
+    assert question["options"] == IMPORTANCE_OPTIONS
+    inbox.click("save", form, {"title": "SSO", "quote": "We need it", "importance": "blocker"})
+    (record,) = stored_feedback(canvas_app)
+    chosen = inbox.click(f"match-{record.id}", inbox.find(OTHER_CUSTOMER), payload=OTHER_CUSTOMER)
+    assert component(chosen, "importance")["options"] == IMPORTANCE_OPTIONS
+    assert component(chosen, "importance")["value"] == "important"
+    inputs = {"quote": "Would be nice", "importance": "nice_to_have"}
+    inbox.click("add", chosen, inputs, payload=OTHER_CUSTOMER)
+    assert [e.importance for e in stored_evidence(canvas_app)] == ["blocker", "nice_to_have"]
+
+
+@pytest.mark.parametrize("importance", ["urgent", "", 3, ["blocker"], {"id": "blocker"}])
+def test_an_unknown_importance_is_refused_with_the_canvas_and_stores_nothing(
+    canvas_app: Flask, inbox: Inbox, importance: Any
+) -> None:
+    form = inbox.form()
+    again = inbox.click("save", form, {"title": "SSO", "quote": "Now", "importance": importance})
+    assert "Choose how much it matters to them: Nice to have, Important, Blocker." in texts(again)
+    assert component(again, "title")["value"] == "SSO"
+    assert stored_feedback(canvas_app) == []
+    inbox.save("SSO", payload=OTHER_CUSTOMER)
+    (record,) = stored_feedback(canvas_app)
+    chosen = inbox.click(f"match-{record.id}", inbox.find())
+    refused = inbox.click("add", chosen, {"quote": "Kept", "importance": importance})
+    assert "Choose how much it matters to them: Nice to have, Important, Blocker." in texts(refused)
+    assert component(refused, "quote")["value"] == "Kept"
+    assert component(refused, "add")["style"] == "primary"
+    assert len(stored_evidence(canvas_app)) == 1
+
+
+def test_a_canvas_given_out_before_the_question_saves_as_important(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("SSO", "No importance in the submit")  # input_values without "importance"
+    assert [e.importance for e in stored_evidence(canvas_app)] == ["important"]
+
+
+def test_the_canvas_check_knows_single_select_as_documented() -> None:
+    select = {"type": "single-select", "id": "size", "label": "Size", "value": "s"}
+    options = [
+        {"type": "option", "id": "s", "text": "Small"},
+        {"type": "option", "id": "l", "text": "Large"},
+    ]
+    assert_valid_canvas({"canvas": {"content": {"components": [{**select, "options": options}]}}})
+    for broken in (
+        {**select, "options": options[:1]},  # at least two options
+        {**select, "options": [{"id": "s", "text": "Small"}, options[1]]},  # each with its type
+        {**select, "options": options, "value": "m"},  # the value is an option
+        {**select, "options": [options[0]] * 11},  # at most ten
+    ):
+        with pytest.raises(AssertionError):
+            assert_valid_canvas({"canvas": {"content": {"components": [broken]}}})
+
+
+def test_preview_asks_how_much_it_matters_and_stores_the_choice(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    search = page_text(
+        preview_click(signed_in, page_text(signed_in.get("/intercom/preview")), "record")
+    )
+    form = page_text(preview_click(signed_in, search, "new"))
+    assert "How much does it matter to them?" in form
+    assert 'name="input:importance" value="important" checked' in form
+    assert 'name="input:importance" value="blocker"' in form
+    saved = preview_click(
+        signed_in, form, "save", title="Export", quote="Now", importance="blocker"
+    )
+    assert saved.status_code == 200
+    assert [e.importance for e in stored_evidence(app)] == ["blocker"]

@@ -756,3 +756,90 @@ def test_the_export_has_a_row_per_piece_of_evidence_and_per_record_without(
     assert rows[1]["customer_count"] == "2"
     assert rows[1]["quote"] == "'+1 please"
     assert list(rows[0]) == list(CSV_COLUMNS)
+
+
+# --- How much it matters ----------------------------------------------------------------------
+
+
+def test_the_web_form_asks_how_much_it_matters_to_the_first_customer(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    form = page_text(signed_in.get("/feedback/new"))
+    assert "How much does it matter to them?" in form
+    assert '<option value="important" selected>Important</option>' in form
+    fields = {"title": "SSO", "customer_email": "dana@example.com", "importance": "blocker"}
+    assert post(signed_in, "/feedback/new", fields).status_code == 302
+    assert [e.importance for e in stored_evidence(app)] == ["blocker"]
+
+
+def test_the_web_form_refuses_an_unknown_importance_and_saves_nothing(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    fields = {"title": "SSO", "customer_email": "dana@example.com", "importance": "urgent"}
+    response = post(signed_in, "/feedback/new", fields)
+    assert response.status_code == 400
+    assert "Choose how much it matters: Nice to have, Important, Blocker." in page_text(response)
+    assert stored_feedback(app) == []
+
+
+def levelled(app: Flask, feedback_id: int, **levels: int) -> None:
+    """Customers backing a record, so many at each level of importance."""
+    with app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        for level, count in levels.items():
+            for n in range(count):
+                add_evidence(record, customer_email=f"{level}{n}@example.com", importance=level)
+        refresh_backing(record)
+        db.session.commit()
+
+
+def test_a_record_shows_how_much_it_matters_per_level_and_per_piece(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (record_id,) = add_feedback(app, title="SSO")
+    levelled(app, record_id, important=2, nice_to_have=1, blocker=1)
+    page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    assert "1 blocker · 2 important · 1 nice to have" in page
+    assert page.count('<span class="importance blocker">Blocker</span>') == 1
+    assert page.count('<span class="importance important">Important</span>') == 2
+    assert page.count('<span class="importance nice_to_have">Nice to have</span>') == 1
+
+
+def test_csv_says_how_much_each_piece_matters(app: Flask, signed_in: FlaskClient) -> None:
+    (record_id,) = add_feedback(app, title="SSO")
+    levelled(app, record_id, blocker=1, nice_to_have=1)
+    rows = export(signed_in)
+    assert "importance" in CSV_COLUMNS
+    assert [row["importance"] for row in rows] == ["Nice to have", "Blocker"]
+
+
+def test_the_list_shows_records_with_a_blocker_with_the_search_and_status(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    blocked, nice, other = add_feedback(app, 3, title="Export")
+    levelled(app, blocked, blocker=1, important=1)
+    levelled(app, nice, nice_to_have=2)
+    levelled(app, other, blocker=1)
+    with app.app_context():
+        db.session.get(Feedback, other).title = "Dark mode"
+        db.session.get(Feedback, other).status = "planned"
+        db.session.commit()
+
+    def listed(query: str) -> list[int]:
+        page = page_text(signed_in.get(f"/{query}"))
+        return [int(n) for n in re.findall(r'href="/feedback/(\d+)"', page)]
+
+    assert listed("?importance=blocker") == [other, blocked]
+    assert listed("?importance=blocker&q=export") == [blocked]
+    assert listed("?importance=blocker&status=planned") == [other]
+    assert listed("?importance=nice_to_have") == [nice]
+    assert "1 record with evidence marked nice to have" in page_text(
+        signed_in.get("/?importance=nice_to_have")
+    )
+    assert [row["feedback_id"] for row in export(signed_in, "?importance=nice_to_have")] == [
+        str(nice),
+        str(nice),
+    ]
+    response = signed_in.get("/?importance=urgent")
+    assert response.status_code == 400
+    assert "There is no importance &#39;urgent&#39;: use one of" in page_text(response)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from hedwig_app.plumbing import clean_text
@@ -39,6 +40,23 @@ def item(
     elif url:
         listed["action"] = {"type": "url", "url": url}
     return listed
+
+
+def single_select(
+    component_id: str, label: str, options: Mapping[str, str], value: str
+) -> dict[str, Any]:
+    """A choice of one of ``options`` (id → text), ``value`` chosen: Intercom sends the chosen
+    option's id in the submit's input_values, under ``component_id``."""
+    return {
+        "type": "single-select",
+        "id": component_id,
+        "label": label,
+        "options": [
+            {"type": "option", "id": option_id, "text": option_text}
+            for option_id, option_text in options.items()
+        ],
+        "value": value,
+    }
 
 
 def data_table(rows: dict[str, str]) -> dict[str, Any]:

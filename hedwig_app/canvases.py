@@ -34,6 +34,7 @@ from hedwig_app.canvas_kit import (
     html_to_text,
     item,
     plain_words,
+    single_select,
     text,
 )
 from hedwig_app.connect import connect_url
@@ -42,7 +43,9 @@ from hedwig_app.plumbing import external_url, field, id_or_none, plural, text_or
 from hedwig_app.records import feedback_url
 from hedwig_app.search import SEARCH_MAX, best_matches
 from models import (
+    DEFAULT_IMPORTANCE,
     EMAIL_MAX,
+    IMPORTANCES,
     NAME_MAX,
     QUOTE_MAX,
     STATUSES,
@@ -222,13 +225,19 @@ def find_canvas(context: InboxContext, query: str) -> dict[str, Any]:
 
 
 def add_canvas(
-    context: InboxContext, record: Feedback, query: str, quote: str | None = None
+    context: InboxContext,
+    record: Feedback,
+    query: str,
+    quote: str | None = None,
+    importance: str = DEFAULT_IMPORTANCE,
+    error: str = "",
 ) -> dict[str, Any]:
-    """A match, and this customer's words to add to it."""
+    """A match, this customer's words to add to it, and how much it matters to them."""
     if quote is None:
         quote = html_to_text(context.opening_html)[:QUOTE_MAX]
     components = [
         {"type": "list", "items": [record_item(record)]},
+        *([text(error, "error")] if error else []),
         {
             "type": "textarea",
             "id": "quote",
@@ -236,6 +245,7 @@ def add_canvas(
             "placeholder": "What they asked for, in their words",
             "value": quote,
         },
+        importance_select(importance),
         button("add", f"Add {customer_called(context)}", "primary"),
         button("find", "Back", "link"),
     ]
@@ -249,8 +259,10 @@ def form_canvas(
     quote: str | None = None,
     errors: Mapping[str, str] | None = None,
     query: str = "",
+    importance: str = DEFAULT_IMPORTANCE,
 ) -> dict[str, Any]:
-    """A new record, its first customer's words prefilled from their opening message."""
+    """A new record, its first customer's words prefilled from their opening message, and
+    how much it matters to them."""
     errors = errors or {}
     customer = {"From": context.customer_name, "Email": context.customer_email}
     customer = {field: value for field, value in customer.items() if value}
@@ -282,11 +294,22 @@ def form_canvas(
         }
     )
     components += [
+        importance_select(importance),
         button("save", "Save feedback", "primary"),
         button("find", "Back", "link"),
     ]
     # The nonce makes this form single use: a second submit finds the record the first made.
     return canvas(components, {"nonce": new_nonce(), "query": query})
+
+
+IMPORTANCE_QUESTION = "How much does it matter to them?"
+
+
+def importance_select(importance: str) -> dict[str, Any]:
+    """The question every piece of evidence from the Inbox answers; an unknown ``importance``
+    (refused) shows the default chosen."""
+    chosen = importance if importance in IMPORTANCES else DEFAULT_IMPORTANCE
+    return single_select("importance", IMPORTANCE_QUESTION, IMPORTANCES, chosen)
 
 
 def saved_canvas(record: Feedback) -> dict[str, Any]:

@@ -51,7 +51,16 @@ from hedwig_app.records import (
     validate_feedback,
 )
 from hedwig_app.search import SEARCH_MAX
-from models import PREVIEW_WORKSPACE_ID, QUOTE_MAX, TITLE_MAX, Evidence, Feedback, db
+from models import (
+    DEFAULT_IMPORTANCE,
+    IMPORTANCES,
+    PREVIEW_WORKSPACE_ID,
+    QUOTE_MAX,
+    TITLE_MAX,
+    Evidence,
+    Feedback,
+    db,
+)
 
 inbox = Blueprint("inbox", __name__)
 NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe() gives
@@ -176,15 +185,22 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
     quote = clean_text(field(inputs, "quote"), QUOTE_MAX)
     query = text_or_none(field(payload, "current_canvas", "stored_data", "query"), SEARCH_MAX)
     errors = validate_feedback({"title": title, "quote": quote})
+    importance = submitted_importance(inputs)
+    if importance is None:
+        errors["importance"] = IMPORTANCE_REFUSED
     nonce = submitted_nonce(payload)
     if nonce is None:
         errors["form"] = "This form has expired. Check the details and save again."
     if errors:
-        return form_canvas(context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "")
+        return form_canvas(
+            context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "", importance or ""
+        )
     try:
         record = Feedback(title=title, source="intercom", workspace_id=context.workspace_id)
         db.session.add(record)
-        evidence = add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        evidence = add_evidence(
+            record, quote=quote, submit_nonce=nonce, importance=importance, **heard_in(context)
+        )
         # A new record's one piece of evidence is all it has: the record is inserted whole,
         # once, and so is its row in the search index (an UPDATE would rewrite that row).
         set_backing(record, [evidence])
@@ -212,11 +228,15 @@ def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str,
     if record is None or nonce is None:
         return find_canvas(context, query)
     quote = clean_text(field(payload.get("input_values"), "quote"), QUOTE_MAX)
-    if len(quote) > QUOTE_MAX:
-        return add_canvas(context, record, query, quote[:QUOTE_MAX])
+    importance = submitted_importance(payload.get("input_values"))
+    if len(quote) > QUOTE_MAX or importance is None:
+        error = IMPORTANCE_REFUSED if importance is None else ""
+        return add_canvas(context, record, query, quote[:QUOTE_MAX], importance or "", error)
     record_id_ = record.id
     try:
-        add_evidence(record, quote=quote, submit_nonce=nonce, **heard_in(context))
+        add_evidence(
+            record, quote=quote, submit_nonce=nonce, importance=importance, **heard_in(context)
+        )
         refresh_backing(record)
         db.session.commit()
     except IntegrityError:
@@ -232,6 +252,18 @@ def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str,
             return find_canvas(context, query)
         return added_canvas(context, first.feedback, already=False)  # the same click again
     return added_canvas(context, record, already=False)
+
+
+IMPORTANCE_REFUSED = "Choose how much it matters to them: " + ", ".join(IMPORTANCES.values()) + "."
+
+
+def submitted_importance(inputs: Any) -> str | None:
+    """The chosen option's id, or the default when the canvas asked nothing (one given out
+    before the question was); None for any other value, which is refused."""
+    importance = field(inputs, "importance")
+    if importance is None:
+        return DEFAULT_IMPORTANCE
+    return importance if isinstance(importance, str) and importance in IMPORTANCES else None
 
 
 def heard_in(context: InboxContext) -> dict[str, Any]:

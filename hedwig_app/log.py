@@ -48,7 +48,15 @@ from hedwig_app.status import (
     status_form_defaults,
     status_history,
 )
-from models import ID_MAX, STATUSES, Evidence, Feedback, db
+from models import (
+    DEFAULT_IMPORTANCE,
+    ID_MAX,
+    IMPORTANCES,
+    STATUSES,
+    Evidence,
+    Feedback,
+    db,
+)
 
 feedback_log = Blueprint("log", __name__)
 PER_PAGE = 50
@@ -58,20 +66,27 @@ SORTS = ("best", "newest", "customers")
 
 @feedback_log.get("/")
 def index() -> str:
-    q, status = search_text(), status_filter()
+    q, status, importance = search_text(), status_filter(), importance_filter()
     sort = request.args.get("sort") if request.args.get("sort") in SORTS else None
     page = request.args.get("page", 1, type=int)
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
-    statement = listed_feedback(q, sort, status)
+    statement = listed_feedback(q, sort, status, importance)
     # A search's total is counted in the index (search_count), not by running the list again.
-    counted_in_index = bool(q) and status is None
+    counted_in_index = bool(q) and status is None and importance is None
     pagination = db.paginate(
         statement, page=page, per_page=PER_PAGE, error_out=False, count=not counted_in_index
     )
     if counted_in_index:
         pagination.total = search_count(q)
-    return render_template("index.html", pagination=pagination, q=q, sort=sort, status=status)
+    return render_template(
+        "index.html",
+        pagination=pagination,
+        q=q,
+        sort=sort,
+        status=status,
+        importance=importance,
+    )
 
 
 @feedback_log.get("/feedback/<id:feedback_id>")
@@ -92,9 +107,12 @@ def new_feedback() -> Any:
         name: form_text(name, limit) for name, limit in (RECORD_FIELDS | EVIDENCE_FIELDS).items()
     }
     values["workspace_id"] = form_text("workspace_id", ID_MAX)
+    values["importance"] = form_text("importance", ID_MAX) or DEFAULT_IMPORTANCE
     errors = validate_feedback(values)
     if values["workspace_id"] and values["workspace_id"] not in workspaces:
         errors["workspace_id"] = "Choose a connected workspace, or none."
+    if values["importance"] not in IMPORTANCES:
+        errors["importance"] = f"Choose how much it matters: {', '.join(IMPORTANCES.values())}."
     if errors:
         page = render_template("new.html", values=values, errors=errors, workspaces=workspaces)
         return page, 400
@@ -111,6 +129,7 @@ def new_feedback() -> Any:
             record,
             source="web",
             created_by_id=g.user.id,
+            importance=values["importance"],
             **{name: values[name] for name in EVIDENCE_FIELDS},
         )
     refresh_backing(record)
@@ -246,7 +265,9 @@ def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
 @feedback_log.get("/feedback.csv")
 def export_csv() -> Response:
     """The evidence export: a row per piece of evidence, with its record."""
-    statement = listed_feedback(search_text(), request.args.get("sort"), status_filter())
+    statement = listed_feedback(
+        search_text(), request.args.get("sort"), status_filter(), importance_filter()
+    )
     response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="hedwig-evidence.csv"'
     return response
@@ -266,6 +287,22 @@ def status_filter() -> str | None:
     if status is not None and status not in STATUSES:
         abort(400, f"There is no status {status[:20]!r}: use one of {', '.join(STATUSES)}.")
     return status
+
+
+@feedback_log.app_context_processor
+def importance_levels() -> dict[str, Any]:
+    return {"importances": IMPORTANCES, "default_importance": DEFAULT_IMPORTANCE}
+
+
+def importance_filter() -> str | None:
+    """The list's ?importance=, one of IMPORTANCES; any other is refused, not ignored."""
+    importance = request.args.get("importance") or None
+    if importance is not None and importance not in IMPORTANCES:
+        abort(
+            400,
+            f"There is no importance {importance[:20]!r}: use one of {', '.join(IMPORTANCES)}.",
+        )
+    return importance
 
 
 def show_record(
@@ -328,6 +365,7 @@ CSV_COLUMNS = (
     "customer_name",
     "customer_email",
     "quote",
+    "importance",
     "source",
     "conversation_url",
     "heard_by",
@@ -373,6 +411,7 @@ def csv_row(record: Feedback, evidence: Evidence | None) -> list[str]:
             "customer_name": evidence.customer_name,
             "customer_email": evidence.customer_email,
             "quote": evidence.quote,
+            "importance": evidence.importance_label,
             "source": evidence.origin,
             "conversation_url": evidence.conversation_url,
             "heard_by": evidence.admin_name or evidence.admin_email,

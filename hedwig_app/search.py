@@ -25,7 +25,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from models import Feedback, db
+from models import Evidence, Feedback, db
 
 SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted essay
 SEARCH_WINDOW = 500
@@ -35,12 +35,18 @@ WORD = re.compile(r"[^\W_]+")
 FIND_LIMIT = 5
 
 
-def listed_feedback(q: str, sort: str | None = None, status: str | None = None) -> Select:
-    """The list, as the page and the CSV show it: narrowed by the search and the status, and
-    sorted, best match first when searching, else newest first (or most customers first)."""
+def listed_feedback(
+    q: str, sort: str | None = None, status: str | None = None, importance: str | None = None
+) -> Select:
+    """The list, as the page and the CSV show it: narrowed by the search, the status and the
+    importance (records with a piece of evidence of it), and sorted, best match first when
+    searching, else newest first (or most customers first)."""
     statement = select(Feedback)
     if status:
         statement = statement.where(Feedback.status == status)
+    if importance:
+        levelled = select(Evidence.feedback_id).where(Evidence.importance == importance)
+        statement = statement.where(Feedback.id.in_(levelled))
     if q:
         statement = search(statement, q, ranked=sort in (None, "best"))
     if sort == "customers":
