@@ -282,27 +282,26 @@ def search_text() -> str:
 
 
 def status_filter() -> str | None:
-    """The list's ?status=, one of STATUSES; any other is refused, not ignored."""
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        abort(400, f"There is no status {status[:20]!r}: use one of {', '.join(STATUSES)}.")
-    return status
+    """The list's ?status=, one of STATUSES."""
+    return choice_filter("status", STATUSES)
+
+
+def importance_filter() -> str | None:
+    """The list's ?importance=, one of IMPORTANCES."""
+    return choice_filter("importance", IMPORTANCES)
+
+
+def choice_filter(name: str, choices: Mapping[str, str]) -> str | None:
+    """The list's ?<name>=, one of ``choices``; any other is refused, not ignored."""
+    value = request.args.get(name) or None
+    if value is not None and value not in choices:
+        abort(400, f"There is no {name} {value[:20]!r}: use one of {', '.join(choices)}.")
+    return value
 
 
 @feedback_log.app_context_processor
 def importance_levels() -> dict[str, Any]:
     return {"importances": IMPORTANCES, "default_importance": DEFAULT_IMPORTANCE}
-
-
-def importance_filter() -> str | None:
-    """The list's ?importance=, one of IMPORTANCES; any other is refused, not ignored."""
-    importance = request.args.get("importance") or None
-    if importance is not None and importance not in IMPORTANCES:
-        abort(
-            400,
-            f"There is no importance {importance[:20]!r}: use one of {', '.join(IMPORTANCES)}.",
-        )
-    return importance
 
 
 def show_record(

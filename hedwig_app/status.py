@@ -89,7 +89,7 @@ def set_status(
     record.status = status
     db.session.add(change)
     if notify:
-        connected, refused = set(workspace_names()), refused_workspaces()
+        connected, refused = connected_workspaces()
         for evidence in record.evidence:
             change.notes.append(new_note(record, change, evidence, connected, refused))
     db.session.flush()
@@ -123,15 +123,18 @@ def new_note(
     return note
 
 
-def refused_workspaces() -> dict[str, str]:
-    """Workspaces whose token Intercom refused, by id, with their names: their notes wait
-    until someone connects them again."""
+def connected_workspaces() -> tuple[set[str], dict[str, str]]:
+    """The connected workspaces' ids, and of those the ones whose token Intercom refused, by
+    id, with their names: their notes wait until someone connects them again."""
     rows = db.session.execute(
-        select(IntercomConnection.workspace_id, IntercomConnection.workspace_name).where(
-            IntercomConnection.refused_at.is_not(None)
+        select(
+            IntercomConnection.workspace_id,
+            IntercomConnection.workspace_name,
+            IntercomConnection.refused_at,
         )
-    )
-    return {workspace_id: name for workspace_id, name in rows}
+    ).all()
+    refused = {row.workspace_id: row.workspace_name for row in rows if row.refused_at}
+    return {row.workspace_id for row in rows}, refused
 
 
 def waiting_for_reconnect(workspace_name: str) -> str:
