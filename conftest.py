@@ -111,6 +111,9 @@ def config_for(tmp_path: Any, **overrides: Any) -> dict[str, Any]:
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
         "BASE_URL": "https://hedwig.example",
+        # Nothing leaves this machine: a test that wants Intercom gives its loopback stand-in;
+        # any other call (a company read after an Inbox save) finds this closed port.
+        "INTERCOM_API_URL": "http://127.0.0.1:9",
         **overrides,
     }
 
@@ -182,11 +185,15 @@ def is_sqlite(app: Flask) -> bool:
 
 @pytest.fixture(autouse=True)
 def dispose_engines() -> Iterator[None]:
-    """Close each test's database connections, so a PostgreSQL server is not left with
-    hundreds of idle ones."""
+    """Stop each test's sender thread and close its database connections, so a PostgreSQL
+    server is not left with hundreds of idle ones, nor a later test's rows with a sender."""
     yield
     while created_apps:
-        with created_apps.pop().app_context():
+        app = created_apps.pop()
+        sender = app.extensions.get("hedwig_sender")
+        if sender is not None:  # a sender thread waiting to retry must not outlive its test
+            sender.stop(timeout=30)
+        with app.app_context():
             db.engine.dispose()
 
 
@@ -764,3 +771,11 @@ def private_app(tmp_path: Any, database_url: str, httpserver: HTTPServer) -> Fla
         INTERCOM_API_URL=httpserver.url_for("/").rstrip("/"),
         INTERCOM_TIMEOUT=1,
     )
+
+
+def wait_for_sender(app: Flask) -> None:
+    """Let this process's sender thread finish what it was woken for."""
+    sender = app.extensions.get("hedwig_sender")
+    if sender is not None:
+        sender.join(timeout=30)
+        assert sender.thread is None or not sender.thread.is_alive()

@@ -1,7 +1,7 @@
 """Hedwig's tables: users, their sign-ins and the links that invite them or reset their
 passwords, Intercom connections, used OAuth states, the feedback records with the evidence
-that backs them, their status changes, and the notes those changes send to Intercom
-conversations.
+that backs them, the customers' companies as Intercom knows them, the records' status changes,
+and the notes those changes send to Intercom conversations.
 
 Each length a column allows is named here once, and every validator in hedwig_app uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -14,8 +14,18 @@ from datetime import UTC, datetime
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import ForeignKey, Index, MetaData, String, Text, UniqueConstraint, false
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 EMAIL_MAX = 254  # the longest address SMTP allows
@@ -255,6 +265,10 @@ class Feedback(db.Model):
     # Kept with each change of its evidence: how many distinct customers back it, and their
     # names, emails and words, which the search reads beside the title and description.
     customer_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Kept beside it: how many distinct companies those customers belong to, and their
+    # monthly spend summed once per company (Intercom's companies; see ContactCompany).
+    company_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    monthly_spend: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     customers_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     status: Mapped[str] = mapped_column(String(STATE_MAX), default="open", server_default="open")
 
@@ -302,6 +316,8 @@ class Feedback(db.Model):
         # The list: newest first, or most customers first, or by status, newest first.
         Index("ix_feedback_created", "created_at", "id"),
         Index("ix_feedback_customers", "customer_count", "id"),
+        Index("ix_feedback_companies", "company_count", "id"),
+        Index("ix_feedback_revenue", "monthly_spend", "id"),
         Index("ix_feedback_status", "status", "created_at", "id"),
         # SQLite: an id is never given out again, so a deleted or merged record's links
         # never lead to another one.
@@ -343,6 +359,32 @@ class Evidence(db.Model):
 
     feedback: Mapped[Feedback] = relationship(back_populates="evidence")
     created_by: Mapped[User | None] = relationship()
+    # The customer's company comes through their contact: read once per contact, not per
+    # piece of evidence (None for evidence with no Intercom contact: added by hand).
+    contact_company: Mapped[ContactCompany | None] = relationship(
+        primaryjoin=lambda: and_(
+            Evidence.workspace_id == foreign(ContactCompany.workspace_id),
+            Evidence.contact_id == foreign(ContactCompany.contact_id),
+        ),
+        viewonly=True,
+        uselist=False,
+        lazy="selectin",
+    )
+
+    @property
+    def company(self) -> Company | None:
+        return self.contact_company.company if self.contact_company else None
+
+    @property
+    def company_unknown(self) -> str:
+        """Why the record names no company for this customer ("" when it names one)."""
+        if self.company is not None:
+            return ""
+        if self.contact_company is not None:
+            return self.contact_company.why_no_company
+        if self.contact_id and self.workspace_id:
+            return "not read from Intercom yet (flask refresh-companies reads it)"
+        return "added by hand, with no Intercom contact to read it from"
 
     @property
     def origin(self) -> str:
@@ -404,6 +446,66 @@ def customer_key(
     if name.strip():
         return f"name:{name.strip().lower()}"[:CUSTOMER_KEY_MAX]
     return None
+
+
+class Company(db.Model):
+    """A company as Intercom knows it, stored once per workspace and updated with each read:
+    what it pays a month, its plan and size."""
+
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(ID_MAX))
+    intercom_id: Mapped[str] = mapped_column(String(ID_MAX))
+    name: Mapped[str] = mapped_column(String(NAME_MAX), default="")
+    monthly_spend: Mapped[int] = mapped_column(BigInteger, default=0)  # whole units, as Intercom
+    plan: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    size: Mapped[int | None]  # people, as the workspace recorded it
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "intercom_id", name="uq_companies_intercom"),
+        Index("ix_companies_plan", "plan"),
+    )
+
+
+# A contact's companies are read again when new evidence comes from them after this long.
+COMPANY_FRESH_SECONDS = 3600
+
+
+class ContactCompany(db.Model):
+    """One Intercom contact's company, and the outbox of reading it: a row is asked for (pending)
+    in the transaction that saves the contact's evidence, and a reader claims it (reading) and
+    asks Intercom after the commit, so the agent's click never waits for, or fails on, the read.
+    A contact in several companies counts for the one that pays most."""
+
+    __tablename__ = "contact_companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(ID_MAX))
+    contact_id: Mapped[str] = mapped_column(String(ID_MAX))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"))
+    # pending → reading → read or failed; pending again after a 429, a 5xx or a refused token.
+    state: Mapped[str] = mapped_column(String(STATE_MAX), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]  # when the last read ended, read or failed
+    reason: Mapped[str] = mapped_column(Text, default="")  # why the company is unknown
+
+    company: Mapped[Company | None] = relationship(lazy="joined")
+
+    @property
+    def why_no_company(self) -> str:
+        if self.state in ("pending", "reading") and not self.reason:
+            return "being read from Intercom"
+        return self.reason or "Intercom names no company for this customer"
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "contact_id", name="uq_contact_companies_contact"),
+        Index("ix_contact_companies_due", "state", "next_attempt_at"),
+        Index("ix_contact_companies_company", "company_id"),
+    )
 
 
 class MergedFeedback(db.Model):

@@ -41,6 +41,7 @@ from conftest import (
     signed_in_browser,
     stored_feedback,
     token_answer,
+    wait_for_sender,
 )
 from hedwig_app.intercom import IntercomError, fetch_me, intercom_api_url
 from models import IntercomConnection, db
@@ -604,6 +605,7 @@ def regional_app(
         DATABASE_URL=database_url,
         INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
         INTERCOM_REGIONS=regions,
+        INTERCOM_API_URL="",  # each region's own stand-in
         INTERCOM_TIMEOUT=1,
     )
 
@@ -672,8 +674,11 @@ def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
         in team_page
     )
 
+    companies = f"/contacts/{INITIALIZE['contact']['id']}/companies"
+    regional_intercom["us"].expect_request(companies).respond_with_json({"data": []})
     inbox = Inbox(regional_app)
     inbox.save("Heard here", payload={**INITIALIZE, "workspace_region": said})
+    wait_for_sender(regional_app)  # the customer's company, read on the US hosts too
     (record,) = stored_feedback(regional_app)
     page = page_text(browser.get(f"/feedback/{record.id}"))
     assert f'href="https://app.us.example/a/inbox/{WORKSPACE_ID}/inbox/conversation/' in page

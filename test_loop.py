@@ -50,6 +50,7 @@ from conftest import (
     sign_in,
     signed_in_browser,
     stored_feedback,
+    wait_for_sender,
 )
 from hedwig_app import outbox
 from hedwig_app.intercom import IntercomError, call_intercom, intercom_response
@@ -129,14 +130,6 @@ def held(canvas_app: Flask, team: FlaskClient) -> FlaskClient:
 
 def change_status(client: FlaskClient, feedback_id: int, status: str, **fields: Any) -> Any:
     return post(client, f"/feedback/{feedback_id}/status", {"status": status, **fields})
-
-
-def wait_for_sender(app: Flask) -> None:
-    """Let this process's sender thread finish what it was woken for."""
-    sender = app.extensions.get("hedwig_sender")
-    if sender is not None:
-        sender.join(timeout=30)
-        assert sender.thread is None or not sender.thread.is_alive()
 
 
 def stored_notes(app: Flask) -> list[models.Note]:

@@ -12,7 +12,8 @@ below them all.
     search        the full-text search and the log's list query
     status        statuses, their history, and the notes a change writes
     intercom      the client for Intercom's REST API
-    outbox        the sender of the notes, exactly once
+    companies     the customers' companies, read from Intercom after the save
+    outbox        the sender of the notes, exactly once, and of the company reads
     log           the feedback log's pages and the CSV export
     loop          the status form's views, and waking the sender
     connect       connecting a workspace (token or OAuth); signing in with Intercom
@@ -29,6 +30,7 @@ body or in the function that finishes it and returns its answer (``connected()``
 id, or to meet a unique key) and may roll back to refuse. A view commits more than once only
 where something must be kept before a slow or outside step (a sign-in try is counted before
 its password is checked; an OAuth state is spent before its code goes to Intercom), and says
-so there. The note sender (outbox.py) owns its own transactions: it keeps each note's
-progress as it happens, so that a crash never sends a note twice.
+so there. The note sender (outbox.py) and the company reader (companies.py) own their own
+transactions: they keep each note's and each read's progress as it happens, so that a crash
+never sends a note twice.
 """

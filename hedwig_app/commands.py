@@ -1,6 +1,7 @@
 """The flask commands: init-db, create-user, reset-password, backup (SQLite), copy-db (to
 PostgreSQL), canvas-request (a signed curl for trying the Inbox app) and send-notes (for a
-timer). Each owns its transaction. Imports auth, database, preview, outbox and team.
+timer), and refresh-companies (the customers' companies read again). Each owns its
+transaction. Imports auth, database, companies, preview, outbox and team.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shlex
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from hedwig_app.auth import PASSWORD_MIN, active_user, add_user, validate_credentials
+from hedwig_app.companies import ask_again, read_companies
 from hedwig_app.database import (
     database_app,
     is_sqlite_file,
@@ -36,7 +39,7 @@ from hedwig_app.database import (
 from hedwig_app.outbox import SENDER_WAIT_MAX, send_notes
 from hedwig_app.preview import SAMPLE, sample_canvas_payload
 from hedwig_app.team import RESET_LIFETIME, new_link
-from models import Note, db, normalize_email
+from models import ContactCompany, Note, db, normalize_email
 
 COPY_BATCH = 1000
 
@@ -250,6 +253,47 @@ def send_notes_command(wait_max: float) -> None:
     click.echo(f"{outcomes['sent']} sent, {outcomes['failed']} failed, {waiting} waiting.")
 
 
+@click.command("refresh-companies")
+@click.option("--workspace", help="Only this workspace's customers (its id).")
+@click.option(
+    "--older-than",
+    "older_than_days",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Only companies read longer ago than this many days (0: all).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Read at most this many customers' companies; run again for the rest.",
+)
+@click.option(
+    "--wait-max",
+    type=click.FloatRange(min=0),
+    default=SENDER_WAIT_MAX,
+    show_default=True,
+    help="Seconds to wait when Intercom asks Hedwig to slow down (429).",
+)
+@with_appcontext
+def refresh_companies_command(
+    workspace: str | None, older_than_days: float, limit: int, wait_max: float
+) -> None:
+    """Read the customers' companies from Intercom again: their spend, plan and size."""
+    older_than = timedelta(days=older_than_days) if older_than_days else None
+    asked = ask_again(workspace, older_than)
+    db.session.commit()
+    outcomes = read_companies(limit, wait_max)
+    left = db.session.scalar(
+        select(func.count(ContactCompany.id)).where(ContactCompany.state == "pending")
+    )
+    click.echo(
+        f"{asked} asked for: {outcomes['read']} read, {outcomes['failed']} failed, "
+        f"{left} still to read" + (" (run it again, or wait for the rate limit)." if left else ".")
+    )
+
+
 def local_origin() -> str:
     """Where `make run` serves, for links the commands print: FLASK_RUN_PORT, else 5000."""
     return f"http://127.0.0.1:{os.environ.get('FLASK_RUN_PORT') or 5000}"
@@ -263,4 +307,5 @@ COMMANDS = (
     copy_db_command,
     canvas_request_command,
     send_notes_command,
+    refresh_companies_command,
 )

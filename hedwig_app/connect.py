@@ -35,6 +35,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from hedwig_app.auth import new_user, owners_only, sign_in
+from hedwig_app.companies import ask_again
 from hedwig_app.database import begin_write
 from hedwig_app.intercom import IntercomError, call_intercom, fetch_me, revoke_token
 from hedwig_app.outbox import wake_sender
@@ -368,6 +369,8 @@ def save_connection(
     connection.connected_by_id = user.id
     connection.refused_at = connection.refusal = None
     db.session.add(connection)
+    # Company reads that failed (a permission missing, say) are tried again with the new token.
+    ask_again(details["workspace_id"], failed_only=True)
     return connection
 
 

@@ -1,7 +1,7 @@
 """The database: opening it from HEDWIG_DATABASE_URL (SQLite by default, or PostgreSQL),
 bringing its schema up to date with the migrations at every start, SQLite's tuning, and
-``begin_write()`` and ``lock_rows()`` for transactions that read and then write. Imports
-settings.
+``begin_write()`` and ``lock_rows()`` for transactions that read and then write, and
+``insert_or_update()`` (one upsert for both databases). Imports settings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import flask_migrate
 from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import column, event, func, inspect, make_url, select, table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -233,3 +234,22 @@ def row_counts(engine: Engine) -> dict[str, int]:
             for table in db.metadata.sorted_tables
             if table.name in existing
         }
+
+
+def insert_or_update(
+    model: type[db.Model],
+    values: dict[str, Any],
+    keys: list[str],
+    changes: dict[str, Any],
+    where: Any = None,
+) -> int:
+    """INSERT a row, or, where one with the same ``keys`` exists, UPDATE it with ``changes``
+    when ``where`` holds: one statement, ON CONFLICT on SQLite and PostgreSQL alike. How many
+    rows it wrote (0 or 1)."""
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return db.session.execute(
+        insert(model)
+        .values(**values)
+        .on_conflict_do_update(index_elements=keys, set_=changes, where=where)
+    ).rowcount

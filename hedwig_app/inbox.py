@@ -2,7 +2,8 @@
 (every time an agent opens a conversation) and /intercom/canvas/submit (when a button is
 clicked); Hedwig verifies the body's signature, parses it, and answers with a canvas. Owns
 reading and verifying those requests, choosing the canvas, and saving feedback and evidence
-exactly once however often a submit arrives. Imports canvases, records and search.
+exactly once however often a submit arrives, then waking the reader of the customer's
+company. Imports canvases, records, search and outbox.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hedwig_app.canvases import (
     saved_canvas,
     search_prefill,
 )
+from hedwig_app.outbox import wake_sender_if_asked
 from hedwig_app.plumbing import (
     ID_LARGEST,
     clean_text,
@@ -49,6 +51,7 @@ from hedwig_app.records import (
     refresh_backing,
     set_backing,
     validate_feedback,
+    weigh_new_record,
 )
 from hedwig_app.search import SEARCH_MAX
 from models import (
@@ -204,6 +207,7 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
         # A new record's one piece of evidence is all it has: the record is inserted whole,
         # once, and so is its row in the search index (an UPDATE would rewrite that row).
         set_backing(record, [evidence])
+        weigh_new_record(record, evidence)
         db.session.commit()
     except IntegrityError:
         # The same form again (double click, retry, replay, another worker): the unique nonce
@@ -215,6 +219,7 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
             errors = {"form": "This form has expired. Check the details and save again."}
             return form_canvas(context, title, quote, errors, query or "")
         record = first.feedback
+    wake_sender_if_asked()
     return saved_canvas(record)
 
 
@@ -251,6 +256,7 @@ def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str,
         if first.workspace_id != context.workspace_id:  # a nonce another workspace spent
             return find_canvas(context, query)
         return added_canvas(context, first.feedback, already=False)  # the same click again
+    wake_sender_if_asked()
     return added_canvas(context, record, already=False)
 
 

@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hedwig_app.plumbing import clean_text, id_or_none, text_or_none
-from models import EMAIL_MAX, PREVIEW_WORKSPACE_ID, REGION_MAX, IntercomConnection
+from models import EMAIL_MAX, PREVIEW_WORKSPACE_ID, REGION_MAX, IntercomConnection, utcnow
 
 INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
@@ -422,6 +422,17 @@ def region_of(value: Any) -> str:
     if len(region) > REGION_MAX:
         region = region[: REGION_MAX - 1] + "…"  # never a configured name, which has no "…"
     return region
+
+
+def refuse_connection(connection: IntercomConnection, reason: str) -> None:
+    """Intercom refused the connection's token (or Hedwig cannot use it): it waits for a
+    reconnect, and everything sent with it (notes, company reads) waits too. The caller
+    commits."""
+    if connection.refused_at is None:
+        connection.refused_at, connection.refusal = utcnow(), reason
+        current_app.logger.warning(
+            "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
+        )
 
 
 def revoke_token(connection: IntercomConnection) -> str | None:

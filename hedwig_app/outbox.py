@@ -4,8 +4,9 @@ NOTE_ATTEMPTS tries in all), or a 401 (a token revoked, or a permission missing:
 reconnects the workspace). A sender claims each note with one UPDATE, so two senders never
 send one note twice; an abandoned claim is released only when its calls to Intercom must have
 ended (each is cut off at its deadline). A thread of the web process sends at once
-(``wake_sender()``); `flask send-notes` sends what a crash or a restart left. Imports status
-(the reasons the record's page shows) and intercom.
+(``wake_sender()``), and reads the customers' companies that saving evidence asked for
+(companies.py); `flask send-notes` sends what a crash or a restart left. Imports status (the
+reasons the record's page shows), intercom and companies.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from datetime import datetime, timedelta
 from flask import Flask, current_app
 from sqlalchemy import Select, func, select, update
 
-from hedwig_app.intercom import IntercomError, call_seconds, intercom_response
+from hedwig_app.companies import read_companies, seconds_until_next_read
+from hedwig_app.intercom import (
+    IntercomError,
+    call_seconds,
+    intercom_response,
+    refuse_connection,
+)
 from hedwig_app.status import waiting_for_reconnect
 from models import IntercomConnection, Note, db, utcnow
 
@@ -186,11 +193,7 @@ def after_refusal(note: Note, connection: IntercomConnection, error: IntercomErr
 def wait_for_reconnect(note: Note, connection: IntercomConnection, reason: str) -> str:
     """Intercom refused the token (or Hedwig cannot use it): the workspace needs reconnecting,
     and its notes wait for that."""
-    if connection.refused_at is None:
-        connection.refused_at, connection.refusal = utcnow(), reason
-        current_app.logger.warning(
-            "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
-        )
+    refuse_connection(connection, reason)
     waiting = waiting_for_reconnect(connection.workspace_name)
     db.session.execute(
         update(Note)
@@ -248,16 +251,33 @@ def abandoned_after() -> float:
 
 
 def wake_sender() -> None:
-    """Send the notes now, in a thread of this process, so that no page waits for Intercom.
-    HEDWIG_SEND_NOTES_AT_ONCE=false leaves them to `flask send-notes` (a timer)."""
+    """Send the notes and read the companies now, in a thread of this process, so that no page
+    waits for Intercom. HEDWIG_SEND_NOTES_AT_ONCE=false leaves them to `flask send-notes` and
+    `flask refresh-companies` (timers)."""
     app = current_app._get_current_object()
     if app.config["SEND_NOTES_AT_ONCE"]:
         app.extensions.setdefault("hedwig_sender", NoteSender(app)).wake()
 
 
+def wake_sender_if_asked() -> None:
+    """Wake the sender if this request's committed evidence asked for a company read
+    (records.ask_for_company): most saves ask none, and wake nothing."""
+    if db.session.info.pop("companies_asked", False):
+        wake_sender()
+
+
+def seconds_until_next_due() -> float | None:
+    """How long until a note or a company read comes due (None: neither will)."""
+    waits = [
+        wait for wait in (seconds_until_next_note(), seconds_until_next_read()) if wait is not None
+    ]
+    return min(waits, default=None)
+
+
 class NoteSender:
-    """This process's sender thread: it sends what is due, sleeps until the next note comes
-    due, and ends when none is left (a reconnect or a new change wakes it again)."""
+    """This process's sender thread: it sends the notes and reads the companies that are due,
+    sleeps until the next comes due, and ends when none is left (a reconnect, a new change or
+    new evidence wakes it again)."""
 
     IDLE_MAX = 10 * 60  # seconds: a note due later than that is left to the next wake
 
@@ -266,6 +286,7 @@ class NoteSender:
         self.woken = threading.Event()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.stopped = False
 
     def wake(self) -> None:
         with self.lock:
@@ -280,7 +301,8 @@ class NoteSender:
                 self.woken.clear()
                 try:
                     send_notes()
-                    wait = seconds_until_next_note()
+                    read_companies()
+                    wait = seconds_until_next_due()
                 except Exception:  # a database gone away: the next wake, or a timer, goes on
                     current_app.logger.exception("Sending notes stopped")
                     db.session.rollback()
@@ -288,10 +310,18 @@ class NoteSender:
                 finally:
                     db.session.remove()
                 with self.lock:
-                    if (wait is None or wait > self.IDLE_MAX) and not self.woken.is_set():
+                    idle = (wait is None or wait > self.IDLE_MAX) and not self.woken.is_set()
+                    if idle or self.stopped:
                         self.thread = None
                         return
                 self.woken.wait(wait if wait is not None else None)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the thread once it is done with what it is doing (the tests do, after each)."""
+        with self.lock:
+            self.stopped = True
+            self.woken.set()
+        self.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread to end (the tests do)."""

@@ -1,19 +1,22 @@
 """Records and their evidence: a record (title, details) is backed by evidence, each piece a
 customer who asked, where and by whom it was heard, and their words. Owns validating them,
-adding evidence, counting a record's distinct customers (its backing), merging a duplicate
-into another record, and where a merged record's id leads. Imports database and plumbing.
+adding evidence (and asking for its customer's company to be read), counting a record's
+distinct customers and weighing their companies (its backing), merging a duplicate into
+another record, and where a merged record's id leads. Imports database and plumbing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, and_, select, update
 
-from hedwig_app.database import lock_rows
+from hedwig_app.database import insert_or_update, lock_rows
 from hedwig_app.plumbing import external_url
 from models import (
+    COMPANY_FRESH_SECONDS,
     CUSTOMERS_TEXT_MAX,
     DESCRIPTION_MAX,
     EMAIL_MAX,
@@ -21,6 +24,8 @@ from models import (
     PREVIEW_WORKSPACE_ID,
     QUOTE_MAX,
     TITLE_MAX,
+    Company,
+    ContactCompany,
     Evidence,
     Feedback,
     IntercomConnection,
@@ -30,6 +35,7 @@ from models import (
     customer_key,
     db,
     is_email,
+    utcnow,
 )
 
 RECORD_FIELDS = {"title": TITLE_MAX, "description": DESCRIPTION_MAX}
@@ -57,7 +63,8 @@ def validate_feedback(values: Mapping[str, str]) -> dict[str, str]:
 
 def add_evidence(record: Feedback, **fields: Any) -> Evidence:
     """A customer backing the record; the caller refreshes the record's backing and commits
-    (a conversation that backs the record already fails the unique constraint)."""
+    (a conversation that backs the record already fails the unique constraint). A customer
+    Intercom knows has their company read after the commit (ask_for_company)."""
     evidence = Evidence(feedback=record, **fields)
     evidence.customer_key = customer_key(
         evidence.customer_email or "",
@@ -66,23 +73,59 @@ def add_evidence(record: Feedback, **fields: Any) -> Evidence:
         evidence.customer_name or "",
     )
     db.session.add(evidence)
+    if evidence.workspace_id and evidence.contact_id:
+        ask_for_company(evidence.workspace_id, evidence.contact_id)
     return evidence
 
 
+def ask_for_company(workspace_id: str, contact_id: str) -> None:
+    """Have the contact's company read after this transaction commits: a contact never read
+    is, and one read more than COMPANY_FRESH_SECONDS ago is read again. One statement, which
+    on PostgreSQL also holds the contact's row until the commit, so that a read ending
+    meanwhile weighs this transaction's evidence too (companies.read_company)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=COMPANY_FRESH_SECONDS)
+    asked = insert_or_update(
+        ContactCompany,
+        {"workspace_id": workspace_id, "contact_id": contact_id, "next_attempt_at": now},
+        keys=["workspace_id", "contact_id"],
+        changes={"state": "pending", "attempts": 0, "next_attempt_at": now, "reason": ""},
+        where=and_(ContactCompany.state.in_(("read", "failed")), ContactCompany.read_at < stale),
+    )
+    if asked:  # the view wakes the reader after its commit (outbox.wake_sender_if_asked)
+        db.session.info["companies_asked"] = True
+
+
 def refresh_backing(record: Feedback) -> None:
-    """Count the record's distinct customers and gather their words for the search, from its
-    evidence as it stands in this transaction. The record is held first: two transactions
-    adding evidence at once count one after the other, the second seeing the first's."""
+    """Count the record's distinct customers, weigh their companies and gather their words for
+    the search, from its evidence as it stands in this transaction. The record is held first:
+    two transactions adding evidence at once count one after the other, the second seeing
+    the first's."""
     db.session.flush()
     lock_rows(Feedback, [record.id])
     rows = db.session.execute(
         select(
-            Evidence.customer_key, Evidence.customer_name, Evidence.customer_email, Evidence.quote
+            Evidence.customer_key,
+            Evidence.customer_name,
+            Evidence.customer_email,
+            Evidence.quote,
+            Company.id.label("company_id"),
+            Company.monthly_spend,
         )
+        .outerjoin(ContactCompany, THE_CONTACT)
+        .outerjoin(Company, Company.id == ContactCompany.company_id)
         .where(Evidence.feedback_id == record.id)
         .order_by(Evidence.id)
     ).all()
     set_backing(record, rows)
+    set_weight(record, rows)
+
+
+# Evidence and its contact's company: joined on the contact in its workspace.
+THE_CONTACT = and_(
+    ContactCompany.workspace_id == Evidence.workspace_id,
+    ContactCompany.contact_id == Evidence.contact_id,
+)
 
 
 def set_backing(record: Feedback, evidence: Sequence[Any]) -> None:
@@ -92,6 +135,37 @@ def set_backing(record: Feedback, evidence: Sequence[Any]) -> None:
         " ".join(filter(None, (piece.customer_name, piece.customer_email, piece.quote)))
         for piece in evidence
     )[:CUSTOMERS_TEXT_MAX]
+
+
+def set_weight(record: Feedback, evidence: Iterable[Any]) -> None:
+    """The record's distinct companies and their monthly spend, each company counted once
+    however many of its people asked, from rows with ``company_id`` and ``monthly_spend``."""
+    spend = {row.company_id: row.monthly_spend for row in evidence if row.company_id is not None}
+    record.company_count, record.monthly_spend = len(spend), sum(spend.values())
+
+
+def weigh_new_record(record: Feedback, evidence: Evidence) -> None:
+    """A new record's weight: its one customer's company, when it was read before."""
+    if not (evidence.workspace_id and evidence.contact_id):
+        return
+    known = db.session.execute(
+        select(Company.id.label("company_id"), Company.monthly_spend)
+        .join(ContactCompany, Company.id == ContactCompany.company_id)
+        .where(
+            ContactCompany.workspace_id == evidence.workspace_id,
+            ContactCompany.contact_id == evidence.contact_id,
+        )
+    ).all()
+    set_weight(record, known)
+
+
+def reweigh_records(feedback_ids: Iterable[int]) -> None:
+    """Weigh these records again (a company was read, or changed): each held, then counted.
+    The caller commits."""
+    for feedback_id in sorted(set(feedback_ids)):
+        record = db.session.get(Feedback, feedback_id)
+        if record is not None:
+            refresh_backing(record)
 
 
 class RecordConflict(Exception):
