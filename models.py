@@ -59,6 +59,11 @@ DEFAULT_IMPORTANCE = "important"
 IMPORTANCE_MAX = 16
 
 
+def counted(count: int, one: str, many: str | None = None) -> str:
+    """ "1 customer", "1,290 customers": a count and its noun, agreeing."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -301,6 +306,16 @@ class Feedback(db.Model):
     @property
     def status_label(self) -> str:
         return STATUSES.get(self.status, self.status)
+
+    @property
+    def weight(self) -> str:
+        """Who backs it and what they pay: "3 customers · 2 companies · $1,290 a month" (the
+        companies' part once any of their companies is known)."""
+        parts = [counted(self.customer_count, "customer")]
+        if self.company_count:
+            parts += [counted(self.company_count, "company", "companies")]
+            parts += [f"${self.monthly_spend:,} a month"]
+        return " · ".join(parts)
 
     @property
     def importance_counts(self) -> str:
