@@ -7,7 +7,7 @@ a company that changed, backs. Intercom's refusals end as notes' do: a 429 makes
 workspace's reads wait, a 5xx or a timeout is tried again (READ_ATTEMPTS in all), a revoked
 token waits for a reconnect; a missing permission, a 403 or a 404 ends the read with the reason
 the record shows. The agent's click never waits for any of it. The canvas preview's contacts
-belong to sample companies, read from here. Imports intercom and records.
+belong to sample companies, read from here. Imports database, intercom and records.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, insert, literal, or_, select, update
+from sqlalchemy import Select, func, literal, or_, select, update
 
+from hedwig_app.database import upsert_insert
 from hedwig_app.intercom import IntercomError, call_intercom, call_seconds, refuse_connection
 from hedwig_app.plumbing import id_or_none, text_or_none
 from hedwig_app.records import THE_CONTACT, reweigh_records
@@ -215,7 +216,8 @@ def keep_companies(asked: ContactCompany, companies: list[dict[str, Any]]) -> st
         ):
             changed.add(company.id)
         company.name, company.monthly_spend = found["name"], found["monthly_spend"]
-        company.plan, company.size, company.read_at = found["plan"], found["size"], utcnow()
+        company.plan, company.size = found.get("plan"), found.get("size")
+        company.read_at = utcnow()
         db.session.add(company)
         stored[found["id"]] = company
     db.session.flush()
@@ -358,5 +360,12 @@ def ask_again(
         .distinct()
     )
     columns = ["workspace_id", "contact_id", "state", "attempts", "next_attempt_at", "reason"]
-    new = db.session.execute(insert(ContactCompany).from_select(columns, never)).rowcount
-    return again + new
+    # Counted by RETURNING: an INSERT … SELECT's row count is not reported on every driver.
+    # A contact a save asks for meanwhile is asked for already: nothing to do.
+    new = db.session.execute(
+        upsert_insert(ContactCompany)
+        .from_select(columns, never)
+        .on_conflict_do_nothing()
+        .returning(ContactCompany.id)
+    )
+    return again + len(new.all())

@@ -246,10 +246,15 @@ def insert_or_update(
     """INSERT a row, or, where one with the same ``keys`` exists, UPDATE it with ``changes``
     when ``where`` holds: one statement, ON CONFLICT on SQLite and PostgreSQL alike. How many
     rows it wrote (0 or 1)."""
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return db.session.execute(
-        insert(model)
+        upsert_insert(model)
         .values(**values)
         .on_conflict_do_update(index_elements=keys, set_=changes, where=where)
     ).rowcount
+
+
+def upsert_insert(model: type[db.Model]) -> Any:
+    """An INSERT into ``model``'s table that can say what to do ON CONFLICT, in the dialect
+    of the session's database (SQLite's and PostgreSQL's spell it alike)."""
+    dialect = db.session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
