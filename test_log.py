@@ -36,7 +36,7 @@ from conftest import (
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
 from hedwig_app.search import SEARCH_MAX, search_words
-from models import DESCRIPTION_MAX, Feedback, db
+from models import DESCRIPTION_MAX, Company, ContactCompany, Feedback, db, utcnow
 
 # --- The feedback log -----------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ def test_a_record_shows_how_many_customers_back_it_and_who(
     assert "2 customers" in page
     assert page.index("second@example.com") < page.index("first@example.com")  # newest first
     listing = page_text(signed_in.get("/"))
-    assert re.search(r'<td class="number">2</td>', listing)
+    assert '<td class="weight">2 customers</td>' in listing
 
 
 def test_adding_by_hand_with_a_customer_makes_the_first_evidence(
@@ -843,3 +843,92 @@ def test_the_list_shows_records_with_a_blocker_with_the_search_and_status(
     response = signed_in.get("/?importance=urgent")
     assert response.status_code == 400
     assert "There is no importance &#39;urgent&#39;: use one of" in page_text(response)
+
+
+# --- The weight: companies, their plan and spend ---------------------------------------------
+
+
+def company(app: Flask, name: str, monthly_spend: int, plan: str | None = "Pro") -> int:
+    """A company as a read from Intercom keeps it."""
+    with app.app_context():
+        row = Company(
+            workspace_id=WORKSPACE_ID,
+            intercom_id=f"company-{name}",
+            name=name,
+            monthly_spend=monthly_spend,
+            plan=plan,
+        )
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+
+def backed_by_people_of(
+    app: Flask, feedback_id: int, *people: tuple[str, int | None], **fields: Any
+) -> None:
+    """Customers backing a record from the Inbox: each an Intercom contact (their email) in
+    a company read already (its id), or in one not read yet (None)."""
+    with app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        for email, company_id in people:
+            known = {"workspace_id": WORKSPACE_ID, "contact_id": f"contact-{email}"}
+            if company_id is not None and not db.session.scalar(
+                select(ContactCompany).filter_by(**known)
+            ):
+                db.session.add(
+                    ContactCompany(**known, company_id=company_id, state="read", read_at=utcnow())
+                )
+                db.session.flush()
+            add_evidence(record, customer_email=email, source="intercom", **known, **fields)
+        refresh_backing(record)
+        db.session.commit()
+
+
+def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    acme, initech = company(app, "Acme Inc", 1000), company(app, "Initech", 290)
+    (record,) = add_feedback(app)
+    backed_by_people_of(
+        app, record, ("a@acme.com", acme), ("b@acme.com", acme), ("c@initech.com", initech)
+    )
+    weight = "3 customers · 2 companies · $1,290 a month"
+    assert weight in page_text(signed_in.get(f"/feedback/{record}"))
+    assert f'<td class="weight">{weight}</td>' in page_text(signed_in.get("/"))
+
+
+def test_each_piece_of_evidence_names_its_company_and_plan_or_why_not(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    acme, initech = company(app, "Acme Inc", 1290), company(app, "Initech", 49, plan=None)
+    (record,) = add_feedback(app, title="SSO", customer_email="hand@example.com")
+    backed_by_people_of(
+        app, record, ("a@acme.com", acme), ("i@initech.com", initech), ("new@example.com", None)
+    )
+    with app.app_context():
+        refused = ContactCompany(
+            workspace_id=WORKSPACE_ID,
+            contact_id="contact-gone@example.com",
+            state="failed",
+            reason="Intercom answered 404: the contact is gone",
+        )
+        db.session.add(refused)
+        db.session.commit()
+    backed_by_people_of(app, record, ("gone@example.com", None))
+    page = page_text(signed_in.get(f"/feedback/{record}"))
+    assert "Acme Inc · Pro plan · $1,290 a month" in page
+    assert "Initech · $49 a month" in page
+    assert "Company unknown: being read from Intercom" in page
+    assert "Company unknown: Intercom answered 404: the contact is gone" in page
+    assert "Company unknown: added by hand, with no Intercom contact to read it from" in page
+    assert "5 customers · 2 companies · $1,339 a month" in page
+
+
+def test_a_blocker_stands_out_on_the_record(app: Flask, signed_in: FlaskClient) -> None:
+    (record_id,) = add_feedback(app, title="SSO")
+    levelled(app, record_id, blocker=1, important=2)
+    page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    assert page.count('<section class="evidence blocker"') == 1
+    assert page.count('<section class="evidence important"') == 2
+    assert '<span class="importance blocker">Blocker</span>' in page
+    assert "1 blocker · 2 important" in page
