@@ -8,7 +8,7 @@ import io
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from flask import Flask
@@ -884,6 +884,25 @@ def backed_by_people_of(
         db.session.commit()
 
 
+def test_one_customer_of_a_bigger_company_outranks_three_of_a_smaller_one(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    globex, acme = company(app, "Globex", 5000), company(app, "Acme Inc", 1290)
+    three, none, big = add_feedback(app, 3)
+    backed_by_people_of(
+        app, three, ("a@acme.com", acme), ("b@acme.com", acme), ("c@acme.com", acme)
+    )
+    backed_by_people_of(app, big, ("d@globex.com", globex))
+    assert listed_ids(signed_in.get("/?sort=revenue")) == [big, three, none]
+    assert listed_ids(signed_in.get("/?sort=customers")) == [three, big, none]
+    assert "3 customers · 1 company · $1,290 a month" in page_text(
+        signed_in.get(f"/feedback/{three}")
+    )
+    listing = page_text(signed_in.get("/?sort=revenue"))
+    assert '<td class="weight">1 customer · 1 company · $5,000 a month</td>' in listing
+    assert '<td class="weight">0 customers</td>' in listing
+
+
 def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
     app: Flask, signed_in: FlaskClient
 ) -> None:
@@ -895,6 +914,18 @@ def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
     weight = "3 customers · 2 companies · $1,290 a month"
     assert weight in page_text(signed_in.get(f"/feedback/{record}"))
     assert f'<td class="weight">{weight}</td>' in page_text(signed_in.get("/"))
+
+
+def test_the_list_sorts_by_most_companies(app: Flask, signed_in: FlaskClient) -> None:
+    acme, initech = company(app, "Acme Inc", 1000), company(app, "Initech", 290)
+    two, none, one, also_one = add_feedback(app, 4)
+    backed_by_people_of(app, two, ("a@acme.com", acme), ("c@initech.com", initech))
+    backed_by_people_of(app, one, ("a@acme.com", acme), ("b@acme.com", acme))
+    backed_by_people_of(app, also_one, ("c@initech.com", initech))
+    assert listed_ids(signed_in.get("/?sort=companies")) == [two, also_one, one, none]
+    assert listed_ids(signed_in.get("/?sort=revenue")) == [two, one, also_one, none]
+    assert listed_ids(signed_in.get("/?sort=companies&q=feedback")) == [two, also_one, one, none]
+    assert "<strong>most companies</strong>" in page_text(signed_in.get("/?sort=companies"))
 
 
 def test_each_piece_of_evidence_names_its_company_and_plan_or_why_not(
@@ -932,3 +963,101 @@ def test_a_blocker_stands_out_on_the_record(app: Flask, signed_in: FlaskClient) 
     assert page.count('<section class="evidence important"') == 2
     assert '<span class="importance blocker">Blocker</span>' in page
     assert "1 blocker · 2 important" in page
+
+
+def plan_records(app: Flask) -> dict[str, int]:
+    """Records backed by companies on the Pro and Enterprise plans, and by none."""
+    acme, globex = company(app, "Acme Inc", 1290), company(app, "Globex", 5000, "Enterprise")
+    ids = dict(
+        zip(
+            ["pro", "enterprise", "planned", "both", "none"],
+            add_feedback(app, 5, title="Export"),
+            strict=True,
+        )
+    )
+    backed_by_people_of(app, ids["pro"], ("a@acme.com", acme))
+    backed_by_people_of(app, ids["enterprise"], ("g@globex.com", globex))
+    backed_by_people_of(app, ids["planned"], ("b@acme.com", acme))
+    backed_by_people_of(app, ids["both"], ("c@acme.com", acme), ("h@globex.com", globex))
+    with app.app_context():
+        db.session.get(Feedback, ids["planned"]).title = "Dark mode"
+        db.session.get(Feedback, ids["planned"]).status = "planned"
+        db.session.commit()
+    return ids
+
+
+def test_the_list_shows_records_backed_by_a_plan_with_the_search_and_status(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    ids = plan_records(app)
+    pro, planned, both = ids["pro"], ids["planned"], ids["both"]
+    assert listed_ids(signed_in.get("/?plan=Pro")) == [both, planned, pro]
+    assert listed_ids(signed_in.get("/?plan=Pro&q=export&sort=newest")) == [both, pro]
+    assert listed_ids(signed_in.get("/?plan=Pro&status=planned")) == [planned]
+    assert listed_ids(signed_in.get("/?plan=Enterprise&sort=revenue")) == [both, ids["enterprise"]]
+    assert listed_ids(signed_in.get("/?plan=Enterprise&importance=blocker")) == []
+    # The search's total counted in its index would count the Enterprise-only record too.
+    searched_page = page_text(signed_in.get("/?plan=Pro&q=export"))
+    assert "2 records backed by a company on the Pro plan matching “export”" in searched_page
+    listing = page_text(signed_in.get("/"))
+    assert 'href="/?plan=Enterprise">Enterprise plan</a>' in listing
+    assert 'href="/?plan=Pro">Pro plan</a>' in listing
+    assert [row["feedback_id"] for row in export(signed_in, "?plan=Enterprise")] == [
+        str(both),
+        str(both),
+        str(ids["enterprise"]),
+    ]
+
+
+def test_a_plan_no_company_is_on_lists_nothing_and_a_long_one_is_refused(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    plan_records(app)
+    response = signed_in.get("/?plan=Basic")
+    assert response.status_code == 200
+    assert listed_ids(response) == []
+    assert "No feedback backed by a company on the Basic plan." in page_text(response)
+    assert signed_in.get("/?plan=" + "x" * 255).status_code == 200
+    for path in ("/?plan=", "/feedback.csv?plan="):
+        response = signed_in.get(path + "x" * 256)
+        assert response.status_code == 400
+        assert "A plan&#39;s name is at most 255 characters." in page_text(response)
+    assert listed_ids(signed_in.get("/?plan=&sort=junk")) == listed_ids(signed_in.get("/"))
+
+
+def link_args(page: str, text: str) -> dict[str, list[str]]:
+    """The query of the page's first link that says ``text``."""
+    link = re.search(rf'<a[^>]*href="([^"]+)"[^>]*>[^<]*{re.escape(text)}[^<]*</a>', page)
+    assert link, text
+    return parse_qs(urlsplit(html.unescape(link.group(1))).query)
+
+
+def test_the_sort_the_filters_and_the_pages_keep_each_other(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    acme = company(app, "Acme Inc", 1290)
+    backed_by_people_of(app, *add_feedback(app), ("a@acme.com", acme))  # a contact read once
+    add_feedback(
+        app,
+        51,
+        title="Export",
+        source="intercom",
+        workspace_id=WORKSPACE_ID,
+        contact_id="contact-a@acme.com",
+        customer_email="a@acme.com",
+    )
+    filters = {"q": ["export"], "status": ["open"], "importance": ["important"], "plan": ["Pro"]}
+    query = urlencode({name: values[0] for name, values in filters.items()})
+    page = page_text(signed_in.get(f"/?{query}&sort=revenue"))
+    assert "51 records open" in page
+    assert link_args(page, "Next") == filters | {"sort": ["revenue"], "page": ["2"]}
+    assert link_args(page, "most companies") == filters | {"sort": ["companies"]}
+    assert link_args(page, "Download CSV") == filters | {"sort": ["revenue"]}
+    assert link_args(page, "Planned") == filters | {"sort": ["revenue"], "status": ["planned"]}
+    assert link_args(page, "Any plan") == {
+        name: value for name, value in filters.items() if name != "plan"
+    } | {"sort": ["revenue"]}
+    second = page_text(signed_in.get(f"/?{query}&sort=revenue&page=2"))
+    assert "Page 2 of 2" in second
+    assert link_args(second, "Previous") == filters | {"sort": ["revenue"], "page": ["1"]}
+    assert 'name="plan" value="Pro"' in page

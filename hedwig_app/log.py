@@ -1,12 +1,13 @@
-"""The feedback log's pages: list (search, status, sort, pages), show, add, edit, delete, merge,
-remove evidence, and the CSV export of every piece of evidence. Views only: what a record is
-lives in records.py, finding it in search.py, its status in status.py. Imports auth, records,
-search and status.
+"""The feedback log's pages: list (search; status, importance and plan filters; sort; pages),
+show, add, edit, delete, merge, remove evidence, and the CSV export of every piece of evidence.
+Views only: what a record is lives in records.py, finding it in search.py, its status in
+status.py. Imports auth, records, search and status.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -41,7 +42,7 @@ from hedwig_app.records import (
     validate_feedback,
     workspace_names,
 )
-from hedwig_app.search import SEARCH_MAX, listed_feedback, search_count
+from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search_count
 from hedwig_app.status import (
     conversations_to_note,
     notes_to_send,
@@ -52,6 +53,7 @@ from models import (
     DEFAULT_IMPORTANCE,
     ID_MAX,
     IMPORTANCES,
+    NAME_MAX,
     STATUSES,
     Evidence,
     Feedback,
@@ -61,32 +63,38 @@ from models import (
 feedback_log = Blueprint("log", __name__)
 PER_PAGE = 50
 PAGE_MAX = 1_000_000
-SORTS = ("best", "newest", "customers")
+SORTS = ("best", "newest", "customers", "companies", "revenue")
 
 
 @feedback_log.get("/")
 def index() -> str:
-    q, status, importance = search_text(), status_filter(), importance_filter()
-    sort = request.args.get("sort") if request.args.get("sort") in SORTS else None
+    filters = list_filters()
     page = request.args.get("page", 1, type=int)
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
-    statement = listed_feedback(q, sort, status, importance)
-    # A search's total is counted in the index (search_count), not by running the list again.
-    counted_in_index = bool(q) and status is None and importance is None
+    statement = listed_feedback(**filters)
+    # A search's total is counted in the index (search_count), not by running the list again:
+    # only when no other filter narrows it.
+    narrowed = any(filters[name] for name in ("status", "importance", "plan"))
+    counted_in_index = bool(filters["q"]) and not narrowed
     pagination = db.paginate(
         statement, page=page, per_page=PER_PAGE, error_out=False, count=not counted_in_index
     )
     if counted_in_index:
-        pagination.total = search_count(q)
+        pagination.total = search_count(filters["q"])
     return render_template(
         "index.html",
         pagination=pagination,
-        q=q,
-        sort=sort,
-        status=status,
-        importance=importance,
+        plans=company_plans(),
+        list_url=functools.partial(filtered_url, "log.index", filters),
+        csv_url=filtered_url("log.export_csv", filters),
+        **filters,
     )
+
+
+def filtered_url(endpoint: str, filters: Mapping[str, Any], **changes: Any) -> str:
+    """The list (or its CSV) with the filters and sort kept, but for ``changes``."""
+    return url_for(endpoint, **{name: value or None for name, value in (filters | changes).items()})
 
 
 @feedback_log.get("/feedback/<id:feedback_id>")
@@ -265,12 +273,22 @@ def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
 @feedback_log.get("/feedback.csv")
 def export_csv() -> Response:
     """The evidence export: a row per piece of evidence, with its record."""
-    statement = listed_feedback(
-        search_text(), request.args.get("sort"), status_filter(), importance_filter()
-    )
+    statement = listed_feedback(**list_filters())
     response = Response(stream_with_context(csv_lines(statement)), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="hedwig-evidence.csv"'
     return response
+
+
+def list_filters() -> dict[str, str | None]:
+    """The list's ?q=, ?sort=, ?status=, ?importance= and ?plan=, each checked: a sort it does
+    not know is ignored, the others refused (400)."""
+    return {
+        "q": search_text(),
+        "sort": request.args.get("sort") if request.args.get("sort") in SORTS else None,
+        "status": status_filter(),
+        "importance": importance_filter(),
+        "plan": plan_filter(),
+    }
 
 
 def search_text() -> str:
@@ -289,6 +307,15 @@ def status_filter() -> str | None:
 def importance_filter() -> str | None:
     """The list's ?importance=, one of IMPORTANCES."""
     return choice_filter("importance", IMPORTANCES)
+
+
+def plan_filter() -> str | None:
+    """The list's ?plan=, a company's plan name, cleaned and bounded as plans are kept: a
+    longer one is refused; one no company is on lists nothing."""
+    plan = clean_text(request.args.get("plan", ""), NAME_MAX)
+    if len(plan) > NAME_MAX:
+        abort(400, f"A plan's name is at most {NAME_MAX} characters.")
+    return plan or None
 
 
 def choice_filter(name: str, choices: Mapping[str, str]) -> str | None:

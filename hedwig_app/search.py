@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     Select,
     Text,
+    and_,
     column,
     func,
     literal,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from models import Evidence, Feedback, db
+from models import Company, ContactCompany, Evidence, Feedback, db
 
 SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted essay
 SEARCH_WINDOW = 500
@@ -33,31 +34,74 @@ SEARCH_WORDS_MAX = 12
 SEARCH_INDEX = table("feedback_search", column("rowid"))
 WORD = re.compile(r"[^\W_]+")
 FIND_LIMIT = 5
+PLANS_SHOWN = 20
+
+
+# The list's orders besides the search's own: each newest-first among equals.
+SORT_ORDERS = {
+    "newest": (Feedback.created_at.desc(), Feedback.id.desc()),
+    "customers": (Feedback.customer_count.desc(), Feedback.id.desc()),
+    "companies": (Feedback.company_count.desc(), Feedback.id.desc()),
+    "revenue": (Feedback.monthly_spend.desc(), Feedback.id.desc()),
+}
 
 
 def listed_feedback(
-    q: str, sort: str | None = None, status: str | None = None, importance: str | None = None
+    q: str,
+    sort: str | None = None,
+    status: str | None = None,
+    importance: str | None = None,
+    plan: str | None = None,
 ) -> Select:
-    """The list, as the page and the CSV show it: narrowed by the search, the status and the
-    importance (records with a piece of evidence of it), and sorted, best match first when
-    searching, else newest first (or most customers first)."""
+    """The list, as the page and the CSV show it: narrowed by the search, the status, the
+    importance (records with a piece of evidence of it) and the plan (records with a customer
+    of a company on it), and sorted, best match first when searching, else newest first (or
+    by SORT_ORDERS: most customers, companies or monthly spend first)."""
     statement = select(Feedback)
     if status:
         statement = statement.where(Feedback.status == status)
     if importance:
         levelled = select(Evidence.feedback_id).where(Evidence.importance == importance)
         statement = statement.where(Feedback.id.in_(levelled))
+    if plan:
+        statement = statement.where(Feedback.id.in_(backed_on_plan(plan)))
     if q:
         statement = search(statement, q, ranked=sort in (None, "best"))
-    if sort == "customers":
-        statement = statement.order_by(None).order_by(
-            Feedback.customer_count.desc(), Feedback.id.desc()
-        )
-    elif sort == "newest" or not q:
-        statement = statement.order_by(None).order_by(
-            Feedback.created_at.desc(), Feedback.id.desc()
-        )
+    if sort in SORT_ORDERS:
+        statement = statement.order_by(None).order_by(*SORT_ORDERS[sort])
+    elif not q:  # a search keeps its own order, best match first
+        statement = statement.order_by(None).order_by(*SORT_ORDERS["newest"])
     return statement
+
+
+def backed_on_plan(plan: str) -> Select:
+    """The ids of records with a customer whose company is on ``plan``: evidence, its
+    contact's company (on the contact in its workspace), the company's plan."""
+    return (
+        select(Evidence.feedback_id)
+        .join(
+            ContactCompany,
+            and_(
+                ContactCompany.workspace_id == Evidence.workspace_id,
+                ContactCompany.contact_id == Evidence.contact_id,
+            ),
+        )
+        .join(Company, Company.id == ContactCompany.company_id)
+        .where(Company.plan == plan)
+    )
+
+
+def company_plans() -> list[str]:
+    """The plans the customers' companies are on, A to Z, to filter the list by (the first
+    PLANS_SHOWN: a choice, not a report)."""
+    plans = (
+        select(Company.plan)
+        .where(Company.plan.is_not(None), Company.plan != "")
+        .distinct()
+        .order_by(Company.plan)
+        .limit(PLANS_SHOWN)
+    )
+    return list(db.session.scalars(plans))
 
 
 def best_matches(query: str, workspace_id: str | None) -> list[Feedback]:
