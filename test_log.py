@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from conftest import (
     CONVERSATION_ID,
@@ -1061,3 +1061,77 @@ def test_the_sort_the_filters_and_the_pages_keep_each_other(
     assert "Page 2 of 2" in second
     assert link_args(second, "Previous") == filters | {"sort": ["revenue"], "page": ["1"]}
     assert 'name="plan" value="Pro"' in page
+
+
+def test_csv_names_each_customers_company_plan_and_spend(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    acme, formula = company(app, "Acme Inc", 1290), company(app, "=HYPERLINK(1)", 5, "+Pro")
+    (record,) = add_feedback(app, title="SSO", customer_email="hand@example.com")
+    backed_by_people_of(app, record, ("a@acme.com", acme), ("f@example.com", formula))
+    backed_by_people_of(app, record, ("new@example.com", None))
+    columns = list(CSV_COLUMNS)
+    assert columns[columns.index("importance") + 1 :][:3] == [
+        "company",
+        "company_plan",
+        "company_monthly_spend",
+    ]
+    rows = export(signed_in)
+    assert [
+        (row["customer_email"], row["company"], row["company_plan"], row["company_monthly_spend"])
+        for row in rows
+    ] == [
+        ("new@example.com", "", "", ""),
+        ("f@example.com", "'=HYPERLINK(1)", "'+Pro", "5"),
+        ("a@acme.com", "Acme Inc", "Pro", "1290"),
+        ("hand@example.com", "", "", ""),
+    ]
+
+
+def test_the_export_reads_the_companies_with_the_rows_not_per_row(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    acme = company(app, "Acme Inc", 1290)
+    (first,) = add_feedback(app)
+    backed_by_people_of(app, first, ("first@acme.com", acme))
+
+    def statements_run() -> tuple[int, list[dict[str, str]]]:
+        """How many statements the export ran (its sign-in check too), and its rows."""
+        run: list[str] = []
+
+        def count(*args: Any) -> None:
+            run.append(args[2])
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            rows = export(signed_in)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(run), rows
+
+    one_row, _ = statements_run()
+    others = add_feedback(app, 199)
+    with app.app_context():  # 199 more customers of Acme, in one transaction
+        for n, record_id in enumerate(others):
+            db.session.add(
+                ContactCompany(
+                    workspace_id=WORKSPACE_ID,
+                    contact_id=f"contact-{n}",
+                    company_id=acme,
+                    state="read",
+                    read_at=utcnow(),
+                )
+            )
+            add_evidence(
+                db.session.get(Feedback, record_id),
+                workspace_id=WORKSPACE_ID,
+                contact_id=f"contact-{n}",
+                customer_email=f"p{n}@acme.com",
+            )
+        db.session.commit()
+    many_rows, rows = statements_run()
+    assert len(rows) == 200
+    assert {row["company"] for row in rows} == {"Acme Inc"}
+    assert many_rows == one_row

@@ -25,12 +25,14 @@ from flask import (
     url_for,
 )
 from sqlalchemy import Select
+from sqlalchemy.orm import contains_eager
 
 from hedwig_app.auth import owners_only
 from hedwig_app.plumbing import clean_text, form_text, plural, record_id
 from hedwig_app.records import (
     EVIDENCE_FIELDS,
     RECORD_FIELDS,
+    THE_CONTACT,
     RecordConflict,
     RecordGone,
     add_evidence,
@@ -55,6 +57,8 @@ from models import (
     IMPORTANCES,
     NAME_MAX,
     STATUSES,
+    Company,
+    ContactCompany,
     Evidence,
     Feedback,
     db,
@@ -392,6 +396,9 @@ CSV_COLUMNS = (
     "customer_email",
     "quote",
     "importance",
+    "company",
+    "company_plan",
+    "company_monthly_spend",
     "source",
     "conversation_url",
     "heard_by",
@@ -411,9 +418,14 @@ def csv_lines(statement: Select) -> Iterator[str]:
         buffer.truncate()
         return text
 
+    # Each row's company comes in the same query (contains_eager): Evidence.contact_company's
+    # own loading would read the companies again, a query per batch of rows.
     rows = (
         statement.add_columns(Evidence)
         .outerjoin(Evidence, Evidence.feedback_id == Feedback.id)
+        .outerjoin(ContactCompany, THE_CONTACT)
+        .outerjoin(Company, Company.id == ContactCompany.company_id)
+        .options(contains_eager(Evidence.contact_company).contains_eager(ContactCompany.company))
         .order_by(Evidence.id.desc())
         .execution_options(yield_per=500)
     )
@@ -442,6 +454,13 @@ def csv_row(record: Feedback, evidence: Evidence | None) -> list[str]:
             "conversation_url": evidence.conversation_url,
             "heard_by": evidence.admin_name or evidence.admin_email,
             "heard_at": f"{evidence.created_at:%Y-%m-%d %H:%M:%S}",
+        }
+    company = evidence.company if evidence is not None else None
+    if company is not None:
+        values |= {
+            "company": company.name,
+            "company_plan": company.plan,
+            "company_monthly_spend": company.monthly_spend,
         }
     return [csv_cell(values.get(column)) for column in CSV_COLUMNS]
 
