@@ -15,6 +15,8 @@ order, a module a step (each opens with a docstring saying what it owns):
    same canvases in the browser without Intercom (``preview.py``).
 6. Closing the loop: a status on every record and the notes it writes (``status.py``), sent
    to each conversation exactly once (``outbox.py``), from the record's page (``loop.py``).
+   Demand that weighs: each customer's company and what it pays, read from Intercom after
+   the save by the same sender (``companies.py``).
 7. A team: roles, invites, reset links and passwords (``team.py``).
 8. The command line (``commands.py``).
 9. Plumbing: settings (``settings.py``), the database and its migrations (``database.py``),
