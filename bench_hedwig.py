@@ -339,8 +339,11 @@ def wrk(url: str, seconds: float, *options: str, script_args: tuple[str, ...] = 
     ).stdout
 
     def latency(percentile: str) -> float:
-        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)$", output, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+        found = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s|m)$", output, re.M)
+        if found is None:  # say what wrk said, not an AttributeError
+            raise SystemExit(f"{url}: wrk gave no {percentile}% latency:\n{output}")
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000}[unit]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
