@@ -312,7 +312,7 @@ def importance_select(importance: str) -> dict[str, Any]:
     return single_select("importance", IMPORTANCE_QUESTION, IMPORTANCES, chosen)
 
 
-def saved_canvas(record: Feedback) -> dict[str, Any]:
+def saved_canvas(record: Feedback | Row) -> dict[str, Any]:
     return canvas(
         [
             text(f"Feedback #{record.id} saved", "header"),

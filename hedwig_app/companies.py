@@ -363,7 +363,7 @@ def ask_again(
     # Counted by RETURNING: an INSERT … SELECT's row count is not reported on every driver.
     # A contact a save asks for meanwhile is asked for already: nothing to do.
     new = db.session.execute(
-        upsert_insert(ContactCompany)
+        upsert_insert(ContactCompany, db.session.get_bind().dialect.name)
         .from_select(columns, never)
         .on_conflict_do_nothing()
         .returning(ContactCompany.id)

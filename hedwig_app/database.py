@@ -1,7 +1,7 @@
 """The database: opening it from HEDWIG_DATABASE_URL (SQLite by default, or PostgreSQL),
 bringing its schema up to date with the migrations at every start, SQLite's tuning, and
 ``begin_write()`` and ``lock_rows()`` for transactions that read and then write, and
-``insert_or_update()`` (one upsert for both databases). Imports settings.
+``upsert_insert()`` (INSERT … ON CONFLICT on both databases). Imports settings.
 """
 
 from __future__ import annotations
@@ -236,25 +236,7 @@ def row_counts(engine: Engine) -> dict[str, int]:
         }
 
 
-def insert_or_update(
-    model: type[db.Model],
-    values: dict[str, Any],
-    keys: list[str],
-    changes: dict[str, Any],
-    where: Any = None,
-) -> int:
-    """INSERT a row, or, where one with the same ``keys`` exists, UPDATE it with ``changes``
-    when ``where`` holds: one statement, ON CONFLICT on SQLite and PostgreSQL alike. How many
-    rows it wrote (0 or 1)."""
-    return db.session.execute(
-        upsert_insert(model)
-        .values(**values)
-        .on_conflict_do_update(index_elements=keys, set_=changes, where=where)
-    ).rowcount
-
-
-def upsert_insert(model: type[db.Model]) -> Any:
-    """An INSERT into ``model``'s table that can say what to do ON CONFLICT, in the dialect
-    of the session's database (SQLite's and PostgreSQL's spell it alike)."""
-    dialect = db.session.get_bind().dialect.name
+def upsert_insert(model: type[db.Model], dialect: str) -> Any:
+    """An INSERT into ``model``'s table that can say what to do ON CONFLICT, for the database
+    named by ``dialect`` ("sqlite" or "postgresql", which spell it alike)."""
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

@@ -49,9 +49,8 @@ from hedwig_app.records import (
     add_evidence,
     merged_target,
     refresh_backing,
-    set_backing,
+    save_new_record,
     validate_feedback,
-    weigh_new_record,
 )
 from hedwig_app.search import SEARCH_MAX
 from models import (
@@ -199,15 +198,12 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
             context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "", importance or ""
         )
     try:
-        record = Feedback(title=title, source="intercom", workspace_id=context.workspace_id)
-        db.session.add(record)
-        evidence = add_evidence(
-            record, quote=quote, submit_nonce=nonce, importance=importance, **heard_in(context)
+        # The record is inserted whole, once, and so is its row in the search index (an
+        # UPDATE would rewrite that row).
+        record = save_new_record(
+            {"title": title, "source": "intercom", "workspace_id": context.workspace_id},
+            {"quote": quote, "submit_nonce": nonce, "importance": importance, **heard_in(context)},
         )
-        # A new record's one piece of evidence is all it has: the record is inserted whole,
-        # once, and so is its row in the search index (an UPDATE would rewrite that row).
-        set_backing(record, [evidence])
-        weigh_new_record(record, evidence)
         db.session.commit()
     except IntegrityError:
         # The same form again (double click, retry, replay, another worker): the unique nonce

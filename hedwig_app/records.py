@@ -7,13 +7,15 @@ another record, and where a merged record's id leads. Imports database and plumb
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, select, update
+from sqlalchemy import Row, and_, bindparam, func, insert, select, update
+from sqlalchemy.sql.dml import Insert
 
-from hedwig_app.database import insert_or_update, lock_rows
+from hedwig_app.database import lock_rows, upsert_insert
 from hedwig_app.plumbing import external_url
 from models import (
     COMPANY_FRESH_SECONDS,
@@ -83,17 +85,37 @@ def ask_for_company(workspace_id: str, contact_id: str) -> None:
     is, and one read more than COMPANY_FRESH_SECONDS ago is read again. One statement, which
     on PostgreSQL also holds the contact's row until the commit, so that a read ending
     meanwhile weighs this transaction's evidence too (companies.read_company)."""
+    connection = db.session.connection()
     now = utcnow()
-    stale = now - timedelta(seconds=COMPANY_FRESH_SECONDS)
-    asked = insert_or_update(
-        ContactCompany,
-        {"workspace_id": workspace_id, "contact_id": contact_id, "next_attempt_at": now},
-        keys=["workspace_id", "contact_id"],
-        changes={"state": "pending", "attempts": 0, "next_attempt_at": now, "reason": ""},
-        where=and_(ContactCompany.state.in_(("read", "failed")), ContactCompany.read_at < stale),
-    )
+    asked = connection.execute(
+        company_asked(connection.dialect.name),
+        {
+            "workspace_id": workspace_id,
+            "contact_id": contact_id,
+            "now": now,
+            "stale": now - timedelta(seconds=COMPANY_FRESH_SECONDS),
+        },
+    ).rowcount
     if asked:  # the view wakes the reader after its commit (outbox.wake_sender_if_asked)
         db.session.info["companies_asked"] = True
+
+
+@functools.cache
+def company_asked(dialect: str) -> Insert:
+    """ask_for_company's statement: built once per kind of database, as a save runs it."""
+    asked = upsert_insert(ContactCompany, dialect).values(
+        workspace_id=bindparam("workspace_id"),
+        contact_id=bindparam("contact_id"),
+        next_attempt_at=bindparam("now"),
+    )
+    return asked.on_conflict_do_update(
+        index_elements=["workspace_id", "contact_id"],
+        set_={"state": "pending", "attempts": 0, "next_attempt_at": bindparam("now"), "reason": ""},
+        where=and_(
+            ContactCompany.state.in_(("read", "failed")),
+            ContactCompany.read_at < bindparam("stale"),
+        ),
+    )
 
 
 def refresh_backing(record: Feedback) -> None:
@@ -144,19 +166,58 @@ def set_weight(record: Feedback, evidence: Iterable[Any]) -> None:
     record.company_count, record.monthly_spend = len(spend), sum(spend.values())
 
 
-def weigh_new_record(record: Feedback, evidence: Evidence) -> None:
-    """A new record's weight: its one customer's company, when it was read before."""
-    if not (evidence.workspace_id and evidence.contact_id):
-        return
-    known = db.session.execute(
-        select(Company.id.label("company_id"), Company.monthly_spend)
+def save_new_record(record: Mapping[str, Any], first: Mapping[str, Any]) -> Row:
+    """A new record and its first piece of evidence, as the Inbox saves them at every Save:
+    the record's id, title, status and customer count. It is the Inbox's one hot write, so it
+    is three statements built once (NEW_RECORD, NEW_EVIDENCE), run on the session's
+    connection with no unit of work: the customer's company asked for (ask_for_company, which
+    on PostgreSQL holds the contact's row first), the record, weighing that company if it was
+    read before, and the evidence (its unique nonce fails a second save of the same form: the
+    caller rolls back). The caller commits."""
+    workspace_id, contact_id = first.get("workspace_id"), first.get("contact_id")
+    name, email = first.get("customer_name", ""), first.get("customer_email", "")
+    key = customer_key(email, workspace_id, contact_id, name)
+    if workspace_id and contact_id:
+        ask_for_company(workspace_id, contact_id)
+    said = " ".join(filter(None, (name, email, first.get("quote"))))
+    connection = db.session.connection()
+    saved = connection.execute(
+        NEW_RECORD,
+        {
+            **record,
+            "customer_count": 1 if key else 0,
+            "customers_text": said[:CUSTOMERS_TEXT_MAX],
+            "heard_workspace": workspace_id,
+            "heard_contact": contact_id,
+        },
+    ).one()
+    connection.execute(NEW_EVIDENCE, {**first, "feedback_id": saved.id, "customer_key": key})
+    return saved
+
+
+def known_company(value: Any) -> Any:
+    """``value`` of the heard contact's company as read before (0 when none is known), inside
+    the statement that inserts a new record."""
+    known = (
+        select(value)
         .join(ContactCompany, Company.id == ContactCompany.company_id)
         .where(
-            ContactCompany.workspace_id == evidence.workspace_id,
-            ContactCompany.contact_id == evidence.contact_id,
+            ContactCompany.workspace_id == bindparam("heard_workspace"),
+            ContactCompany.contact_id == bindparam("heard_contact"),
         )
-    ).all()
-    set_weight(record, known)
+    )
+    return func.coalesce(known.scalar_subquery(), 0)
+
+
+NEW_RECORD = (
+    insert(Feedback)
+    .values(
+        company_count=known_company(func.count(Company.id)),
+        monthly_spend=known_company(Company.monthly_spend),
+    )
+    .returning(Feedback.id, Feedback.title, Feedback.status, Feedback.customer_count)
+)
+NEW_EVIDENCE = insert(Evidence)
 
 
 def reweigh_records(feedback_ids: Iterable[int]) -> None:
