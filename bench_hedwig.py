@@ -536,6 +536,32 @@ def deliver_notes(work: Path, count: int = 500) -> str:
     )
 
 
+def relevance_note(work: Path) -> str:
+    """The find canvas's relevance on relevance_set.json (relevance.py) on SQLite, and on
+    PostgreSQL when a server is given: its schema emptied first, as run_postgres does."""
+    import sqlalchemy
+
+    import relevance
+
+    results = {"SQLite": relevance.evaluate(f"sqlite:///{work / 'relevance.db'}")}
+    postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
+    if postgres:
+        engine = sqlalchemy.create_engine(postgres)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+        results["PostgreSQL"] = relevance.evaluate(postgres)
+    sqlite = results["SQLite"]
+    return (
+        f"Find relevance on {sqlite['requests']} requests ({sqlite['meaning_nothing']} meaning "
+        f"no record) / {sqlite['records']} records (`python relevance.py --misses` lists the "
+        "misses): "
+        + "; ".join(f"{name} {relevance.summary(result)}" for name, result in results.items())
+        + "."
+    )
+
+
 def signed_lines(payloads: Iterator[dict[str, Any]]) -> str:
     lines = []
     for payload in payloads:
@@ -1017,6 +1043,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
         )
 
         notes.append(deliver_notes(work))
+        notes.append(relevance_note(work))
 
         postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
         if postgres:
