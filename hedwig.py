@@ -7,7 +7,8 @@ order, a module a step (each opens with a docstring saying what it owns):
 2. Sign-in (``auth.py``): accounts, the session, the CSRF token, the sign-in throttle.
 3. The feedback log: what a record is and how evidence backs it (``records.py``), finding
    records by their words (``search.py``), and the pages that list, show, add and export them
-   (``log.py``).
+   (``log.py``); what matters most now, over a window: ranked, rising and charted
+   (``demand.py``).
 4. Connect with Intercom: its REST API, called safely (``intercom.py``), and connecting a
    workspace with a private app's token or OAuth, or signing in with Intercom (``connect.py``).
 5. The Inbox app: Canvas Kit's components (``canvas_kit.py``), the canvases an agent sees
@@ -40,6 +41,7 @@ from hedwig_app.auth import auth
 from hedwig_app.commands import COMMANDS
 from hedwig_app.connect import connect
 from hedwig_app.database import init_database
+from hedwig_app.demand import demand
 from hedwig_app.inbox import inbox
 from hedwig_app.log import feedback_log
 from hedwig_app.loop import loop
@@ -48,7 +50,7 @@ from hedwig_app.preview import preview
 from hedwig_app.settings import load_settings, load_token_cipher, make_private_folder
 from hedwig_app.team import team
 
-BLUEPRINTS = (auth, feedback_log, connect, inbox, preview, loop, team)
+BLUEPRINTS = (auth, feedback_log, demand, connect, inbox, preview, loop, team)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

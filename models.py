@@ -334,6 +334,8 @@ class Feedback(db.Model):
         Index("ix_feedback_companies", "company_count", "id"),
         Index("ix_feedback_revenue", "monthly_spend", "id"),
         Index("ix_feedback_status", "status", "created_at", "id"),
+        # The demand page's cache: has any record changed since it counted? (demand.py)
+        Index("ix_feedback_updated", "updated_at"),
         # SQLite: an id is never given out again, so a deleted or merged record's links
         # never lead to another one.
         {"sqlite_autoincrement": True},
@@ -427,6 +429,8 @@ class Evidence(db.Model):
         ),
         # A record's evidence, newest first.
         Index("ix_evidence_feedback", "feedback_id", "id"),
+        # The demand page: a window's evidence, read from the index alone (demand.py).
+        Index("ix_evidence_window", "created_at", "feedback_id", "customer_key"),
         # The first canvas: what this conversation backs, and this customer's other records.
         # Each index carries what the lookup needs, so it never reads the table.
         Index("ix_evidence_conversation", "workspace_id", "conversation_id", "id", "feedback_id"),

@@ -15,6 +15,7 @@ below them all.
     companies     the customers' companies, read from Intercom after the save
     outbox        the sender of the notes, exactly once, and of the company reads
     log           the feedback log's pages and the CSV export
+    demand        the demand page: what matters most over a window, rising, charted
     loop          the status form's views, and waking the sender
     connect       connecting a workspace (token or OAuth); signing in with Intercom
     canvas_kit    Canvas Kit's components, as pure functions
