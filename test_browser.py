@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug.serving import make_server
 
 import hedwig
-from conftest import PASSWORD, SECRET_KEY, WORKSPACE_ID, connect_workspace
+from conftest import PASSWORD, SECRET_KEY, WORKSPACE_ID, connect_workspace, wait_for_sender
 from hedwig_app.records import add_evidence, refresh_backing
 from models import Feedback, db
 
@@ -225,7 +225,7 @@ def sign_in(page: Any, url: str) -> None:
 def test_record_feedback_through_the_canvas_preview(
     page: Any, serve: Callable[..., tuple[str, Any]]
 ) -> None:
-    url, _ = serve()
+    url, app = serve()
     create_first_account(page, url)
     page.click("nav >> text=Canvas preview")
     inbox = page.locator(".inbox")
@@ -272,8 +272,10 @@ def test_record_feedback_through_the_canvas_preview(
     assert "2 customers" in inbox.inner_text()
     screenshot(inbox, "canvas-first")
 
+    wait_for_sender(app)  # the sample customers' companies, read after each save
     page.goto(f"{url}/feedback/1")
     assert "2 customers" in page.locator(".record").inner_text()
+    assert "a month" in page.locator(".record").inner_text()
     evidence = page.locator(".evidence")
     assert evidence.count() == 2
     assert "Dana Doe" in evidence.nth(0).inner_text()  # newest first
@@ -283,6 +285,9 @@ def test_record_feedback_through_the_canvas_preview(
     assert page.locator("table.feedback .badge.preview").count() == 1
     assert page.locator("table.feedback td.weight").inner_text().startswith("2 customers")
     screenshot(page, "list")
+    page.click("nav >> text=Demand")
+    assert page.locator("svg[role=img]").count() == 1
+    screenshot(page, "demand")
 
 
 def test_merge_a_duplicate_and_its_old_link_still_lands(
