@@ -1,7 +1,7 @@
 """Hedwig's tables: users, their sign-ins and the links that invite them or reset their
 passwords, Intercom connections, used OAuth states, the feedback records with the evidence
 that backs them, the customers' companies as Intercom knows them, the records' status changes,
-and the notes those changes send to Intercom conversations.
+the notes and replies those changes send to Intercom conversations, and the replies' texts.
 
 Each length a column allows is named here once, and every validator in hedwig_app uses the name.
 Times are stored as naive UTC datetimes, the one form every database keeps the same way.
@@ -38,6 +38,7 @@ CUSTOMERS_TEXT_MAX = 200_000  # the names, emails and words a record's search re
 REGION_MAX = 16
 STATE_MAX = 16  # a record's status, a note's state
 MESSAGE_MAX = 2_000  # what a status change tells the team
+REPLY_MAX = 2_000  # what a reply tells the customers
 CUSTOMER_KEY_MAX = EMAIL_MAX + 16  # "email:" and an address, or a contact in its workspace
 # How passwords are hashed (werkzeug's method names). The tests set a cheap one for their own
 # sign-ins; production, and every process the tests start, hash with scrypt.
@@ -559,6 +560,14 @@ class StatusChange(db.Model):
     )
 
     @property
+    def internal_notes(self) -> list[Note]:
+        return [note for note in self.notes if note.kind == "note"]
+
+    @property
+    def replies(self) -> list[Note]:
+        return [note for note in self.notes if note.kind == "reply"]
+
+    @property
     def labels(self) -> tuple[str, str]:
         return STATUSES.get(self.from_status, self.from_status), STATUSES.get(
             self.to_status, self.to_status
@@ -568,21 +577,25 @@ class StatusChange(db.Model):
 
 
 class Note(db.Model):
-    """The outbox: one internal note to one conversation about one status change. It is
-    written in the change's transaction, so nothing is sent before the change is kept and
-    nothing is lost after; a sender claims it (pending → sending) before sending it, so no
-    two senders send it. A conversation Hedwig cannot tell is kept as ``skipped``, with why."""
+    """The outbox: one internal note (``kind`` "note"), or one reply the customer sees
+    ("reply"), to one conversation about one status change. It is written in the change's
+    transaction, so nothing is sent before the change is kept and nothing is lost after; a
+    sender claims it (pending → sending) before sending it, so no two senders send it. A
+    conversation Hedwig cannot tell is kept as ``skipped``, with why."""
 
     __tablename__ = "notes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     change_id: Mapped[int] = mapped_column(ForeignKey("status_changes.id", ondelete="CASCADE"))
     feedback_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(STATE_MAX), default="note", server_default="note")
     customer: Mapped[str] = mapped_column(String(NAME_MAX), default="")  # who asked, shown
     workspace_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     conversation_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     body: Mapped[str] = mapped_column(Text, default="")  # the note's HTML, as Intercom gets it
     reopen: Mapped[bool] = mapped_column(default=False)  # reopen the conversation after it
+    # Then assign it to this Intercom admin: the agent who recorded the customer's evidence.
+    assignee_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     # pending → sending → sent or failed; pending again after a 429, a 5xx or a refused token.
     state: Mapped[str] = mapped_column(String(STATE_MAX), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)  # failed ones: 5xx, timeouts
@@ -593,7 +606,22 @@ class Note(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="")  # why it failed, waits or was skipped
 
     __table_args__ = (
-        UniqueConstraint("change_id", "workspace_id", "conversation_id", name="uq_notes_change"),
+        UniqueConstraint(
+            "change_id", "kind", "workspace_id", "conversation_id", name="uq_notes_change"
+        ),
         Index("ix_notes_due", "state", "next_attempt_at"),
         Index("ix_notes_feedback", "feedback_id", "state"),
     )
+
+
+class ReplyTemplate(db.Model):
+    """An owner's words for the reply a status change offers to send the customers, per status
+    (replies.py keeps the defaults), and whether a change made by an issue's webhook sends it."""
+
+    __tablename__ = "reply_templates"
+
+    status: Mapped[str] = mapped_column(String(STATE_MAX), primary_key=True)
+    body: Mapped[str] = mapped_column(Text, default="")  # plain text, up to REPLY_MAX
+    reply_automatically: Mapped[bool] = mapped_column(default=False, server_default=false())
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -358,6 +358,47 @@ def test_change_a_status_and_see_each_conversations_note(
     assert "1 note will be sent again." in page.locator(".flash").inner_text()
 
 
+def test_the_reply_follows_the_status_and_previews_as_the_customer_reads_it(
+    page: Any, serve: Callable[..., tuple[str, Any]], httpserver: HTTPServer
+) -> None:
+    url, app = serve(INTERCOM_API_URL=httpserver.url_for("/"), INTERCOM_CLIENT_SECRET="secret-123")
+    connect_workspace(app)
+    httpserver.expect_request("/conversations/1001/reply", method="POST").respond_with_json({})
+    with app.app_context():
+        record = Feedback(title="Export to PDF", source="intercom", workspace_id=WORKSPACE_ID)
+        db.session.add(record)
+        add_evidence(
+            record,
+            source="intercom",
+            workspace_id=WORKSPACE_ID,
+            conversation_id="1001",
+            customer_name="Casey Customer",
+        )
+        refresh_backing(record)
+        db.session.commit()
+        record_url = f"{url}/feedback/{record.id}"
+    create_first_account(page, url)
+    page.goto(record_url)
+    reply, preview = page.locator("textarea[name=reply_message]"), page.locator(".reply-preview")
+    assert "Good news: it is planned." in reply.input_value()
+    assert "Hi Casey, thanks again for asking for Export to PDF." in preview.inner_text()
+    page.select_option("select[name=status]", "done")
+    assert reply.input_value().startswith("Hi {first_name}, {title} is ready for you now.")
+    assert "1 customer gets it." in preview.inner_text()
+    assert "Hi Casey, Export to PDF is ready for you now." in preview.inner_text()
+    reply.fill("Hello {first_name}: {title} shipped.")
+    assert "Hello Casey: Export to PDF shipped." in preview.inner_text()
+    page.select_option("select[name=status]", "declined")  # edited by hand: the words stay
+    assert reply.input_value() == "Hello {first_name}: {title} shipped."
+    page.select_option("select[name=status]", "done")
+    page.check("input[name=reply]")
+    page.click("button:text('Change status')")
+    assert "a reply to 1 customer" in page.locator(".flash").inner_text()
+    wait_for_sender(app)
+    page.reload()
+    assert "Replies to the customers: 1 sent" in page.locator("#status").inner_text()
+
+
 def test_invite_a_teammate_who_joins_as_a_member(
     browser: Any, page: Any, serve: Callable[..., tuple[str, Any]]
 ) -> None:

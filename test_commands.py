@@ -114,6 +114,10 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
         db.session.flush()
         db.session.add(models.Note(change_id=change.id, feedback_id=feedback_id, body="<p>x</p>"))
         db.session.add(
+            models.Note(change_id=change.id, feedback_id=feedback_id, kind="reply", body="<p>y</p>")
+        )
+        db.session.add(models.ReplyTemplate(status="done", body="Done!", updated_by_id=owner))
+        db.session.add(
             models.AccountLink(kind="invite", key_hash="0" * 64, expires_at=models.utcnow())
         )
         db.session.commit()

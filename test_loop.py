@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import flask_migrate
 import pytest
 import sqlalchemy
 from flask import Flask
@@ -1047,3 +1048,370 @@ def test_merging_keeps_the_duplicates_history_and_notes(
     page = page_text(team.get(f"/feedback/{target}"))
     assert "Open → Planned" in page and "Next sprint" in page
     assert "Customer 0 · conversation 1001:" in page
+
+
+# --- Replies the customers see, and back to the agent who heard it ------------------------------
+
+
+def replies_sent(conversations: IntercomConversations) -> list[tuple[str, str]]:
+    """Each comment the customers got: its conversation and its body, in order."""
+    return [
+        (r["path"].split("/")[2], r["json"]["body"])
+        for r in conversations.requests
+        if r["path"].endswith("/reply") and r["json"]["message_type"] == "comment"
+    ]
+
+
+def internal_notes(conversations: IntercomConversations) -> list[str]:
+    return [
+        r["path"].split("/")[2]
+        for r in conversations.requests
+        if r["path"].endswith("/reply") and r["json"]["message_type"] == "note"
+    ]
+
+
+def stored_replies(app: Flask) -> list[models.Note]:
+    return [note for note in stored_notes(app) if note.kind == "reply"]
+
+
+def test_a_reply_tells_each_customer_in_their_conversation_beside_the_teams_note(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, title="CSV <export>")
+    words = "Hi {first_name}, {title} is live.\nEnjoy!\n\nThe <b>team</b>"
+    response = change_status(team, feedback_id, "done", reply="on", reply_message=words)
+    assert response.status_code == 302
+    flashed = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "a note goes to 2 conversations, a reply to 2 customers" in flashed
+    wait_for_sender(canvas_app)
+
+    assert sorted(internal_notes(conversations)) == list(CONVERSATIONS)
+    assert sorted(replies_sent(conversations)) == [
+        (
+            conversation,
+            "<p>Hi Customer, CSV &lt;export&gt; is live.<br>Enjoy!</p>"
+            "<p>The &lt;b&gt;team&lt;/b&gt;</p>",
+        )
+        for conversation in CONVERSATIONS
+    ]
+    comment = next(
+        r["json"] for r in conversations.requests if r["json"]["message_type"] == "comment"
+    )
+    assert set(comment) == {"message_type", "type", "admin_id", "body"}
+    assert (comment["type"], comment["admin_id"]) == ("admin", ME["id"])
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "Notes: 2 sent" in page and "Replies to the customers: 2 sent" in page
+    assert page.count('data-kind="reply"') == 2
+
+
+@pytest.mark.parametrize("reply", [None, "off", "no", ["off"]])
+def test_no_reply_goes_without_reply_on(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    reply: Any,
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    fields = {"reply_message": "Hi {first_name}, it is done."}
+    if reply is not None:
+        fields["reply"] = reply
+    assert change_status(team, feedback_id, "done", **fields).status_code == 302
+    wait_for_sender(canvas_app)
+    assert replies_sent(conversations) == []
+    assert sorted(internal_notes(conversations)) == list(CONVERSATIONS)
+    assert stored_replies(canvas_app) == []
+
+
+def test_the_form_offers_the_statuss_reply_and_previews_it_as_the_customer_reads_it(
+    canvas_app: Flask, team: FlaskClient
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001", "1002"), title="Dark mode")
+    with canvas_app.app_context():
+        add_evidence(db.session.get(Feedback, feedback_id), source="web", customer_name="Hand")
+        db.session.commit()
+    page = html.unescape(page_text(team.get(f"/feedback/{feedback_id}")))
+    # An open record's form offers "planned": its words, prefilled, placeholders and all.
+    assert (
+        'name="reply_message" rows="4" maxlength="2000">Hi {first_name}, thanks again for asking '
+        "for {title}. Good news: it is planned." in page
+    )
+    assert "2 customers get it (skipped: 1 added by hand: no Intercom conversation)." in page
+    assert "As Customer reads it:" in page
+    assert (
+        '<blockquote class="reply-text">Hi Customer, thanks again for asking for Dark mode.' in page
+    )
+    assert 'name="reply" value="on">' in page  # off until ticked
+
+    typed = "Hello {first_name}: {title} is underway."
+    response = change_status(
+        team, feedback_id, "in_progress", reply="on", reply_message=typed, preview_reply="1"
+    )
+    assert response.status_code == 200
+    page = html.unescape(page_text(response))
+    assert "Hello Customer: Dark mode is underway." in page
+    assert f'maxlength="2000">{typed}</textarea>' in page
+    assert [record.status for record in stored_feedback(canvas_app)] == ["open"]
+    assert stored_notes(canvas_app) == []
+
+
+@pytest.mark.parametrize(
+    ("words", "error"),
+    [
+        ("", "Write the reply, or untick “Reply to the customers”."),
+        ("Hi {name}", "Hedwig knows no {name}: use {first_name} and {title}."),
+        ("x" * 2001, "Keep the reply to 2000 characters (2001 now)."),
+    ],
+)
+def test_a_reply_that_cannot_go_says_why_and_changes_nothing(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    words: str,
+    error: str,
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    response = change_status(team, feedback_id, "done", reply="on", reply_message=words)
+    assert response.status_code == 400
+    assert error in html.unescape(page_text(response))
+    assert [record.status for record in stored_feedback(canvas_app)] == ["open"]
+    assert stored_notes(canvas_app) == []
+
+
+def test_owners_word_each_statuss_reply_and_the_form_starts_from_it(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    page = html.unescape(page_text(team.get("/replies")))
+    assert "Good news: it is planned." in page
+    words = {f"reply_{status}": "" for status in models.STATUSES}
+    words["reply_done"] = "Dear {first_name}, {title} shipped."
+    bad = post(team, "/replies", {**words, "reply_planned": "Hi {firstname}"})
+    assert bad.status_code == 400
+    assert "Hedwig knows no {firstname}" in html.unescape(page_text(bad))
+    assert "Good news: it is planned." in html.unescape(page_text(team.get("/replies")))
+    assert post(team, "/replies", words).status_code == 302
+
+    feedback_id = backed_record(canvas_app, ("1001",))
+    change_status(team, feedback_id, "in_progress", notify="off")
+    page = html.unescape(page_text(team.get(f"/feedback/{feedback_id}")))  # offers "done"
+    assert 'maxlength="2000">Dear {first_name}, {title} shipped.</textarea>' in page
+    assert "Good news" not in page
+
+    member = signed_in_browser(canvas_app, "bea@example.com")
+    assert member.get("/replies").status_code == 403
+    assert post(member, "/replies", words).status_code == 403
+    assert 'href="/replies"' not in page_text(member.get("/"))
+
+
+def test_a_customer_already_told_a_status_is_not_told_it_again(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    change_status(team, feedback_id, "done", reply="on", reply_message="Done, {first_name}!")
+    change_status(team, feedback_id, "in_progress", reply="on", reply_message="Back at it.")
+    wait_for_sender(canvas_app)
+    assert len(replies_sent(conversations)) == 4
+    with canvas_app.app_context():  # one more customer asks meanwhile
+        record = db.session.get(Feedback, feedback_id)
+        add_evidence(record, source="intercom", workspace_id=WORKSPACE_ID, conversation_id="1003")
+        db.session.commit()
+    page = html.unescape(page_text(team.get(f"/feedback/{feedback_id}")))
+    assert "1 customer gets it (skipped: 2 the customer was already told it is done)." in page
+    change_status(team, feedback_id, "done", reply="on", reply_message="Done, {first_name}!")
+    wait_for_sender(canvas_app)
+    assert [conversation for conversation, _ in replies_sent(conversations)][4:] == ["1003"]
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert page.count("skipped: the customer was already told it is done") == 2
+
+
+def test_preview_and_hand_added_evidence_get_no_reply_and_say_why(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    with canvas_app.app_context():
+        record = db.session.get(Feedback, feedback_id)
+        add_evidence(record, source="web", customer_name="Erin By Hand")
+        add_evidence(
+            record,
+            source="intercom",
+            workspace_id=models.PREVIEW_WORKSPACE_ID,
+            conversation_id="1001",
+            customer_name="Pat Preview",
+        )
+        db.session.commit()
+    change_status(team, feedback_id, "planned", notify="off", reply="on", reply_message="Hi!")
+    wait_for_sender(canvas_app)
+    assert replies_sent(conversations) == [("1001", "<p>Hi!</p>")]
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "Replies to the customers: 1 sent, 2 skipped" in page
+    assert "skipped: added by hand: no Intercom conversation" in page
+    assert "skipped: recorded in the canvas preview, not in Intercom" in page
+    assert "No note was sent (not asked)." in page
+
+
+def test_a_reply_whose_sender_stopped_mid_call_is_never_sent_twice(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    """A crash while a reply was being sent: the customer may have it, so it fails for a
+    person to retry; the reply left pending by the crash goes once, the note beside it too."""
+    feedback_id = backed_record(canvas_app)
+    change_status(held, feedback_id, "done", reply="on", reply_message="Shipped!")
+    with canvas_app.app_context():
+        replies = db.session.scalars(
+            select(models.Note).where(models.Note.kind == "reply").order_by(models.Note.id)
+        )
+        abandoned = next(iter(replies))
+        abandoned.state, abandoned.claimed_at = "sending", datetime(2000, 1, 1)
+        abandoned_conversation = abandoned.conversation_id
+        db.session.commit()
+    send_notes(canvas_app)
+    send_notes(canvas_app)
+    assert sorted(internal_notes(conversations)) == list(CONVERSATIONS)
+    others = [c for c in CONVERSATIONS if c != abandoned_conversation]
+    assert [conversation for conversation, _ in replies_sent(conversations)] == others
+    states = {r.conversation_id: (r.state, r.reason) for r in stored_replies(canvas_app)}
+    assert states[abandoned_conversation][0] == "failed"
+    assert "it may have arrived. Retry sends it again." in states[abandoned_conversation][1]
+
+
+def test_replies_left_pending_by_a_crash_go_once_after_a_restart(
+    tmp_path: Path, canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    change_status(held, backed_record(canvas_app), "done", reply="on", reply_message="Done!")
+    assert conversations.requests == []
+    restarted = make_app(
+        tmp_path,
+        DATABASE_URL=canvas_app.config["SQLALCHEMY_DATABASE_URI"],
+        INTERCOM_CLIENT_SECRET=CLIENT_SECRET,
+        INTERCOM_API_URL=canvas_app.config["INTERCOM_API_URL"],
+    )
+    restarted.test_client().get("/healthz")  # its first request wakes the sender
+    wait_for_sender(restarted)
+    restarted.test_cli_runner().invoke(args=["send-notes"])
+    assert sorted(c for c, _ in replies_sent(conversations)) == list(CONVERSATIONS)
+    assert sorted(internal_notes(conversations)) == list(CONVERSATIONS)
+
+
+def test_two_senders_at_once_send_each_reply_once(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    many = tuple(str(3000 + n) for n in range(30))
+    change_status(held, backed_record(canvas_app, many), "done", reply="on", reply_message="Hi")
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: send_notes(canvas_app), range(2)))
+    assert sorted(c for c, _ in replies_sent(conversations)) == sorted(many)  # each once
+    assert sorted(internal_notes(conversations)) == sorted(many)
+    assert sum(outcome["sent"] for outcome in outcomes) == 60
+    assert all(outcome["sent"] for outcome in outcomes)  # both took part
+    assert {note.state for note in stored_notes(canvas_app)} == {"sent"}
+
+
+def test_replies_wait_out_a_429_then_each_goes_once(
+    canvas_app: Flask, held: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    change_status(held, feedback_id, "done", notify="off", reply="on", reply_message="Hi")
+    conversations.answers = [(429, {"Retry-After": "1"})]
+    outcomes = send_notes(canvas_app, wait_max=5)
+    assert outcomes["sent"] == 2
+    told = [conversation for conversation, _ in replies_sent(conversations)]
+    assert sorted(set(told)) == list(CONVERSATIONS)
+    assert len(told) == 3  # the refused one, then each once
+    assert {reply.state for reply in stored_replies(canvas_app)} == {"sent"}
+
+
+def test_reopening_assigns_each_conversation_back_to_the_agent_who_recorded_it(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app)
+    with canvas_app.app_context():
+        for evidence in db.session.get(Feedback, feedback_id).evidence:
+            evidence.admin_id = f"agent-{evidence.conversation_id}"
+        db.session.commit()
+    change_status(team, feedback_id, "done", notify="on", reopen="on", assign="on")
+    wait_for_sender(canvas_app)
+    parts = sorted(
+        (r["path"], r["json"]["message_type"], r["json"].get("assignee_id"))
+        for r in conversations.requests
+        if r["path"].endswith("/parts")
+    )
+    assert parts == [
+        ("/conversations/1001/parts", "assignment", "agent-1001"),
+        ("/conversations/1001/parts", "open", None),
+        ("/conversations/1002/parts", "assignment", "agent-1002"),
+        ("/conversations/1002/parts", "open", None),
+    ]
+    assignment = next(
+        r["json"] for r in conversations.requests if r["json"]["message_type"] == "assignment"
+    )
+    assert assignment == {
+        "message_type": "assignment",
+        "type": "admin",
+        "admin_id": ME["id"],
+        "assignee_id": assignment["assignee_id"],
+    }
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert page.count("sent, reopened and assigned back") == 2
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"reopen": "on"}, {"assign": "on"}, {"reopen": "on", "assign": "off"}],
+    ids=["reopen alone", "assign without reopen", "assign off"],
+)
+def test_no_conversation_is_assigned_unless_asked_with_reopen(
+    canvas_app: Flask,
+    team: FlaskClient,
+    conversations: IntercomConversations,
+    fields: dict[str, str],
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    with canvas_app.app_context():
+        db.session.get(Feedback, feedback_id).evidence[0].admin_id = "agent-1"
+        db.session.commit()
+    change_status(team, feedback_id, "done", notify="on", **fields)
+    wait_for_sender(canvas_app)
+    assert [r["json"]["message_type"] for r in conversations.requests if "parts" in r["path"]] == (
+        ["open"] if fields.get("reopen") else []
+    )
+
+
+def test_a_refused_assignment_after_the_note_arrived_says_so(
+    canvas_app: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    feedback_id = backed_record(canvas_app, ("1001",))
+    with canvas_app.app_context():
+        db.session.get(Feedback, feedback_id).evidence[0].admin_id = "gone-agent"
+        db.session.commit()
+    conversations.answers = [(200, {}), (200, {}), (404, {})]
+    change_status(team, feedback_id, "done", notify="on", reopen="on", assign="on")
+    wait_for_sender(canvas_app)
+    (note,) = stored_notes(canvas_app)
+    assert note.state == "sent"
+    page = page_text(team.get(f"/feedback/{feedback_id}"))
+    assert "the note arrived, but assigning it back failed: Intercom answered" in page
+
+
+@pytest.mark.fresh_database
+def test_the_replies_migration_drops_the_replies_and_keeps_the_notes(
+    canvas_app: Flask, held: FlaskClient
+) -> None:
+    """0012's downgrade drops the replies (and the owners' words), keeping every note and
+    change; upgraded again, the notes are notes, and the form offers the default words."""
+    feedback_id = backed_record(canvas_app)
+    change_status(held, feedback_id, "done", reply="on", reply_message="Done!")
+    post(held, "/replies", {"reply_planned": "Soon, {first_name}."})
+    with canvas_app.app_context():
+        flask_migrate.downgrade(revision="0011")
+        inspector = sqlalchemy.inspect(db.engine)
+        assert "reply_templates" not in inspector.get_table_names()
+        assert "kind" not in {column["name"] for column in inspector.get_columns("notes")}
+        notes = db.session.execute(sqlalchemy.text("SELECT body FROM notes")).scalars().all()
+        db.session.rollback()
+        flask_migrate.upgrade()
+    assert len(notes) == 2 and all("is now <b>Done</b>" in body for body in notes)
+    assert [(note.kind, note.state) for note in stored_notes(canvas_app)] == [
+        ("note", "pending")
+    ] * 2
+    change_status(held, feedback_id, "planned", reply="on", reply_message="Planned!")
+    assert len(stored_replies(canvas_app)) == 2

@@ -11,6 +11,7 @@ below them all.
     records       records and their evidence: validation, backing, merge
     search        the full-text search and the log's list query
     status        statuses, their history, and the notes a change writes
+    replies       the replies customers see: their words per status, who gets one, the preview
     intercom      the client for Intercom's REST API
     companies     the customers' companies, read from Intercom after the save
     outbox        the sender of the notes, exactly once, and of the company reads

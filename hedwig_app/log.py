@@ -1,7 +1,7 @@
 """The feedback log's pages: list (search; status, importance and plan filters; sort; pages),
 show, add, edit, delete, merge, remove evidence, and the CSV export of every piece of evidence.
 Views only: what a record is lives in records.py, finding it in search.py, its status in
-status.py. Imports auth, records, search and status.
+status.py, its replies in replies.py. Imports auth, records, search, status and replies.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from hedwig_app.records import (
     validate_feedback,
     workspace_names,
 )
+from hedwig_app.replies import reply_form
 from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search_count
 from hedwig_app.status import (
     conversations_to_note,
@@ -340,16 +341,18 @@ def show_record(
     status_form: Mapping[str, Any] | None = None,
     errors: Mapping[str, str] | None = None,
 ) -> str:
-    """The record's page: the record, its status with each change and what its notes did
-    (status.py), and its evidence."""
+    """The record's page: the record, its status with each change and what its notes and
+    replies did (status.py, replies.py), and its evidence."""
+    status_form = status_form or status_form_defaults(record)
     return render_template(
         "show.html",
         feedback=record,
         workspaces=workspace_names(),
         changes=status_history(record),
         conversations_to_note=conversations_to_note(record),
-        status_form=status_form or status_form_defaults(record),
+        status_form=status_form,
         errors=errors or {},
+        **reply_form(record, status_form),
     )
 
 

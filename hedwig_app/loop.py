@@ -1,7 +1,8 @@
-"""Closing the loop, from the record's page: the status form (a change, its message, and
-whether the conversations behind the record get a note) and retrying failed notes; each wakes
-the sender (outbox.py). Imports log (to show the record again with the form's errors),
-records, status and outbox.
+"""Closing the loop, from the record's page: the status form (a change, its message, whether
+the conversations behind the record get a note, are reopened and assigned back, and whether
+their customers get a reply), retrying failed notes, and the Replies page where owners word
+each status's reply; each change wakes the sender (outbox.py). Imports auth, log (to show the
+record again with the form's errors), records, status, replies and outbox.
 """
 
 from __future__ import annotations
@@ -9,17 +10,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from hedwig_app.auth import owners_only
 from hedwig_app.log import changed_meanwhile, missing_record, show_record
 from hedwig_app.outbox import wake_sender
 from hedwig_app.plumbing import form_text, plural
 from hedwig_app.records import RecordGone, merged_target
+from hedwig_app.replies import (
+    PLACEHOLDERS,
+    ReplyWords,
+    add_replies,
+    reply_error,
+    reply_templates,
+    save_reply_templates,
+)
 from hedwig_app.settings import BOOLEAN_WORDS
 from hedwig_app.status import NOTIFY_BY_DEFAULT, note_outcome, set_status, validate_status_change
-from models import MESSAGE_MAX, STATUSES, Feedback, Note, db, utcnow
+from models import MESSAGE_MAX, REPLY_MAX, STATUSES, Feedback, Note, StatusChange, db, utcnow
 
 loop = Blueprint("loop", __name__)
 
@@ -27,35 +47,66 @@ loop = Blueprint("loop", __name__)
 @loop.post("/feedback/<id:feedback_id>/status")
 def change_status(feedback_id: int) -> Any:
     record = db.session.get(Feedback, feedback_id)
-    values = {
-        "status": request.form.get("status", ""),
-        "message": form_text("message", MESSAGE_MAX),
-        "notify": request.form.getlist("notify"),  # absent: the status's default
-        "reopen": BOOLEAN_WORDS.get(request.form.get("reopen", "").strip().lower(), False),
-    }
+    values = status_form_values()
     if record is None:
         return changed_elsewhere(feedback_id, values)
     errors = validate_status_change(record, values)
-    if errors:
-        return show_record(record, status_form=values, errors=errors), 400
+    if values["reply"]:
+        errors |= {"reply_message": reply_error(values["reply_message"]) or ""}
+        if not values["reply_message"]:
+            errors["reply_message"] = "Write the reply, or untick “Reply to the customers”."
+        errors = {name: message for name, message in errors.items() if message}
+    if errors or request.form.get("preview_reply"):  # a preview changes nothing
+        return show_record(record, status_form=values, errors=errors), 400 if errors else 200
     notify = (
         any(BOOLEAN_WORDS.get(value.lower()) for value in values["notify"])
         if values["notify"]
         else values["status"] in NOTIFY_BY_DEFAULT
     )
+    reopen, assign = values["reopen"], values["reopen"] and values["assign"]
     try:
-        change = set_status(record, values["status"], values["message"], notify, values["reopen"])
+        change = set_status(record, values["status"], values["message"], notify, reopen, assign)
     except RecordGone:
         return changed_elsewhere(feedback_id, values, meanwhile=True)
     if change is None:  # the same change, made at this moment by another click or teammate
         errors = validate_status_change(record, values)
         return show_record(record, status_form=values, errors=errors), 400
-    queued = sum(note.state == "pending" for note in change.notes)
+    if values["reply"]:
+        add_replies(record, change, values["reply_message"])
     db.session.commit()
     wake_sender()
-    told = f"; a note goes to {plural(queued, 'conversation')}" if queued else ""
-    flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{told}.")
+    flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{told(change)}.")
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+def status_form_values() -> dict[str, Any]:
+    """The status form as sent: the status, the team's message, the note (absent: the
+    status's default), reopening and assigning back, and the reply to the customers."""
+    return {
+        "status": request.form.get("status", ""),
+        "message": form_text("message", MESSAGE_MAX),
+        "notify": request.form.getlist("notify"),
+        "reopen": yes("reopen"),
+        "assign": yes("assign"),
+        "reply": yes("reply"),
+        "reply_message": form_text("reply_message", REPLY_MAX),
+    }
+
+
+def yes(name: str) -> bool:
+    """A checkbox, or a script's yes or no: the last value sent (a hidden "off" comes first)."""
+    said = request.form.getlist(name)
+    return BOOLEAN_WORDS.get(said[-1].strip().lower(), False) if said else False
+
+
+def told(change: StatusChange) -> str:
+    """What the flash says goes out: "; a note goes to 2 conversations, a reply to 2
+    customers"."""
+    notes = sum(note.state == "pending" for note in change.internal_notes)
+    replies = sum(reply.state == "pending" for reply in change.replies)
+    said = [f"a note goes to {plural(notes, 'conversation')}"] if notes else []
+    said += [f"a reply to {plural(replies, 'customer')}"] if replies else []
+    return "; " + ", ".join(said) if said else ""
 
 
 def changed_elsewhere(
@@ -67,7 +118,7 @@ def changed_elsewhere(
     again; a deleted record's answer keeps the message."""
     into = merged_target(feedback_id)
     if into is None:
-        typed = {"Message": values["message"]}
+        typed = {"Message": values["message"], "Reply": values["reply_message"]}
         if meanwhile:
             message = f"#{feedback_id} was deleted meanwhile: no status was changed."
             return changed_meanwhile(message, None, typed)
@@ -94,6 +145,30 @@ def retry_failed_notes(feedback_id: int) -> Response:
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 
 
+@loop.route("/replies", methods=["GET", "POST"])
+@owners_only
+def replies_page() -> Any:
+    """Each status's reply to the customers, as the status form prefills it, and whether a
+    change an issue's webhook makes sends it by itself."""
+    if request.method == "GET":
+        return render_template("replies.html", replies=reply_templates(), errors={})
+    replies = {
+        status: ReplyWords(form_text(f"reply_{status}", REPLY_MAX), yes(f"auto_{status}"))
+        for status in STATUSES
+    }
+    errors = {status: reply_error(words.body) for status, words in replies.items()}
+    for status, words in replies.items():
+        if words.reply_automatically and not words.body:
+            errors[status] = "Write the reply before it is sent automatically."
+    errors = {status: error for status, error in errors.items() if error}
+    if errors:
+        return render_template("replies.html", replies=replies, errors=errors), 400
+    save_reply_templates(replies, g.user.id)
+    db.session.commit()
+    flash("The replies are saved: the status form offers them from now on.")
+    return redirect(url_for("loop.replies_page"))
+
+
 @loop.before_app_request
 def send_notes_left_behind() -> None:
     """A process's first request wakes the sender if an earlier process left notes to send."""
@@ -116,5 +191,7 @@ def status_helpers() -> dict[str, Any]:
         "statuses": STATUSES,
         "notify_by_default": NOTIFY_BY_DEFAULT,
         "message_max": MESSAGE_MAX,
+        "reply_max": REPLY_MAX,
+        "reply_placeholders": PLACEHOLDERS,
         "note_outcome": note_outcome,
     }

@@ -1,4 +1,5 @@
-"""The note sender. A note is pending until a sender claims it (sending), then sent, failed,
+"""The sender of notes and of replies (a Note of kind "reply": the same outbox, sent as a
+comment the customer sees). A note is pending until a sender claims it (sending), then sent, failed,
 or pending again: after a 429 (at the time Intercom gave), a 5xx or a timeout (after a delay,
 NOTE_ATTEMPTS tries in all), or a 401 (a token revoked, or a permission missing: until someone
 reconnects the workspace). A sender claims each note with one UPDATE, so two senders never
@@ -126,7 +127,8 @@ MAY_HAVE_ARRIVED = "Hedwig stopped while sending it: it may have arrived. Retry 
 
 
 def deliver(note: Note) -> str:
-    """Send one claimed note (and reopen its conversation, if asked), and keep the outcome."""
+    """Send one claimed note or reply (then reopen its conversation and assign it back, if
+    asked), and keep the outcome."""
     connection = db.session.scalar(
         select(IntercomConnection).where(IntercomConnection.workspace_id == note.workspace_id)
     )
@@ -137,9 +139,12 @@ def deliver(note: Note) -> str:
         return wait_for_reconnect(note, connection, reason)
     path = f"/conversations/{note.conversation_id}"
     author = {"admin_id": connection.admin_id}
+    step = "reopening"
     try:
         if note.noted_at is None:
-            note_json = {"message_type": "note", "type": "admin", "body": note.body} | author
+            # A reply is a comment, which the customer sees; a note only the team.
+            kind = {"message_type": "comment" if note.kind == "reply" else "note"}
+            note_json = kind | {"type": "admin", "body": note.body} | author
             intercom_response(
                 "POST", f"{path}/reply", connection.token, connection.region, json=note_json
             )
@@ -150,12 +155,23 @@ def deliver(note: Note) -> str:
             intercom_response(
                 "POST", f"{path}/parts", connection.token, connection.region, json=reopen_json
             )
+        if note.reopen and note.assignee_id:
+            step = "assigning it back"
+            assign_json = {"message_type": "assignment", "type": "admin"} | author
+            assign_json["assignee_id"] = note.assignee_id
+            intercom_response(
+                "POST", f"{path}/parts", connection.token, connection.region, json=assign_json
+            )
     except IntercomError as error:
-        return after_refusal(note, connection, error)
+        return after_refusal(note, connection, error, step)
     return finish(note, "sent")
 
 
-def after_refusal(note: Note, connection: IntercomConnection, error: IntercomError) -> str:
+def after_refusal(
+    note: Note, connection: IntercomConnection, error: IntercomError, step: str = "reopening"
+) -> str:
+    """Keep what Intercom's refusal means for the note: ``step`` names what failed once the
+    note itself had arrived (reopening, or assigning it back)."""
     status, noted = error.http_status, note.noted_at is not None
     if error.arrived is None and not noted:
         # The note went out and no answer came: sending it again might say it twice.
@@ -180,7 +196,7 @@ def after_refusal(note: Note, connection: IntercomConnection, error: IntercomErr
         return pending_again(note, resume, f"waiting: {error}", "waiting")
     if status is not None and status < 500:  # 404 and any other refusal: trying again won't help
         if noted:
-            return finish(note, "sent", f"the note arrived, but reopening failed: {error}")
+            return finish(note, "sent", f"the note arrived, but {step} failed: {error}")
         return finish(note, "failed", str(error))
     note.attempts += 1
     if note.attempts >= NOTE_ATTEMPTS:
@@ -227,7 +243,8 @@ def finish(note: Note, state: str, reason: str = "") -> str:
 def release_abandoned_notes() -> None:
     """Notes a sender claimed and never finished (its process stopped): a note whose delivery
     is unknown has failed, for a person to retry, since sending it again might say it twice;
-    one only left to reopen its conversation is pending again (reopening twice is harmless)."""
+    one only left to reopen its conversation (and assign it back) is pending again (doing
+    either twice is harmless)."""
     abandoned = utcnow() - timedelta(seconds=abandoned_after())
     sending = (Note.state == "sending", Note.claimed_at < abandoned)
     db.session.execute(
@@ -244,10 +261,11 @@ def release_abandoned_notes() -> None:
 
 
 def abandoned_after() -> float:
-    """Seconds after which a claim is abandoned: twice the longest a sender holds one (two
-    calls to Intercom, each cut off at its deadline) and a minute, so that a note is never
-    marked failed, for a person to retry, while its call could still be under way."""
-    return 2 * (2 * call_seconds()) + 60
+    """Seconds after which a claim is abandoned: twice the longest a sender holds one (three
+    calls to Intercom: the note, reopening, assigning; each cut off at its deadline) and a
+    minute, so that a note is never marked failed, for a person to retry, while its call
+    could still be under way."""
+    return 2 * (3 * call_seconds()) + 60
 
 
 def wake_sender() -> None:

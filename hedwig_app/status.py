@@ -40,7 +40,7 @@ def status_form_defaults(record: Feedback) -> dict[str, Any]:
     """The status form as the page first shows it: the status that usually comes next."""
     status = NEXT_STATUS.get(record.status, "open")
     notify = "on" if status in NOTIFY_BY_DEFAULT else "off"
-    return {"status": status, "message": "", "notify": [notify], "reopen": False}
+    return {"status": status, "message": "", "notify": [notify], "reopen": False, "assign": False}
 
 
 def status_history(record: Feedback) -> list[StatusChange]:
@@ -67,12 +67,18 @@ def validate_status_change(record: Feedback, values: Mapping[str, Any]) -> dict[
 
 
 def set_status(
-    record: Feedback, status: str, message: str, notify: bool, reopen: bool
+    record: Feedback,
+    status: str,
+    message: str,
+    notify: bool,
+    reopen: bool,
+    assign: bool = False,
 ) -> StatusChange | None:
     """Change the record's status, keep the change, and (``notify``) write a note for each
-    conversation behind the record into the outbox: one transaction, the caller commits.
-    None, and nothing written, when the record has that status already; RecordGone when it
-    was deleted or merged meanwhile."""
+    conversation behind the record into the outbox, reopening it (``reopen``) and assigning
+    it back to the agent who recorded it (``assign``, with ``reopen``): one transaction, the
+    caller commits. None, and nothing written, when the record has that status already;
+    RecordGone when it was deleted or merged meanwhile."""
     hold_records(record)  # as it is now, and no other change of it until this one is kept
     if record.status == status:
         db.session.rollback()
@@ -91,7 +97,10 @@ def set_status(
     if notify:
         connected, refused = connected_workspaces()
         for evidence in record.evidence:
-            change.notes.append(new_note(record, change, evidence, connected, refused))
+            note = new_note(record, change, evidence, connected, refused)
+            if change.reopen and assign:
+                note.assignee_id = evidence.admin_id
+            change.notes.append(note)
     db.session.flush()
     return change
 
@@ -186,6 +195,8 @@ def note_outcome(note: Note) -> str:
     """A note's state as the record's page says it."""
     if note.state == "sent":
         reopened = " and reopened" if note.reopen and not note.reason else ""
+        if reopened and note.assignee_id:
+            reopened = ", reopened and assigned back"
         after = f"; {note.reason}" if note.reason else ""
         return f"sent{reopened} {format_datetime(note.finished_at)}{after}"
     if note.state == "sending":
