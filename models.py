@@ -39,6 +39,8 @@ REGION_MAX = 16
 STATE_MAX = 16  # a record's status, a note's state
 MESSAGE_MAX = 2_000  # what a status change tells the team
 REPLY_MAX = 2_000  # what a reply tells the customers
+ISSUE_URL_MAX = 500  # a linked issue's address
+ISSUE_KEY_MAX = 320  # which issue it is: its tracker, its host or repository, its number
 CUSTOMER_KEY_MAX = EMAIL_MAX + 16  # "email:" and an address, or a contact in its workspace
 # How passwords are hashed (werkzeug's method names). The tests set a cheap one for their own
 # sign-ins; production, and every process the tests start, hash with scrypt.
@@ -288,6 +290,9 @@ class Feedback(db.Model):
         order_by="Evidence.id.desc()",
         cascade="all, delete-orphan",
         passive_deletes=True,
+    )
+    issue_links: Mapped[list[IssueLink]] = relationship(
+        order_by="IssueLink.id", cascade="all, delete-orphan", passive_deletes=True
     )
 
     @property
@@ -625,3 +630,42 @@ class ReplyTemplate(db.Model):
     reply_automatically: Mapped[bool] = mapped_column(default=False, server_default=false())
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+TRACKERS = {"github": "GitHub", "linear": "Linear", "jira": "Jira"}
+
+
+class IssueLink(db.Model):
+    """A record linked to the issue (or pull request) where the work happens: shown on the
+    record and in the list; GitHub's and Linear's webhooks move the status of every record
+    that links the issue they are about. Several records may link one issue."""
+
+    __tablename__ = "issue_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feedback_id: Mapped[int] = mapped_column(ForeignKey("feedback.id", ondelete="CASCADE"))
+    tracker: Mapped[str] = mapped_column(String(16))  # one of TRACKERS
+    # Which issue, as the webhooks name it (issues.issue_key): "github:owner/repo#12",
+    # "linear:ENG-12", "jira:example.atlassian.net/KEY-12".
+    issue_key: Mapped[str] = mapped_column(String(ISSUE_KEY_MAX))
+    url: Mapped[str] = mapped_column(String(ISSUE_URL_MAX))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def name(self) -> str:
+        """How the record shows it: "owner/repo#12", "ENG-12", "KEY-12"."""
+        if self.tracker == "github":  # as written: the key is in lower case
+            owner, repository, _, number = self.url.split("/")[3:7]
+            return f"{owner}/{repository}#{number}"
+        return self.issue_key.partition(":")[2].rpartition("/")[2]
+
+    @property
+    def tracker_name(self) -> str:
+        return TRACKERS.get(self.tracker, self.tracker)
+
+    __table_args__ = (
+        UniqueConstraint("feedback_id", "issue_key", name="uq_issue_links_issue"),
+        # A webhook: the records that link the issue it is about.
+        Index("ix_issue_links_issue", "issue_key", "feedback_id"),
+    )

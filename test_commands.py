@@ -118,6 +118,14 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
         )
         db.session.add(models.ReplyTemplate(status="done", body="Done!", updated_by_id=owner))
         db.session.add(
+            models.IssueLink(
+                feedback_id=feedback_id,
+                tracker="linear",
+                issue_key="linear:ENG-1",
+                url="https://linear.app/acme/issue/ENG-1",
+            )
+        )
+        db.session.add(
             models.AccountLink(kind="invite", key_hash="0" * 64, expires_at=models.utcnow())
         )
         db.session.commit()

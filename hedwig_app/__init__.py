@@ -10,6 +10,7 @@ below them all.
     auth          sign-in: accounts, the session, CSRF, the throttle
     records       records and their evidence: validation, backing, merge
     search        the full-text search and the log's list query
+    issues        records linked to GitHub, Linear and Jira issues: which issue, link, unlink
     status        statuses, their history, and the notes a change writes
     replies       the replies customers see: their words per status, who gets one, the preview
     intercom      the client for Intercom's REST API

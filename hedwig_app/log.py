@@ -25,7 +25,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import Select
-from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm import contains_eager, selectinload
 
 from hedwig_app.auth import owners_only
 from hedwig_app.plumbing import clean_text, form_text, plural, record_id
@@ -77,7 +77,7 @@ def index() -> str:
     page = request.args.get("page", 1, type=int)
     if not 1 <= page <= PAGE_MAX:
         abort(404, "There is no such page of the feedback log.")
-    statement = listed_feedback(**filters)
+    statement = listed_feedback(**filters).options(selectinload(Feedback.issue_links))
     # A search's total is counted in the index (search_count), not by running the list again:
     # only when no other filter narrows it.
     narrowed = any(filters[name] for name in ("status", "importance", "plan"))
@@ -340,6 +340,7 @@ def show_record(
     record: Feedback,
     status_form: Mapping[str, Any] | None = None,
     errors: Mapping[str, str] | None = None,
+    issue_url: str = "",
 ) -> str:
     """The record's page: the record, its status with each change and what its notes and
     replies did (status.py, replies.py), and its evidence."""
@@ -352,6 +353,7 @@ def show_record(
         conversations_to_note=conversations_to_note(record),
         status_form=status_form,
         errors=errors or {},
+        issue_url=issue_url,
         **reply_form(record, status_form),
     )
 

@@ -1,8 +1,9 @@
 """Closing the loop, from the record's page: the status form (a change, its message, whether
 the conversations behind the record get a note, are reopened and assigned back, and whether
-their customers get a reply), retrying failed notes, and the Replies page where owners word
-each status's reply; each change wakes the sender (outbox.py). Imports auth, log (to show the
-record again with the form's errors), records, status, replies and outbox.
+their customers get a reply), retrying failed notes, the Replies page where owners word each
+status's reply, and linking a record to its issues; each change wakes the sender (outbox.py).
+Imports auth, log (to show the record again with the form's errors), records, issues, status,
+replies and outbox.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     flash,
     g,
@@ -25,6 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from hedwig_app.auth import owners_only
+from hedwig_app.issues import link_issue, read_issue_url
 from hedwig_app.log import changed_meanwhile, missing_record, show_record
 from hedwig_app.outbox import wake_sender
 from hedwig_app.plumbing import form_text, plural
@@ -39,7 +42,18 @@ from hedwig_app.replies import (
 )
 from hedwig_app.settings import BOOLEAN_WORDS
 from hedwig_app.status import NOTIFY_BY_DEFAULT, note_outcome, set_status, validate_status_change
-from models import MESSAGE_MAX, REPLY_MAX, STATUSES, Feedback, Note, StatusChange, db, utcnow
+from models import (
+    ISSUE_URL_MAX,
+    MESSAGE_MAX,
+    REPLY_MAX,
+    STATUSES,
+    Feedback,
+    IssueLink,
+    Note,
+    StatusChange,
+    db,
+    utcnow,
+)
 
 loop = Blueprint("loop", __name__)
 
@@ -142,6 +156,41 @@ def retry_failed_notes(feedback_id: int) -> Response:
     db.session.commit()
     wake_sender()
     flash(f"{plural(retried, 'note')} will be sent again." if retried else "No note had failed.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+@loop.post("/feedback/<id:feedback_id>/issue")
+def link_issue_to_record(feedback_id: int) -> Any:
+    """Link the record to the issue where its work happens (``url``)."""
+    record = db.session.get(Feedback, feedback_id)
+    url = form_text("url", ISSUE_URL_MAX)
+    if record is None:
+        return missing_record(feedback_id, {"Issue": url})
+    try:
+        issue = read_issue_url(url)
+    except ValueError as error:
+        return show_record(record, errors={"issue_url": str(error)}, issue_url=url), 400
+    try:
+        link = link_issue(record, issue, g.user.id)
+    except RecordGone as gone:
+        return changed_meanwhile(f"{gone} No issue was linked.", gone.into, {"Issue": url})
+    if link is None:
+        flash(f"#{feedback_id} links {issue.url} already.")
+    else:
+        db.session.commit()
+        flash(f"#{feedback_id} now follows {link.tracker_name} {link.name}.")
+    return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
+
+
+@loop.post("/feedback/<id:feedback_id>/issue/<id:link_id>/delete")
+def unlink_issue(feedback_id: int, link_id: int) -> Response:
+    link = db.session.get(IssueLink, link_id)
+    if link is None or link.feedback_id != feedback_id:
+        abort(404, "This record links no such issue.")
+    name = f"{link.tracker_name} {link.name}"
+    db.session.delete(link)
+    db.session.commit()
+    flash(f"#{feedback_id} no longer follows {name}.")
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.dml import Insert
 
 from hedwig_app.database import lock_rows, upsert_insert
@@ -31,6 +31,7 @@ from models import (
     Evidence,
     Feedback,
     IntercomConnection,
+    IssueLink,
     MergedFeedback,
     Note,
     StatusChange,
@@ -290,8 +291,15 @@ def merge_records(duplicate: Feedback, target: Feedback) -> int:
         .where(MergedFeedback.into_id == duplicate.id)
         .values(into_id=target.id)
     )
-    # Its history and its notes (sent, or still to send) go with its evidence.
-    for model in (StatusChange, Note):
+    # Its history and its notes (sent, or still to send) go with its evidence, and so do its
+    # issue links, but for those the target has already.
+    linked = select(IssueLink.issue_key).where(IssueLink.feedback_id == target.id)
+    db.session.execute(
+        delete(IssueLink).where(
+            IssueLink.feedback_id == duplicate.id, IssueLink.issue_key.in_(linked)
+        )
+    )
+    for model in (StatusChange, Note, IssueLink):
         db.session.execute(
             update(model).where(model.feedback_id == duplicate.id).values(feedback_id=target.id)
         )
