@@ -16,6 +16,9 @@ order, a module a step (each opens with a docstring saying what it owns):
    same canvases in the browser without Intercom (``preview.py``).
 6. Closing the loop: a status on every record and the notes it writes (``status.py``), sent
    to each conversation exactly once (``outbox.py``), from the record's page (``loop.py``).
+   Telling the customer and following the work: replies they see (``replies.py``), the issues
+   a record follows (``issues.py``), and GitHub's and Linear's webhooks that move the status
+   (``webhooks_in.py``).
    Demand that weighs: each customer's company and what it pays, read from Intercom after
    the save by the same sender (``companies.py``).
 7. A team: roles, invites, reset links and passwords (``team.py``).
@@ -49,8 +52,9 @@ from hedwig_app.plumbing import install_plumbing
 from hedwig_app.preview import preview
 from hedwig_app.settings import load_settings, load_token_cipher, make_private_folder
 from hedwig_app.team import team
+from hedwig_app.webhooks_in import webhooks_in
 
-BLUEPRINTS = (auth, feedback_log, demand, connect, inbox, preview, loop, team)
+BLUEPRINTS = (auth, feedback_log, demand, connect, inbox, preview, loop, webhooks_in, team)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

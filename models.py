@@ -557,6 +557,8 @@ class StatusChange(db.Model):
     notify: Mapped[bool] = mapped_column(default=False)
     reopen: Mapped[bool] = mapped_column(default=False)
     changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The issue whose webhook made the change (its address), when a tracker made it.
+    issue_url: Mapped[str | None] = mapped_column(String(ISSUE_URL_MAX))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     changed_by: Mapped[User | None] = relationship()
@@ -669,3 +671,15 @@ class IssueLink(db.Model):
         # A webhook: the records that link the issue it is about.
         Index("ix_issue_links_issue", "issue_key", "feedback_id"),
     )
+
+
+class WebhookDelivery(db.Model):
+    """A GitHub or Linear webhook delivery that asked for a status change, kept in the
+    change's transaction: the same delivery again (a replay, or a redelivery) changes
+    nothing."""
+
+    __tablename__ = "webhook_deliveries"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)  # "github", "linear"
+    delivery_id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -360,6 +360,9 @@ PUBLIC = {
     "healthz",
 }
 SIGNED_BY_INTERCOM = {"inbox.canvas_initialize", "inbox.canvas_submit"}
+# GitHub's and Linear's webhooks: their body's HMAC is their authority, like Intercom's.
+SIGNED_WEBHOOKS = {"webhooks_in.github_webhook", "webhooks_in.linear_webhook"}
+SIGNED = SIGNED_BY_INTERCOM | SIGNED_WEBHOOKS
 CSRF_REFUSED = "This form has expired or did not come from Hedwig"
 
 
@@ -383,8 +386,9 @@ def marked(app: Flask, mark: str) -> set[str]:
 
 
 def test_the_views_that_answer_without_sign_in_are_the_marked_ones(app: Flask) -> None:
-    assert marked(app, "public") == PUBLIC | SIGNED_BY_INTERCOM
+    assert marked(app, "public") == PUBLIC | SIGNED
     assert marked(app, "signed_by_intercom") == SIGNED_BY_INTERCOM
+    assert marked(app, "signed_webhook") == SIGNED_WEBHOOKS
 
 
 def test_every_unmarked_route_sends_a_signed_out_browser_to_sign_in(
@@ -392,7 +396,7 @@ def test_every_unmarked_route_sends_a_signed_out_browser_to_sign_in(
 ) -> None:
     checked = 0
     for rule, url, method in routes(app):
-        if rule.endpoint in PUBLIC | SIGNED_BY_INTERCOM:
+        if rule.endpoint in PUBLIC | SIGNED:
             continue
         response = client.open(url, method=method)
         assert response.status_code == 302, (method, url)
@@ -405,12 +409,12 @@ def test_every_form_but_intercom_s_needs_its_csrf_token(app: Flask, signed_in: F
     """A signed-in owner's POST without the token is refused, on every route that takes one."""
     posts = [(rule, url) for rule, url, method in routes(app) if method == "POST"]
     for rule, url in posts:
-        if rule.endpoint in SIGNED_BY_INTERCOM:
+        if rule.endpoint in SIGNED:
             continue
         response = signed_in.post(url, data={"title": "x"})
         assert response.status_code == 400, url
         assert CSRF_REFUSED in response.get_data(as_text=True), url
-    assert {rule.endpoint for rule, _ in posts} >= SIGNED_BY_INTERCOM | {"auth.login"}
+    assert {rule.endpoint for rule, _ in posts} >= SIGNED | {"auth.login"}
 
 
 def test_intercom_s_routes_answer_a_signed_request_without_cookie_or_token(
@@ -420,6 +424,18 @@ def test_intercom_s_routes_answer_a_signed_request_without_cookie_or_token(
     (401), not by sign-in (302) or CSRF (400)."""
     app.config["INTERCOM_CLIENT_SECRET"] = "a-client-secret"
     for endpoint in SIGNED_BY_INTERCOM:
+        rule = next(app.url_map.iter_rules(endpoint))
+        response = client.post(rule.rule, data=b"{}", content_type="application/json")
+        assert response.status_code == 401, endpoint
+
+
+def test_the_webhooks_answer_a_signed_request_without_cookie_or_token(
+    app: Flask, client: Any
+) -> None:
+    """GitHub and Linear neither sign in nor send a CSRF token: an unsigned delivery is
+    refused by the signature check (401), not by sign-in (302) or CSRF (400)."""
+    app.config["GITHUB_WEBHOOK_SECRET"] = app.config["LINEAR_WEBHOOK_SECRET"] = "a-secret"
+    for endpoint in SIGNED_WEBHOOKS:
         rule = next(app.url_map.iter_rules(endpoint))
         response = client.post(rule.rule, data=b"{}", content_type="application/json")
         assert response.status_code == 401, endpoint

@@ -108,7 +108,11 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
     owner = create_user(app)
     with app.app_context():  # rows in the tables the later migrations add, too
         change = models.StatusChange(
-            feedback_id=feedback_id, from_status="open", to_status="planned", changed_by_id=owner
+            feedback_id=feedback_id,
+            from_status="open",
+            to_status="planned",
+            changed_by_id=owner,
+            issue_url="https://linear.app/acme/issue/ENG-1",
         )
         db.session.add(change)
         db.session.flush()
@@ -117,6 +121,7 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
             models.Note(change_id=change.id, feedback_id=feedback_id, kind="reply", body="<p>y</p>")
         )
         db.session.add(models.ReplyTemplate(status="done", body="Done!", updated_by_id=owner))
+        db.session.add(models.WebhookDelivery(source="github", delivery_id="72d3162e"))
         db.session.add(
             models.IssueLink(
                 feedback_id=feedback_id,

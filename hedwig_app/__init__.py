@@ -19,6 +19,7 @@ below them all.
     log           the feedback log's pages and the CSV export
     demand        the demand page: what matters most over a window, rising, charted
     loop          the status form's views, and waking the sender
+    webhooks_in   GitHub's and Linear's signed webhooks: issues that move the status
     connect       connecting a workspace (token or OAuth); signing in with Intercom
     canvas_kit    Canvas Kit's components, as pure functions
     canvases      the Inbox app's canvases and the first canvas's lookups

@@ -1,8 +1,8 @@
 """Sign-in: every page needs a signed-in user, except views marked ``@public``; every POST
-form carries a CSRF token, except views marked ``@signed_by_intercom``, whose body signature
-is their authority. Owns accounts and passwords, the sign-in session (a key whose hash the
-database keeps), the first account of a fresh install, ``@owners_only``, and the throttle on
-failed sign-ins. Imports settings, database and plumbing.
+form carries a CSRF token, except views marked ``@signed_by_intercom`` or ``@signed_webhook``,
+whose body signature is their authority. Owns accounts and passwords, the sign-in session (a
+key whose hash the database keeps), the first account of a fresh install, ``@owners_only``,
+and the throttle on failed sign-ins. Imports settings, database and plumbing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 import models
 from hedwig_app.database import begin_write
-from hedwig_app.plumbing import form_text, public, view_marked, warn_once
+from hedwig_app.plumbing import form_text, public, signed_by_its_sender, warn_once
 from hedwig_app.settings import FORM_FIELDS_MAX
 from models import (
     EMAIL_MAX,
@@ -150,7 +150,7 @@ def logout() -> Response:
 @auth.before_app_request
 def load_signed_in_user() -> None:
     g.user = None
-    if view_marked("signed_by_intercom"):  # Intercom's servers: no user, no cookie to read
+    if signed_by_its_sender():  # Intercom's, GitHub's or Linear's servers: no cookie to read
         return
     key = session.get("session_key")
     if isinstance(key, str):
@@ -180,11 +180,7 @@ def require_sign_in() -> Response | None:
 
 @auth.before_app_request
 def check_csrf_token() -> None:
-    if (
-        request.method != "POST"
-        or request.routing_exception is not None
-        or view_marked("signed_by_intercom")
-    ):
+    if request.method != "POST" or request.routing_exception is not None or signed_by_its_sender():
         return
     refuse_outsized_form()
     sent = request.form.get("csrf_token", "")

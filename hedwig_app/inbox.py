@@ -42,6 +42,7 @@ from hedwig_app.plumbing import (
     field,
     id_number,
     id_or_none,
+    read_body,
     signed_by_intercom,
     text_or_none,
 )
@@ -108,22 +109,6 @@ def read_canvas_request() -> dict[str, Any]:
     if not isinstance(payload, dict):
         abort(400, "The request body must be a JSON object.")
     return payload
-
-
-def read_body(limit: int) -> bytes:
-    """The raw body, or 413 past ``limit`` bytes, with or without a Content-Length (a chunked
-    body is otherwise cut at the limit without a word, and would fail its signature)."""
-    too_large = f"The request body is larger than {limit} bytes."
-    if request.content_length is not None and request.content_length > limit:
-        abort(413, too_large)
-    request.max_content_length = limit + 1  # so that a byte past the limit can be seen
-    chunks, size = [], 0
-    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        abort(413, too_large)
-    return b"".join(chunks)
 
 
 def verify_canvas_signature(body: bytes, signature: str | None, secret: str) -> bool:

@@ -1,5 +1,6 @@
 """Plumbing every step relies on and no step is about: the marks on views that answer
-without sign-in (``@public``, ``@signed_by_intercom``), security headers, error pages and
+without sign-in (``@public``, ``@signed_by_intercom``, ``@signed_webhook``) and reading the
+bounded body of a signed request, security headers, error pages and
 ``Refused`` (a request turned down with a page that says why), /healthz, the ``<id:…>``
 converter, cleaning what people and Intercom send, absolute URLs and redacted request logs.
 Imports settings and database.
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, current_app, g, render_template, request, url_for
+from flask import Flask, Response, abort, current_app, g, render_template, request, url_for
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -46,10 +47,43 @@ def signed_by_intercom(view: Callable) -> Callable:
     return view
 
 
+def signed_webhook(view: Callable) -> Callable:
+    """Mark a view that a tracker's servers call (GitHub's, Linear's webhooks), whose
+    authority is the body's signature: no sign-in, no cookie read, no CSRF token. The view
+    must verify the signature itself."""
+    view.public = True  # type: ignore[attr-defined]
+    view.signed_webhook = True  # type: ignore[attr-defined]
+    return view
+
+
 def view_marked(mark: str) -> bool:
-    """Whether this request's view carries ``mark`` ("public", "signed_by_intercom")."""
+    """Whether this request's view carries ``mark`` ("public", "signed_by_intercom",
+    "signed_webhook")."""
     view = current_app.view_functions.get(request.endpoint or "")
     return view is not None and getattr(view, mark, False)
+
+
+def signed_by_its_sender() -> bool:
+    """Whether this request's view is called by another service's servers, which sign its
+    body instead of signing in (``@signed_by_intercom``, ``@signed_webhook``)."""
+    return view_marked("signed_by_intercom") or view_marked("signed_webhook")
+
+
+def read_body(limit: int) -> bytes:
+    """The raw body of a signed request, or 413 past ``limit`` bytes, with or without a
+    Content-Length (a chunked body is otherwise cut at the limit without a word, and would
+    fail its signature)."""
+    too_large = f"The request body is larger than {limit} bytes."
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, too_large)
+    request.max_content_length = limit + 1  # so that a byte past the limit can be seen
+    chunks, size = [], 0
+    while size <= limit and (chunk := request.stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        abort(413, too_large)
+    return b"".join(chunks)
 
 
 class Refused(Exception):

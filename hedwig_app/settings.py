@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "CANVAS_MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "INTERCOM_TIMEOUT": 10,  # seconds, for each call to Intercom's API
     "SEND_NOTES_AT_ONCE": True,  # false: only `flask send-notes` sends them
+    # The secrets GitHub's and Linear's webhooks sign with; unset, their endpoint is off (404).
+    "GITHUB_WEBHOOK_SECRET": "",
+    "LINEAR_WEBHOOK_SECRET": "",
+    "WEBHOOK_MAX_CONTENT_LENGTH": 1024 * 1024,  # GitHub's issue and pull request events
 }
 
 
@@ -62,6 +66,8 @@ TEXT_SETTINGS = (
     "INTERCOM_OAUTH_URL",
     "INTERCOM_API_URL",
     "BASE_URL",
+    "GITHUB_WEBHOOK_SECRET",
+    "LINEAR_WEBHOOK_SECRET",
 )
 
 
@@ -71,6 +77,7 @@ NUMBER_SETTINGS = (
     "INTERCOM_TIMEOUT",
     "MAX_CONTENT_LENGTH",
     "CANVAS_MAX_CONTENT_LENGTH",
+    "WEBHOOK_MAX_CONTENT_LENGTH",
 )
 BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE", "SEND_NOTES_AT_ONCE")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}

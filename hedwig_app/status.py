@@ -73,11 +73,13 @@ def set_status(
     notify: bool,
     reopen: bool,
     assign: bool = False,
+    issue_url: str | None = None,
 ) -> StatusChange | None:
     """Change the record's status, keep the change, and (``notify``) write a note for each
     conversation behind the record into the outbox, reopening it (``reopen``) and assigning
     it back to the agent who recorded it (``assign``, with ``reopen``): one transaction, the
-    caller commits. None, and nothing written, when the record has that status already;
+    caller commits. ``issue_url`` names the issue whose webhook made the change, when no
+    person did. None, and nothing written, when the record has that status already;
     RecordGone when it was deleted or merged meanwhile."""
     hold_records(record)  # as it is now, and no other change of it until this one is kept
     if record.status == status:
@@ -90,7 +92,8 @@ def set_status(
         message=message,
         notify=notify,
         reopen=notify and reopen,
-        changed_by_id=g.user.id,
+        changed_by_id=g.user.id if g.user else None,
+        issue_url=issue_url,
     )
     record.status = status
     db.session.add(change)
