@@ -58,6 +58,7 @@ from hedwig_app.canvases import InboxContext, first_canvas_lists
 from hedwig_app.database import tune_sqlite  # noqa: F401  (every engine: Hedwig's SQLite pragmas)
 from hedwig_app.inbox import workspace_connected
 from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.replies import add_replies
 from hedwig_app.settings import DEFAULTS
 from hedwig_app.status import set_status
 from models import utcnow
@@ -464,20 +465,21 @@ def hostile_html_ms() -> float:
 
 
 def deliver_notes(work: Path, count: int = 500) -> str:
-    """``count`` pending notes to a loopback stand-in for Intercom that answers 429
-    (Retry-After: 1) once every 100 calls: the time ``send_notes`` takes to deliver them all,
-    and that each conversation got its note exactly once."""
+    """``count`` pending notes and as many replies to a loopback stand-in for Intercom that
+    answers 429 (Retry-After: 1) once every 100 calls: the time ``send_notes`` takes to
+    deliver them all, and that each conversation got its note and its reply exactly once."""
     import hedwig
     from models import Feedback, IntercomConnection, db
 
-    answers: list[tuple[str, int]] = []
+    answers: list[tuple[str, str, int]] = []
     lock = threading.Lock()
 
     def intercom(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        kind = json.loads(body or b"{}").get("message_type", "")  # note, or comment: a reply
         with lock:
             status = 429 if (len(answers) + 1) % 100 == 0 else 200
-            answers.append((environ["PATH_INFO"], status))
+            answers.append((environ["PATH_INFO"], kind, status))
         headers = [("Content-Type", "application/json")]
         if status == 429:
             start_response("429 Too Many Requests", [*headers, ("Retry-After", "1")])
@@ -517,22 +519,24 @@ def deliver_notes(work: Path, count: int = 500) -> str:
                 )
             refresh_backing(record)
             db.session.commit()
-            set_status(record, "done", "Shipped today.", notify=True, reopen=False)
+            change = set_status(record, "done", "Shipped today.", notify=True, reopen=False)
+            add_replies(record, change, "Hi {first_name}, {title} is ready for you.")
             db.session.commit()
             started = time.perf_counter()
             outcomes = outbox.send_notes(wait_max=5)
             seconds = time.perf_counter() - started
     finally:
         server.shutdown()
-    delivered = Counter(path for path, status in answers if status == 200)
-    refused = sum(status == 429 for _, status in answers)
-    if outcomes["sent"] != count or len(delivered) != count or set(delivered.values()) != {1}:
+    delivered = Counter((path, kind) for path, kind, status in answers if status == 200)
+    refused = sum(status == 429 for *_, status in answers)
+    sent = 2 * count  # a note and a reply to each conversation
+    if outcomes["sent"] != sent or len(delivered) != sent or set(delivered.values()) != {1}:
         raise SystemExit(f"Notes: {outcomes} sent, {len(delivered)} delivered: not each once")
     return (
-        f"Notes: {count} pending notes to a loopback stand-in for Intercom that answers 429 "
-        f"(Retry-After: 1 s) once every 100 calls: all {count} delivered, each exactly once, in "
-        f"{seconds:.1f} s; {refused} 429s were waited out, so sending took "
-        f"{(seconds - refused) / count * 1000:.1f} ms a note."
+        f"Notes and replies: {count} pending notes and {count} replies to a loopback stand-in "
+        f"for Intercom that answers 429 (Retry-After: 1 s) once every 100 calls: all {sent} "
+        f"delivered, each exactly once, in {seconds:.1f} s; {refused} 429s were waited out, so "
+        f"sending took {(seconds - refused) / sent * 1000:.1f} ms a note or reply."
     )
 
 
