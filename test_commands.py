@@ -456,3 +456,56 @@ def test_importance_migration_makes_existing_evidence_important_and_back(app: Fl
         assert count == 2
         db.session.rollback()
         flask_migrate.upgrade()
+
+
+@pytest.mark.fresh_database
+def test_word_forms_migration_reindexes_the_rows_and_back(app: Flask) -> None:
+    """0015 makes the search index again, stemming its words: rows saved before it are found
+    in any form of their words; its downgrade makes 0005's index again, in step with the rows
+    (those saved meanwhile too), and the upgrade after it finds them all."""
+    add_feedback(app, title="Multi-currency invoices", customer_email="dana@example.com")
+    with app.app_context():
+        assert searched_titles("currencies") == ["Multi-currency invoices"]
+        flask_migrate.downgrade(revision="0014")
+        assert titles_in_0005_index("currencies") == []  # no stems: prefixes only
+        assert titles_in_0005_index("currency") == ["Multi-currency invoices"]
+    add_feedback(app, title="Currency of each invoice")  # the 0005 index's triggers keep it
+    with app.app_context():
+        assert titles_in_0005_index("currency") == [
+            "Multi-currency invoices",
+            "Currency of each invoice",
+        ]
+        if db.engine.dialect.name == "postgresql":
+            configs = "SELECT count(*) FROM pg_ts_config WHERE cfgname = 'hedwig_words'"
+            assert db.session.scalar(sqlalchemy.text(configs)) == 0
+        db.session.rollback()
+        flask_migrate.upgrade()
+        assert sorted(searched_titles("currencies")) == [
+            "Currency of each invoice",
+            "Multi-currency invoices",
+        ]
+        assert searched_titles("dana invoiced") == ["Multi-currency invoices"]
+
+
+def searched_titles(q: str) -> list[str]:
+    titles = [record.title for record in db.session.scalars(search(select(Feedback), q))]
+    db.session.rollback()  # the read's transaction ends before the schema changes
+    return titles
+
+
+def titles_in_0005_index(word: str) -> list[str]:
+    """Titles the index of 0005 finds for a word's prefix, oldest first."""
+    if db.engine.dialect.name == "sqlite":
+        query = (
+            "SELECT feedback.title FROM feedback JOIN feedback_search ON feedback_search.rowid = "
+            "feedback.id WHERE feedback_search MATCH :q ORDER BY feedback.id"
+        )
+        word = f'"{word}"*'
+    else:
+        query = (
+            "SELECT title FROM feedback WHERE search_vector @@ to_tsquery('simple', :q || ':*') "
+            "ORDER BY id"
+        )
+    titles = list(db.session.scalars(sqlalchemy.text(query), {"q": word}))
+    db.session.rollback()
+    return titles

@@ -35,7 +35,7 @@ from conftest import (
 )
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
-from hedwig_app.search import SEARCH_MAX, search_words
+from hedwig_app.search import SEARCH_MAX, best_matches, listed_feedback, search_words
 from models import DESCRIPTION_MAX, Company, ContactCompany, Feedback, db, utcnow
 
 # --- The feedback log -----------------------------------------------------------------------------
@@ -542,12 +542,58 @@ def test_search_folds_accents_both_ways(app: Flask, signed_in: FlaskClient) -> N
     assert searched(signed_in, "résumé") == ["Resume where I left off"]
 
 
-def test_search_ranks_a_match_in_the_title_first(app: Flask, signed_in: FlaskClient) -> None:
+def test_search_ranks_the_title_then_the_details_then_the_customers_words(
+    app: Flask, signed_in: FlaskClient
+) -> None:
     add_feedback(app, title="Reports page", description="It should export to PDF")
     add_feedback(app, title="Export to PDF")
-    add_feedback(app, title="Slow page", customer_name="Pdf Lover")
-    assert searched(signed_in, "pdf")[0] == "Export to PDF"
-    assert searched(signed_in, "pdf")[1:] == ["Slow page", "Reports page"]  # newest first
+    add_feedback(app, title="Slow page", customer_name="Pdf Lover", quote="A PDF, please")
+    assert searched(signed_in, "pdf") == ["Export to PDF", "Reports page", "Slow page"]
+
+
+def test_search_finds_each_form_of_a_word_both_ways_still_by_prefix(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    add_feedback(app, title="Multi-currency invoices")
+    add_feedback(app, title="Export reports", description="As the customer exported them")
+    add_feedback(app, title="Exports of currencies")
+    add_feedback(app, title="Café menus")
+    add_feedback(app, title="Who is online")
+    for q in ("currencies", "currency", "CURRENC", "curr"):
+        assert set(searched(signed_in, q)) == {"Multi-currency invoices", "Exports of currencies"}
+    for q in ("exported", "exports", "exporting", "export", "expo"):
+        assert set(searched(signed_in, q)) == {"Export reports", "Exports of currencies"}, q
+    assert searched(signed_in, "exported currency") == ["Exports of currencies"]
+    assert searched(signed_in, "invoice") == ["Multi-currency invoices"]
+    assert searched(signed_in, "cafes") == ["Café menus"]
+    assert searched(signed_in, "menu café") == ["Café menus"]
+    assert searched(signed_in, "who is") == ["Who is online"]  # only common words: kept
+
+
+def test_a_title_match_outranks_a_popular_match_in_the_customers_words(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    add_feedback(app, title="SSO with Okta", customer_email="a@example.com")
+    (popular,) = add_feedback(app, title="Login page", quote="we need SSO", customer_email="b@x.io")
+    backed_by(app, popular, *(f"c{n}@example.com" for n in range(30)), quote="SSO please")
+    assert searched(signed_in, "sso") == ["SSO with Okta", "Login page"]
+
+
+def test_among_equal_matches_records_more_customers_back_come_first(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (backed,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    backed_by(app, backed, "b@example.com", "c@example.com", "d@example.com")
+    add_feedback(app, title="Dark mode", customer_email="e@example.com")  # newer, one customer
+    with app.app_context():
+        backed_first = db.session.scalars(listed_feedback("dark mode")).all()
+    assert [record.customer_count for record in backed_first] == [4, 1]
+    assert [record.customer_count for record in best_match_records(app, "dark")] == [4, 1]
+
+
+def best_match_records(app: Flask, q: str) -> list[Feedback]:
+    with app.app_context():
+        return best_matches(q, None)
 
 
 def test_search_reads_customers_names_emails_and_words(app: Flask, signed_in: FlaskClient) -> None:
@@ -583,6 +629,10 @@ def test_search_reads_customers_names_emails_and_words(app: Flask, signed_in: Fl
         "\\",
         ":*",
         "&|!",
+        "'&|!:*()<->\"\\",
+        "export:* & !csv",
+        "export <-> csv",
+        "csv:A",
     ],
 )
 def test_query_syntax_is_searched_as_words_and_never_raises(

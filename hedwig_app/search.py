@@ -1,9 +1,11 @@
 """Search: the database's own full-text index (SQLite FTS5, PostgreSQL tsvector), behind one
-function. People type words, never query syntax: each word found in any order, by prefix,
-accents folded; a match in the title ranks above one in the details or the customers' words.
-Ranking reads the newest SEARCH_WINDOW matches, so a word that is in every record costs what a
-rare one does; older matches follow, newest first. Also owns the log's list query
-(``listed_feedback``) and the Inbox's best matches. Imports nothing of Hedwig's but models.
+function. People type words, never query syntax: each word found in any order, by prefix, in
+any of its forms ("exported" finds "exports"), accents folded; a match in the title ranks above
+one in the details, and that above one in the customers' words (names, emails, quotes); among
+equals, records more customers back come first. Ranking reads the newest SEARCH_WINDOW matches,
+so a word that is in every record costs what a rare one does; older matches follow, newest
+first. Also owns the log's list query (``listed_feedback``) and the Inbox's best matches.
+Imports nothing of Hedwig's but models.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
+    case,
     column,
     func,
     literal,
@@ -35,6 +38,17 @@ SEARCH_INDEX = table("feedback_search", column("rowid"))
 WORD = re.compile(r"[^\W_]+")
 FIND_LIMIT = 5
 PLANS_SHOWN = 20
+# How much a word weighs where it is found: in the title, the details, the customers' words.
+# SQLite: one bm25() per column, each weighed so heavily that BM25 saturates: a word there
+# counts by its rarity, once, however often it is said and however long the record (a record
+# many customers back has long customers' words, which one bm25() over the whole row would
+# hold against its title). PostgreSQL: ts_rank's weights of D, C, B and A in the same ratios
+# (0005 and 0015 weigh the title A, the details B, the customers' words C).
+WEIGHTS = (1.0, 0.4, 0.1)
+SATURATED = 1000.0
+POSTGRES_WEIGHTS = f"'{{{WEIGHTS[2]}, {WEIGHTS[2]}, {WEIGHTS[1]}, {WEIGHTS[0]}}}'::real[]"
+POSTGRES_CONFIG = "hedwig_words"  # 0015: words stemmed as English, none dropped
+BACKING_BOOST, BACKING_HALF = 0.2, 3.0
 
 
 # The list's orders besides the search's own: each newest-first among equals.
@@ -144,7 +158,7 @@ def search(
     )
     if window_only:
         return statement.join(window, window.c.id == Feedback.id).order_by(
-            window.c.score, Feedback.id.desc()
+            backed_score(window.c.score), Feedback.id.desc()
         )
     # The window's matches best first, then the older matches, newest first: those below the
     # window's oldest id, so that each is listed once and none is scored.
@@ -155,7 +169,9 @@ def search(
     )
     found = union_all(select(window.c.id, window.c.score), older).subquery()
     return statement.join(found, found.c.id == Feedback.id).order_by(
-        found.c.score.is_(None), found.c.score, Feedback.id.desc()
+        found.c.score.is_(None),
+        backed_score(found.c.score),
+        Feedback.id.desc(),
     )
 
 
@@ -177,25 +193,47 @@ def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, An
         matching = literal_column("feedback_search").op("MATCH")(
             joiner.join(f'"{word}"*' for word in words)
         )
-        score = func.bm25(literal_column("feedback_search"), 10.0, 1.0, 1.0)
-        return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, score
+        return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, SQLITE_SCORE
     query = functools.reduce(
         lambda left, right: left.op("||" if any_word else "&&")(right), map(word_query, words)
     )
     vector = literal_column("feedback.search_vector")
-    score = -func.ts_rank(vector, query)  # negated: lower is better, as bm25
+    score = -func.ts_rank(literal_column(POSTGRES_WEIGHTS), vector, query)  # as bm25
     return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
+
+
+def backed_score(score: Any) -> Any:
+    """A match's score with a small boost for the customers backing its record: at most
+    BACKING_BOOST more (half of it at BACKING_HALF customers), less than a title outweighs
+    the details, so a popular weak match never passes a strong one. Scores are negative, as
+    bm25's, the best lowest: the boost makes them lower. The older matches a list reads past
+    the window have none, and are not weighed: on SQLite, weighing each costs a list page of
+    a common word 15%."""
+    return case((score.is_not(None), score * BACKING))
+
+
+# Built once: search() runs for every find canvas and list page.
+SQLITE_SCORE = literal_column(
+    " + ".join(
+        f"{weight} * bm25(feedback_search, "
+        + ", ".join(str(SATURATED if n == column else 0.0) for n in range(len(WEIGHTS)))
+        + ")"
+        for column, weight in enumerate(WEIGHTS)
+    )
+)
+BACKING = 1.0 + BACKING_BOOST * Feedback.customer_count / (Feedback.customer_count + BACKING_HALF)
 
 
 def word_query(word: str) -> Any:
     """PostgreSQL: a word's tsquery, the word folded as the index folds it (hedwig_fold: accents
-    off, lower case, split at all but letters and digits), each part a prefix: "1\u2474" is
-    '1':* & '1':*, as unaccent makes U+2474 "(1)". Only letters, digits and spaces are left,
-    so nothing becomes tsquery syntax; nothing left is the empty query, which && and || skip.
-    Each function is immutable: the planner makes the query once, not once per row."""
+    off, lower case, split at all but letters and digits), each part a prefix, stemmed by the
+    index's own configuration ("exported" is 'export':*): "1\u2474" is '1':* & '1':*, as
+    unaccent makes U+2474 "(1)". Only letters, digits and spaces are left, so nothing becomes
+    tsquery syntax; nothing left is the empty query, which && and || skip. Each function is
+    immutable: the planner makes the query once, not once per row."""
     folded = func.btrim(func.hedwig_fold(literal(word, Text)))
     terms = func.replace(func.regexp_replace(folded, r"(\S+)", r"\1:*", "g"), " ", " & ")
-    return func.to_tsquery("simple", terms)
+    return func.to_tsquery(POSTGRES_CONFIG, terms)
 
 
 def search_words(q: str) -> list[str]:
