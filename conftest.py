@@ -704,9 +704,9 @@ class Inbox:
         """Find, then New feedback: the form for a new record."""
         return self.click("new", self.find(payload), payload=payload)
 
-    def save(self, title: str, quote: str = "", payload: Any = None) -> Any:
+    def save(self, title: str, details: str = "", payload: Any = None) -> Any:
         form = self.form(payload)
-        return self.click("save", form, {"title": title, "quote": quote}, payload=payload)
+        return self.click("save", form, {"title": title, "details": details}, payload=payload)
 
     def add_to(self, feedback_id: int, quote: str | None = None, payload: Any = None) -> Any:
         """Find, click the match, and add this conversation's customer to it."""

@@ -233,9 +233,9 @@ def test_record_feedback_through_the_canvas_preview(
     page.click(".inbox button:text('Record feedback')")
     assert "No feedback matches yet." in inbox.inner_text()  # find before you create
     page.click(".inbox button:text('New feedback')")
-    assert page.locator(".inbox textarea").input_value() == (
-        "Hi! The CSV export button crashes the page every time I click it."
-    )
+    details = page.locator(".inbox textarea")  # the agent's; the customer's words are kept
+    assert details.input_value() == ""
+    assert "their message is kept as they wrote it" in details.get_attribute("placeholder")
     page.fill(".inbox input[name='input:title']", "CSV export crashes the reports page")
     screenshot(inbox, "canvas-form")
     page.click(".inbox button:text('Save feedback')")
@@ -246,6 +246,9 @@ def test_record_feedback_through_the_canvas_preview(
     record = opened.value
     record.wait_for_load_state()
     assert record.locator("h1").inner_text() == "CSV export crashes the reports page"
+    assert record.locator("blockquote").inner_text() == (
+        "Hi! The CSV export button crashes the page every time I click it."
+    )
     assert "recorded in Hedwig's canvas preview" in record.content()
     record.close()
 

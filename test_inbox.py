@@ -42,7 +42,8 @@ from hedwig_app.canvas_kit import HTML_READ_MAX, html_to_text
 from hedwig_app.canvases import COUNT_CAP
 from hedwig_app.inbox import verify_canvas_signature
 from hedwig_app.preview import canvas_markdown
-from models import IntercomConnection, db
+from hedwig_app.records import add_evidence, refresh_backing
+from models import Feedback, IntercomConnection, db
 
 # --- The Inbox app (Canvas Kit) -------------------------------------------------------------------
 
@@ -207,11 +208,11 @@ def test_a_canvas_shows_only_its_own_workspaces_records(canvas_app: Flask, inbox
     assert not any(line.startswith("More from") for line in texts(components))
 
 
-def test_form_is_prefilled_with_the_customers_opening_message(inbox: Inbox) -> None:
+def test_form_asks_for_details_and_says_the_customers_words_are_kept(inbox: Inbox) -> None:
     form = inbox.form()
-    assert component(form, "quote")["value"] == (
-        "Hi! The CSV export button crashes the page every time I click it."
-    )
+    details = component(form, "details")
+    assert (details["type"], details["label"], details["value"]) == ("textarea", "Details", "")
+    assert "their message is kept as they wrote it" in details["placeholder"]
     # The title starts as what was searched for: the first words of the message.
     assert component(form, "title")["value"] == (
         "Hi! The CSV export button crashes the page every time I"
@@ -234,14 +235,15 @@ def customer_rows(body: Any) -> list[tuple[str, str]]:
     return [(row["field"], row["value"]) for row in table["items"]]
 
 
-def test_html_in_the_customers_message_becomes_plain_text(inbox: Inbox) -> None:
+def test_html_in_the_customers_message_becomes_plain_text(canvas_app: Flask, inbox: Inbox) -> None:
     payload = json.loads(json.dumps(INITIALIZE))
     payload["conversation"]["source"]["body"] = (
         "<p>Use <b>bold</b> &amp; <a href='https://x.example'>links</a>"
         "<script>alert(1)</script></p><p>Second&nbsp;line &lt;tag&gt;</p>"
     )
-    value = component(inbox.form(payload), "quote")["value"]
-    assert value == "Use bold & links\nSecond line <tag>"
+    inbox.save("Bold", payload=payload)
+    (evidence,) = stored_evidence(canvas_app)
+    assert evidence.quote == "Use bold & links\nSecond line <tag>"
 
 
 def test_back_returns_to_the_first_canvas(inbox: Inbox) -> None:
@@ -254,6 +256,7 @@ def test_back_returns_to_the_first_canvas(inbox: Inbox) -> None:
 def test_saving_stores_the_feedback_with_its_provenance(canvas_app: Flask, inbox: Inbox) -> None:
     saved = inbox.save("CSV export crashes", "Every time, in Chrome.")
     (record,) = stored_feedback(canvas_app)
+    assert record.description == "Every time, in Chrome."
     assert f"Feedback #{record.id} saved" in texts(saved)
     assert component(saved, "open")["action"] == {
         "type": "url",
@@ -270,7 +273,7 @@ def test_saving_stores_the_feedback_with_its_provenance(canvas_app: Flask, inbox
     (evidence,) = stored_evidence(canvas_app)
     assert (evidence.feedback_id, evidence.quote, evidence.source) == (
         record.id,
-        "Every time, in Chrome.",
+        "Hi! The CSV export button crashes the page every time I click it.",
         "intercom",
     )
     assert (evidence.workspace_id, evidence.conversation_id, evidence.contact_id) == (
@@ -288,6 +291,60 @@ def test_saving_stores_the_feedback_with_its_provenance(canvas_app: Flask, inbox
         "alex.agent@example.com",
     )
     assert (record.created_by_id, evidence.created_by_id) == (None, None)
+
+
+OPENING = "Hi! The CSV export button crashes the page every time I click it."
+
+
+def test_a_record_keeps_the_customers_words_beside_the_agents_details(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("CSV export crashes", "Reproduced in Chrome 126; Firefox is fine.")
+    (record,) = stored_feedback(canvas_app)
+    (evidence,) = stored_evidence(canvas_app)
+    assert record.description == "Reproduced in Chrome 126; Firefox is fine."
+    assert evidence.quote == OPENING
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    page = page_text(browser.get(f"/feedback/{record.id}"))
+    assert '<div class="description">Reproduced in Chrome 126; Firefox is fine.</div>' in page
+    assert f"<blockquote>{OPENING}</blockquote>" in page
+
+
+def test_details_that_repeat_the_customers_words_are_kept_once(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("CSV export crashes", OPENING.replace(" every ", "\n every  "))
+    (record,) = stored_feedback(canvas_app)
+    assert (record.description, stored_evidence(canvas_app)[0].quote) == ("", OPENING)
+
+
+def test_a_form_given_out_before_details_keeps_what_the_agent_wrote_there(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    """Its textarea was the customer's words, sent as "quote": the agent's text is kept as
+    the details, and the customer's own words as the quote."""
+    form = inbox.form()
+    inbox.click("save", form, {"title": "CSV export crashes", "quote": "Only on big reports"})
+    (record,) = stored_feedback(canvas_app)
+    assert (record.description, stored_evidence(canvas_app)[0].quote) == (
+        "Only on big reports",
+        OPENING,
+    )
+
+
+def test_the_customers_words_are_found_when_the_agent_wrote_their_own(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    inbox.save("Reports crash", "Chrome only")  # "button" is only in the customer's words
+    add_feedback(canvas_app, title="Dark mode", workspace_id=WORKSPACE_ID)
+    find = inbox.click("query", inbox.find(OTHER_CUSTOMER), {"query": "button"}, OTHER_CUSTOMER)
+    assert [item["title"] for item in component_list(find)["items"]] == ["Reports crash"]
+    create_user(canvas_app)
+    browser = canvas_app.test_client()
+    sign_in(browser)
+    assert "Reports crash" in page_text(browser.get("/?q=buttons"))
 
 
 def test_saved_feedback_shows_on_the_first_canvas_and_links_to_the_conversation(
@@ -315,14 +372,14 @@ def test_saved_feedback_shows_on_the_first_canvas_and_links_to_the_conversation(
         ("", "Kept details", "A title is required.", "title"),
         ("   ", "Kept details", "A title is required.", "title"),
         ("x" * 201, "Kept details", "200 characters", "title"),
-        ("Fine title", "y" * 10_001, "10000 characters", "quote"),
+        ("Fine title", "y" * 10_001, "10000 characters", "details"),
     ],
 )
 def test_invalid_submit_shows_the_form_again_and_stores_nothing(
     canvas_app: Flask, inbox: Inbox, title: str, description: str, message: str, failed: str
 ) -> None:
     form = inbox.form()
-    body = inbox.click("save", form, {"title": title, "quote": description})
+    body = inbox.click("save", form, {"title": title, "details": description})
     assert any(message in line for line in texts(body))
     assert any(
         c["style"] == "error"
@@ -330,9 +387,9 @@ def test_invalid_submit_shows_the_form_again_and_stores_nothing(
         if c["type"] == "text"
     )
     assert component(body, "title").get("save_state") == ("failed" if failed == "title" else None)
-    assert component(body, "quote")["error"] is (failed == "quote")
+    assert component(body, "details")["error"] is (failed == "details")
     assert component(body, "title")["value"] == title.strip()[:200]
-    assert component(body, "quote")["value"].startswith(description[:100])
+    assert component(body, "details")["value"].startswith(description[:100])
     assert stored_feedback(canvas_app) == []
 
 
@@ -377,9 +434,10 @@ def test_payload_without_conversation_uses_the_context(canvas_app: Flask, inbox:
     without_conversation = {k: v for k, v in INITIALIZE.items() if k != "conversation"}
     inbox.initialize(without_conversation)
     form = inbox.form(without_conversation)
-    assert component(form, "quote")["value"] == ""
+    assert component(form, "details")["placeholder"] == "What they ask for, in your words or theirs"
     inbox.click("save", form, {"title": "Integer id"}, payload=without_conversation)
     assert stored_evidence(canvas_app)[0].conversation_id == CONVERSATION_ID
+    assert stored_evidence(canvas_app)[0].quote == ""  # no message of theirs known
 
 
 def test_bare_payload_still_records_feedback(canvas_app: Flask, inbox: Inbox) -> None:
@@ -397,15 +455,16 @@ def test_oversized_field_values_stay_within_canvas_limits(canvas_app: Flask, inb
     payload["contact"]["id"] = "i" * 500
     payload["conversation"]["source"]["body"] = "<p>" + "😀" * 20_000 + "</p>"
     form = inbox.form(payload)  # the validator checks the 64 KB caps
-    assert len(component(form, "quote")["value"]) == 10_000
     body = inbox.click(
-        "save", form, {"title": "t" * 100_000, "quote": "😀" * 30_000}, payload=payload
+        "save", form, {"title": "t" * 100_000, "details": "😀" * 30_000}, payload=payload
     )
     assert component(body, "title")["save_state"] == "failed"
+    assert len(component(body, "details")["value"]) == 10_000
     assert stored_feedback(canvas_app) == []
     inbox.save("Long name", payload=payload)
     (evidence,) = stored_evidence(canvas_app)
     assert evidence.customer_name == "N" * 255
+    assert evidence.quote == "😀" * 10_000  # their words, bounded
     assert evidence.contact_id is None  # an id too long to be real is not kept
 
 
@@ -578,14 +637,14 @@ def test_lone_surrogates_and_control_characters_in_a_canvas_request_are_dropped(
     payload["conversation"]["source"]["body"] = "<p>Hi\ud800\x00 there</p>"
     inbox.initialize(payload)
     form = inbox.form(payload)
-    assert component(form, "quote")["value"] == "Hi there"
     inbox.click("save", form, {"title": "Odd\ud800 title\x00"}, payload=payload)
     (record,) = stored_feedback(canvas_app)
     (evidence,) = stored_evidence(canvas_app)
-    assert (record.title, evidence.customer_name, evidence.conversation_id) == (
+    assert (record.title, evidence.customer_name, evidence.conversation_id, evidence.quote) == (
         "Odd title",
         "Casey Customer",
         "215471",
+        "Hi there",
     )
 
 
@@ -641,11 +700,11 @@ def test_in_a_conversation_a_teammate_started_the_customer_is_still_the_contact(
     }
     payload = teammate_started(conversation_parts=parts)
     form = inbox.form(payload)
-    assert component(form, "quote")["value"] == "Great, but I need a dark mode."
     assert customer_rows(form) == [("From", "Casey Customer"), ("Email", CASEY_EMAIL)]
     inbox.click("save", form, {"title": "Dark mode"}, payload=payload)
     (evidence,) = stored_evidence(canvas_app)
     assert (evidence.customer_name, evidence.contact_id) == ("Casey Customer", CONTACT_ID)
+    assert evidence.quote == "Great, but I need a dark mode."  # the customer's, not "Ping?"
 
 
 def test_a_teammates_words_are_never_prefilled_as_the_customers(
@@ -654,11 +713,10 @@ def test_a_teammates_words_are_never_prefilled_as_the_customers(
     payload = teammate_started()
     del payload["contact"]
     form = inbox.form(payload)
-    assert component(form, "quote")["value"] == ""
     assert "Customer unknown" in texts(form)
     inbox.click("save", form, {"title": "Asked on a call"}, payload=payload)
     (evidence,) = stored_evidence(canvas_app)
-    assert (evidence.customer_name, evidence.customer_email) == ("", "")
+    assert (evidence.customer_name, evidence.customer_email, evidence.quote) == ("", "", "")
 
 
 def test_a_conversation_with_500_parts_is_answered(canvas_app: Flask, inbox: Inbox) -> None:
@@ -676,8 +734,9 @@ def test_a_conversation_with_500_parts_is_answered(canvas_app: Flask, inbox: Inb
     }
     assert len(json.dumps(payload)) > 1024 * 1024  # more than a form may send
     inbox.initialize(payload)
-    form = inbox.form(payload)
-    assert component(form, "quote")["value"].startswith("Hi! The CSV export button")
+    inbox.save("Exports", payload=payload)
+    (evidence,) = stored_evidence(canvas_app)
+    assert evidence.quote == "Hi! The CSV export button crashes the page every time I click it."
 
 
 def test_web_forms_keep_their_own_smaller_limit(app: Flask, signed_in: FlaskClient) -> None:
@@ -754,6 +813,26 @@ def test_the_subject_is_searched_first_and_a_new_search_refreshes_the_matches(
     assert "No feedback matches yet." in texts(nothing)
     form = inbox.click("new", nothing, {"query": "quantum teleport"}, payload=payload)
     assert component(form, "title")["value"] == "quantum teleport"
+
+
+def test_the_find_canvas_offers_a_title_match_before_a_popular_match_in_customers_words(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    add_feedback(canvas_app, title="Export to PDF", workspace_id=WORKSPACE_ID)
+    (popular,) = add_feedback(
+        canvas_app, title="Slow reports", quote="The PDF takes ages", workspace_id=WORKSPACE_ID
+    )
+    with canvas_app.app_context():
+        record = db.session.get(Feedback, popular)
+        for n in range(12):
+            add_evidence(record, customer_email=f"c{n}@example.com", quote="PDFs too")
+        refresh_backing(record)
+        db.session.commit()
+    find = inbox.click("query", inbox.find(), {"query": "pdf"})
+    assert [item["title"] for item in component_list(find)["items"]] == [
+        "Export to PDF",
+        "Slow reports",
+    ]
 
 
 def test_at_most_five_matches_show(canvas_app: Flask, inbox: Inbox) -> None:
@@ -982,7 +1061,7 @@ def test_preview_records_feedback_from_first_canvas_to_saved(
         "<dt>From</dt><dd>Casey Customer</dd><dt>Email</dt><dd>casey.customer@example.com</dd>"
         in form
     )
-    saved = preview_click(signed_in, form, "save", title="Export crashes", quote="Every time")
+    saved = preview_click(signed_in, form, "save", title="Export crashes", details="Every time")
     assert saved.status_code == 200
     (record,) = stored_feedback(app)
     (evidence,) = stored_evidence(app)
@@ -1019,7 +1098,8 @@ def test_preview_uses_the_edited_sample(app: Flask, signed_in: FlaskClient) -> N
     search = page_text(preview_click(signed_in, page, "record"))
     form = page_text(preview_click(signed_in, search, "new"))
     assert "<dd>Dana Doe</dd><dt>Email</dt><dd>dana@example.com</dd>" in form
-    assert ">Hello there</textarea>" in form
+    preview_click(signed_in, form, "save", title="Hello")
+    assert [e.quote for e in stored_evidence(app)] == ["Hello there"]
 
 
 def test_preview_needs_sign_in_and_a_csrf_token(app: Flask, signed_in: FlaskClient) -> None:
@@ -1054,7 +1134,7 @@ def test_preview_shows_customers_words_as_written(app: Flask, signed_in: FlaskCl
     first = page_text(signed_in.get("/intercom/preview", query_string={"customer_name": EVIL_NAME}))
     search = page_text(preview_click(signed_in, first, "record"))
     form = page_text(preview_click(signed_in, search, "new"))
-    saved = page_text(preview_click(signed_in, form, "save", title=EVIL_NAME, quote="Me"))
+    saved = page_text(preview_click(signed_in, form, "save", title=EVIL_NAME, details="Me"))
     again = page_text(signed_in.get("/intercom/preview", query_string={"customer_name": EVIL_NAME}))
     escaped = html.escape(EVIL_NAME, quote=False)
     assert f"<dd>{escaped}</dd>" in form
@@ -1112,7 +1192,7 @@ def test_the_add_and_new_feedback_canvases_ask_how_much_it_matters_and_store_it(
         "important",
     )
     assert question["options"] == IMPORTANCE_OPTIONS
-    inbox.click("save", form, {"title": "SSO", "quote": "We need it", "importance": "blocker"})
+    inbox.click("save", form, {"title": "SSO", "details": "We need it", "importance": "blocker"})
     (record,) = stored_feedback(canvas_app)
     chosen = inbox.click(f"match-{record.id}", inbox.find(OTHER_CUSTOMER), payload=OTHER_CUSTOMER)
     assert component(chosen, "importance")["options"] == IMPORTANCE_OPTIONS
@@ -1127,7 +1207,7 @@ def test_an_unknown_importance_is_refused_with_the_canvas_and_stores_nothing(
     canvas_app: Flask, inbox: Inbox, importance: Any
 ) -> None:
     form = inbox.form()
-    again = inbox.click("save", form, {"title": "SSO", "quote": "Now", "importance": importance})
+    again = inbox.click("save", form, {"title": "SSO", "details": "Now", "importance": importance})
     assert "Choose how much it matters to them: Nice to have, Important, Blocker." in texts(again)
     assert component(again, "title")["value"] == "SSO"
     assert stored_feedback(canvas_app) == []
@@ -1176,7 +1256,7 @@ def test_preview_asks_how_much_it_matters_and_stores_the_choice(
     assert 'name="input:importance" value="important" checked' in form
     assert 'name="input:importance" value="blocker"' in form
     saved = preview_click(
-        signed_in, form, "save", title="Export", quote="Now", importance="blocker"
+        signed_in, form, "save", title="Export", details="Now", importance="blocker"
     )
     assert saved.status_code == 200
     assert [e.importance for e in stored_evidence(app)] == ["blocker"]

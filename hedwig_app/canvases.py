@@ -234,7 +234,7 @@ def add_canvas(
 ) -> dict[str, Any]:
     """A match, this customer's words to add to it, and how much it matters to them."""
     if quote is None:
-        quote = html_to_text(context.opening_html)[:QUOTE_MAX]
+        quote = customers_words(context)
     components = [
         {"type": "list", "items": [record_item(record)]},
         *([text(error, "error")] if error else []),
@@ -256,13 +256,14 @@ def add_canvas(
 def form_canvas(
     context: InboxContext,
     title: str = "",
-    quote: str | None = None,
+    details: str = "",
     errors: Mapping[str, str] | None = None,
     query: str = "",
     importance: str = DEFAULT_IMPORTANCE,
 ) -> dict[str, Any]:
-    """A new record, its first customer's words prefilled from their opening message, and
-    how much it matters to them."""
+    """A new record: its title, the agent's details, and how much it matters to the customer.
+    The customer's opening message is kept as they wrote it, as the evidence's quote
+    (customers_words), whatever the agent writes."""
     errors = errors or {}
     customer = {"From": context.customer_name, "Email": context.customer_email}
     customer = {field: value for field, value in customer.items() if value}
@@ -281,16 +282,14 @@ def form_canvas(
     if "title" in errors:
         title_input["save_state"] = "failed"
     components.append(title_input)
-    if quote is None:
-        quote = html_to_text(context.opening_html)[:QUOTE_MAX]
     components.append(
         {
             "type": "textarea",
-            "id": "quote",
-            "label": "In the customer's words",
-            "placeholder": "What they asked for, in their words",
-            "value": quote,
-            "error": "quote" in errors,
+            "id": "details",
+            "label": "Details",
+            "placeholder": DETAILS_KEEPING_WORDS if customers_words(context) else DETAILS,
+            "value": details,
+            "error": "description" in errors,
         }
     )
     components += [
@@ -300,6 +299,15 @@ def form_canvas(
     ]
     # The nonce makes this form single use: a second submit finds the record the first made.
     return canvas(components, {"nonce": new_nonce(), "query": query})
+
+
+DETAILS = "What they ask for, in your words or theirs"
+DETAILS_KEEPING_WORDS = "Anything to add, in your words: their message is kept as they wrote it"
+
+
+def customers_words(context: InboxContext) -> str:
+    """The customer's opening message as plain text, bounded: a new record's first quote."""
+    return html_to_text(context.opening_html)[:QUOTE_MAX]
 
 
 IMPORTANCE_QUESTION = "How much does it matter to them?"

@@ -27,6 +27,7 @@ from hedwig_app.canvases import (
     add_canvas,
     added_canvas,
     close_read_connection,
+    customers_words,
     find_canvas,
     first_canvas,
     form_canvas,
@@ -56,6 +57,7 @@ from hedwig_app.records import (
 from hedwig_app.search import SEARCH_MAX
 from models import (
     DEFAULT_IMPORTANCE,
+    DESCRIPTION_MAX,
     IMPORTANCES,
     PREVIEW_WORKSPACE_ID,
     QUOTE_MAX,
@@ -166,12 +168,14 @@ def submit_canvas(payload: Mapping[str, Any], connected: bool) -> dict[str, Any]
 
 
 def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """A new record and its first piece of evidence, stored once however often it arrives."""
+    """A new record and its first piece of evidence, stored once however often it arrives:
+    the agent's title and details, and the customer's opening message as their words."""
     inputs = payload.get("input_values")
     title = clean_text(field(inputs, "title"), TITLE_MAX)
-    quote = clean_text(field(inputs, "quote"), QUOTE_MAX)
+    quote = customers_words(context)
+    details = submitted_details(inputs, quote)
     query = text_or_none(field(payload, "current_canvas", "stored_data", "query"), SEARCH_MAX)
-    errors = validate_feedback({"title": title, "quote": quote})
+    errors = validate_feedback({"title": title, "description": details})
     importance = submitted_importance(inputs)
     if importance is None:
         errors["importance"] = IMPORTANCE_REFUSED
@@ -180,13 +184,23 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
         errors["form"] = "This form has expired. Check the details and save again."
     if errors:
         return form_canvas(
-            context, title[:TITLE_MAX], quote[:QUOTE_MAX], errors, query or "", importance or ""
+            context,
+            title[:TITLE_MAX],
+            details[:DESCRIPTION_MAX],
+            errors,
+            query or "",
+            importance or "",
         )
     try:
         # The record is inserted whole, once, and so is its row in the search index (an
         # UPDATE would rewrite that row).
         record = save_new_record(
-            {"title": title, "source": "intercom", "workspace_id": context.workspace_id},
+            {
+                "title": title,
+                "description": details,
+                "source": "intercom",
+                "workspace_id": context.workspace_id,
+            },
             {"quote": quote, "submit_nonce": nonce, "importance": importance, **heard_in(context)},
         )
         db.session.commit()
@@ -198,10 +212,19 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
         if first is None or first.workspace_id != context.workspace_id:
             # A nonce another workspace spent: this form is not one Hedwig gave out here.
             errors = {"form": "This form has expired. Check the details and save again."}
-            return form_canvas(context, title, quote, errors, query or "")
+            return form_canvas(context, title, details, errors, query or "")
         record = first.feedback
     wake_sender_if_asked()
     return saved_canvas(record)
+
+
+def submitted_details(inputs: Any, quote: str) -> str:
+    """The agent's details, or none when they only repeat the customer's ``quote``. A form
+    given out before the form asked for details sends the customer's words as "quote": what
+    the agent left there is kept as the details."""
+    details = field(inputs, "details")
+    details = clean_text(field(inputs, "quote") if details is None else details, DESCRIPTION_MAX)
+    return "" if details.split() == quote.split() else details
 
 
 def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str, Any]:
