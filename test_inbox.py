@@ -213,9 +213,9 @@ def test_form_asks_for_details_and_says_the_customers_words_are_kept(inbox: Inbo
     details = component(form, "details")
     assert (details["type"], details["label"], details["value"]) == ("textarea", "Details", "")
     assert "their message is kept as they wrote it" in details["placeholder"]
-    # The title starts as what was searched for: the first words of the message.
+    # The title starts as what was searched for: the message's first sentence, greeting off.
     assert component(form, "title")["value"] == (
-        "Hi! The CSV export button crashes the page every time I"
+        "The CSV export button crashes the page every time I click it"
     )
     assert customer_rows(form) == [("From", "Casey Customer"), ("Email", CASEY_EMAIL)]
     assert component(form, "save")["style"] == "primary"
@@ -780,7 +780,7 @@ def test_record_feedback_searches_first_prefilled_from_the_conversation(
     add_feedback(canvas_app, title="CSV export, added by hand")
     find = inbox.find()
     assert component(find, "query")["value"] == (
-        "Hi! The CSV export button crashes the page every time I"
+        "The CSV export button crashes the page every time I click it"
     )
     assert component(find, "query")["action"] == {"type": "submit"}
     (listing,) = [c for c in find["canvas"]["content"]["components"] if c["type"] == "list"]
@@ -813,6 +813,31 @@ def test_the_subject_is_searched_first_and_a_new_search_refreshes_the_matches(
     assert "No feedback matches yet." in texts(nothing)
     form = inbox.click("new", nothing, {"query": "quantum teleport"}, payload=payload)
     assert component(form, "title")["value"] == "quantum teleport"
+
+
+@pytest.mark.parametrize(
+    ("message", "prefill"),
+    [
+        (
+            "<p>Hi there! Quick question: can I export invoices to PDF? Thanks!</p>",
+            "can I export invoices to PDF",
+        ),
+        (
+            "<p>Hello team,</p><p>\U0001f44b We need SSO for our staff \U0001f64f</p>",
+            "We need SSO for our staff",
+        ),
+        ("<p>Hey Casey! Hope you're doing well. Is there a dark mode?</p>", "Is there a dark mode"),
+        ("<p>Good morning \u2600\ufe0f</p><p>Thanks so much!</p>", ""),
+        ("<p>Help center search is broken</p>", "Help center search is broken"),
+        ("<p>Hi, " + "exports " * 20 + "</p>", ("exports " * 7).strip()),  # 60 at most
+    ],
+)
+def test_the_search_starts_from_the_customers_first_sentence_without_greetings(
+    inbox: Inbox, message: str, prefill: str
+) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["body"] = message
+    assert component(inbox.find(payload), "query")["value"] == prefill
 
 
 def test_the_find_canvas_offers_a_title_match_before_a_popular_match_in_customers_words(

@@ -7,7 +7,9 @@ connection. Imports canvas_kit, connect (where "Connect" leads), records, search
 
 from __future__ import annotations
 
+import re
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -350,18 +352,57 @@ def added_canvas(context: InboxContext, record: Feedback, already: bool) -> dict
 
 
 def search_prefill(context: InboxContext) -> str:
-    """What the find canvas searches for first: the conversation's subject, else the first
-    words of the customer's first message."""
+    """What the find canvas searches for first: the conversation's subject, else the customer's
+    first sentence that says something, without greetings, filler and emoji ("Hi there!
+    Quick question: can I export to PDF? Thanks" is "can I export to PDF"), its first words."""
     subject = html_to_text(context.subject_html)
     if subject:
         return subject[:PREFILL_MAX]
-    words = html_to_text(context.opening_html[: 20 * PREFILL_MAX]).split()
+    message = html_to_text(context.opening_html[: 20 * PREFILL_MAX])
+    sentence = next(filter(None, map(telling_part, SENTENCE_END.split(message))), "")
     prefill = ""
-    for word in words:
+    for word in sentence.split():
         if len(prefill) + len(word) + 1 > PREFILL_MAX:
             break
         prefill = f"{prefill} {word}".strip()
     return prefill
+
+
+def telling_part(sentence: str) -> str:
+    """A sentence without emoji, its greetings and filler, and its closing punctuation."""
+    sentence = "".join(" " if is_emoji(c) else c for c in sentence).strip()
+    while (shorter := OPENING_FILLER.sub("", sentence, count=1)) != sentence:
+        sentence = shorter
+    return "" if ONLY_FILLER.fullmatch(sentence) else sentence.rstrip(" ,.;:!?-")
+
+
+def is_emoji(character: str) -> bool:
+    """Emoji and their joiners, variation selectors and skin tones: no word to search for."""
+    return unicodedata.category(character) in ("So", "Sk", "Cn") or character in "\u200d\ufe0f"
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+GREETING = (
+    r"(?:hi|hello|hey|hiya|heya|howdy|greetings|dear|good\s+(?:morning|afternoon|evening|day))"
+)
+# A greeting with whom it greets, when punctuation ends it ("Hello team,", "Hi Casey!"); a
+# greeting alone; or a phrase that says nothing, when punctuation ends it ("Quick question:").
+OPENING_FILLER = re.compile(
+    rf"^(?:{GREETING}(?:\s+(?:there|team|all|everyone|folks|guys|again|support(?:\s+team)?"
+    r"|[A-Z][\w'-]*(?:\s+team)?))?\s*[,.!?:;-]+\s*"
+    rf"|{GREETING}\b[\s,.!?:;-]*"
+    r"|(?:(?:just\s+)?(?:a\s+)?quick\s+(?:question|one)|i\s+have\s+a\s+(?:quick\s+)?question"
+    r"|question|sorry\s+to\s+bother(?:\s+you)?|hope\s+(?:you(?:'re|\s+are)|all\s+is)"
+    r"(?:\s+doing)?\s+well|thanks(?:\s+(?:so\s+much|in\s+advance|a\s+lot))?"
+    r"|thank\s+you(?:\s+(?:so\s+much|in\s+advance))?|thx|cheers|please\s+help|help|ok(?:ay)?"
+    r"|so|well|um+|hmm+)\s*[,.!?:;-]+\s*)",
+    re.IGNORECASE,
+)
+ONLY_FILLER = re.compile(
+    r"[\W_]*(?:(?:thanks|thank\s+you|thx|cheers|please)(?:\s+(?:so\s+much|in\s+advance|a\s+lot))?"
+    r"|(?:best|kind)?\s*regards|best)?[\W_]*",
+    re.IGNORECASE,
+)
 
 
 def customer_called(context: InboxContext) -> str:
