@@ -806,7 +806,7 @@ def test_the_subject_is_searched_first_and_a_new_search_refreshes_the_matches(
     payload = json.loads(json.dumps(INITIALIZE))
     payload["conversation"]["source"]["subject"] = "<p>Dark mode?</p>"
     find = inbox.find(payload)
-    assert component(find, "query")["value"] == "Dark mode?"
+    assert component(find, "query")["value"] == "Dark mode"
     again = inbox.click("query", find, {"query": "sign"}, payload=payload)
     assert [item["title"] for item in component_list(again)["items"]] == ["Single sign-on"]
     nothing = inbox.click("query", find, {"query": "quantum teleport"}, payload=payload)
@@ -829,6 +829,15 @@ def test_the_subject_is_searched_first_and_a_new_search_refreshes_the_matches(
         ("<p>Hey Casey! Hope you're doing well. Is there a dark mode?</p>", "Is there a dark mode"),
         ("<p>Good morning \u2600\ufe0f</p><p>Thanks so much!</p>", ""),
         ("<p>Help center search is broken</p>", "Help center search is broken"),
+        (
+            "<p>Hallo Alex, hope you had a lovely weekend! One more thing from our side: can we "
+            "attach files from Google Drive?</p>",
+            "can we attach files from Google Drive",
+        ),
+        (
+            "<p>Thanks for last week, it went well. Quick question about exports: why so slow?</p>",
+            "exports: why so slow",
+        ),
         ("<p>Hi, " + "exports " * 20 + "</p>", ("exports " * 7).strip()),  # 60 at most
     ],
 )
@@ -837,6 +846,23 @@ def test_the_search_starts_from_the_customers_first_sentence_without_greetings(
 ) -> None:
     payload = json.loads(json.dumps(INITIALIZE))
     payload["conversation"]["source"]["body"] = message
+    assert component(inbox.find(payload), "query")["value"] == prefill
+
+
+@pytest.mark.parametrize(
+    ("subject", "prefill"),
+    [
+        ("Re: Export to PDF", "Export to PDF"),
+        ("Quick question", "Can I export to PDF"),
+        ("Re: Hi!", "Can I export to PDF"),
+    ],
+)
+def test_a_subject_that_says_nothing_is_passed_over_for_the_message(
+    inbox: Inbox, subject: str, prefill: str
+) -> None:
+    payload = json.loads(json.dumps(INITIALIZE))
+    payload["conversation"]["source"]["subject"] = subject
+    payload["conversation"]["source"]["body"] = "<p>Hello! Can I export to PDF?</p>"
     assert component(inbox.find(payload), "query")["value"] == prefill
 
 

@@ -352,28 +352,32 @@ def added_canvas(context: InboxContext, record: Feedback, already: bool) -> dict
 
 
 def search_prefill(context: InboxContext) -> str:
-    """What the find canvas searches for first: the conversation's subject, else the customer's
-    first sentence that says something, without greetings, filler and emoji ("Hi there!
-    Quick question: can I export to PDF? Thanks" is "can I export to PDF"), its first words."""
-    subject = html_to_text(context.subject_html)
-    if subject:
-        return subject[:PREFILL_MAX]
-    message = html_to_text(context.opening_html[: 20 * PREFILL_MAX])
-    sentence = next(filter(None, map(telling_part, SENTENCE_END.split(message))), "")
+    """What the find canvas searches for first, its first PREFILL_MAX characters' words: the
+    conversation's subject, unless it says nothing ("Re: Quick question"); else the customer's
+    first sentence that says something, without greetings, filler, small talk and emoji
+    ("Hi there! Quick question: can I export to PDF? Thanks" is "can I export to PDF")."""
+    subject = telling_part(REPLY_MARK.sub("", html_to_text(context.subject_html)))
+    if not subject:
+        message = html_to_text(context.opening_html[: 20 * PREFILL_MAX])
+        sentences = [part for part in map(telling_part, SENTENCE_END.split(message)) if part]
+        subject = next((s for s in sentences if not SMALL_TALK.match(s)), "".join(sentences[:1]))
     prefill = ""
-    for word in sentence.split():
+    for word in subject.split():
         if len(prefill) + len(word) + 1 > PREFILL_MAX:
             break
         prefill = f"{prefill} {word}".strip()
-    return prefill
+    return prefill or subject[:PREFILL_MAX]  # a first word longer than that, cut
 
 
 def telling_part(sentence: str) -> str:
-    """A sentence without emoji, its greetings and filler, and its closing punctuation."""
+    """A sentence without emoji, its opening greetings and filler, and its closing
+    punctuation; nothing when it says nothing else ("Thanks!", "Quick question")."""
     sentence = "".join(" " if is_emoji(c) else c for c in sentence).strip()
     while (shorter := OPENING_FILLER.sub("", sentence, count=1)) != sentence:
         sentence = shorter
-    return "" if ONLY_FILLER.fullmatch(sentence) else sentence.rstrip(" ,.;:!?-")
+    # Its words alone are matched: a pattern around punctuation runs would backtrack on them.
+    words = " ".join(SENTENCE_WORD.findall(sentence))
+    return "" if ONLY_FILLER.fullmatch(words) else sentence.rstrip(" ,.;:!?-")
 
 
 def is_emoji(character: str) -> bool:
@@ -382,25 +386,38 @@ def is_emoji(character: str) -> bool:
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+REPLY_MARK = re.compile(r"^(?:\s*(?:re|fwd?|aw|wg|tr)\s*:\s*)+", re.IGNORECASE)
 GREETING = (
-    r"(?:hi|hello|hey|hiya|heya|howdy|greetings|dear|good\s+(?:morning|afternoon|evening|day))"
+    r"(?:hi|hello|hey|hiya|heya|howdy|hallo|hola|bonjour|ciao|hej|moin|greetings|dear"
+    r"|good\s+(?:morning|afternoon|evening|day))"
 )
-# A greeting with whom it greets, when punctuation ends it ("Hello team,", "Hi Casey!"); a
-# greeting alone; or a phrase that says nothing, when punctuation ends it ("Quick question:").
+FILLER = (
+    r"(?:(?:just\s+)?(?:a\s+)?quick\s+(?:question|one)|i\s+have\s+a\s+(?:quick\s+)?question"
+    r"|question|sorry\s+to\s+bother(?:\s+you)?|hope\s+(?:you(?:'re|\s+are)|all\s+is)"
+    r"(?:\s+doing)?\s+well|(?:many\s+)?thanks(?:\s+(?:so\s+much|in\s+advance|a\s+lot))?"
+    r"|thank\s+you(?:\s+(?:so\s+much|in\s+advance))?|thx|cheers|please(?:\s+help)?|help"
+    r"|urgent|fyi|ok(?:ay)?|so|well|um+|hmm+|(?:best|kind)?\s*regards|best)"
+)
+# At a sentence's start: a greeting with whom it greets, when punctuation ends it ("Hello
+# team,", "Hi Casey!"); a greeting alone; filler that punctuation ends ("Quick question:"); a
+# label that a colon ends ("One more thing from our side:"); "Question about".
 OPENING_FILLER = re.compile(
     rf"^(?:{GREETING}(?:\s+(?:there|team|all|everyone|folks|guys|again|support(?:\s+team)?"
     r"|[A-Z][\w'-]*(?:\s+team)?))?\s*[,.!?:;-]+\s*"
     rf"|{GREETING}\b[\s,.!?:;-]*"
-    r"|(?:(?:just\s+)?(?:a\s+)?quick\s+(?:question|one)|i\s+have\s+a\s+(?:quick\s+)?question"
-    r"|question|sorry\s+to\s+bother(?:\s+you)?|hope\s+(?:you(?:'re|\s+are)|all\s+is)"
-    r"(?:\s+doing)?\s+well|thanks(?:\s+(?:so\s+much|in\s+advance|a\s+lot))?"
-    r"|thank\s+you(?:\s+(?:so\s+much|in\s+advance))?|thx|cheers|please\s+help|help|ok(?:ay)?"
-    r"|so|well|um+|hmm+)\s*[,.!?:;-]+\s*)",
+    rf"|{FILLER}\s*[,.!?:;-]+\s*"
+    r"|(?:just\s+)?(?:a\s+|one\s+)?(?:quick|small|short|more|other|last|one)\s+"
+    r"(?:question|thing|one|request|q)(?:\s+(?!about\b|on\b|re\b)[\w']+){0,4}?\s*:\s*"
+    r"|(?:a\s+)?(?:quick\s+)?question\s+(?:about|on|regarding|re)\s+)",
     re.IGNORECASE,
 )
-ONLY_FILLER = re.compile(
-    r"[\W_]*(?:(?:thanks|thank\s+you|thx|cheers|please)(?:\s+(?:so\s+much|in\s+advance|a\s+lot))?"
-    r"|(?:best|kind)?\s*regards|best)?[\W_]*",
+ONLY_FILLER = re.compile(rf"(?:{FILLER}|{GREETING})?", re.IGNORECASE)
+SENTENCE_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+# A sentence of thanks or good wishes, passed over for the next one when there is one.
+SMALL_TALK = re.compile(
+    r"(?:just\s+wanted\s+to\s+say\s+)?(?:many\s+)?(?:thanks|thank\s+you)\b"
+    r"|(?:i\s+|we\s+)?hope\s+(?:you|your|all|everything|this|the\s+team)\b"
+    r"|how\s+are\s+you\b|happy\s+\w+day\b",
     re.IGNORECASE,
 )
 
