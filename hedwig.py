@@ -18,7 +18,8 @@ order, a module a step (each opens with a docstring saying what it owns):
    to each conversation exactly once (``outbox.py``), from the record's page (``loop.py``).
    Telling the customer and following the work: replies they see (``replies.py``), the issues
    a record follows (``issues.py``), and GitHub's and Linear's webhooks that move the status
-   (``webhooks_in.py``).
+   (``webhooks_in.py``). Telling other tools: outgoing webhooks, signed and sent once each
+   (``webhooks_out.py``), added on the owners' Webhooks page (``hooks_page.py``).
    Demand that weighs: each customer's company and what it pays, read from Intercom after
    the save by the same sender (``companies.py``).
 7. A team: roles, invites, reset links and passwords (``team.py``).
@@ -45,6 +46,7 @@ from hedwig_app.commands import COMMANDS
 from hedwig_app.connect import connect
 from hedwig_app.database import init_database
 from hedwig_app.demand import demand
+from hedwig_app.hooks_page import webhooks_page
 from hedwig_app.inbox import inbox
 from hedwig_app.log import feedback_log
 from hedwig_app.loop import loop
@@ -54,7 +56,18 @@ from hedwig_app.settings import load_settings, load_token_cipher, make_private_f
 from hedwig_app.team import team
 from hedwig_app.webhooks_in import webhooks_in
 
-BLUEPRINTS = (auth, feedback_log, demand, connect, inbox, preview, loop, webhooks_in, team)
+BLUEPRINTS = (
+    auth,
+    feedback_log,
+    demand,
+    connect,
+    inbox,
+    preview,
+    loop,
+    webhooks_in,
+    team,
+    webhooks_page,
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

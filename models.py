@@ -683,3 +683,74 @@ class WebhookDelivery(db.Model):
     source: Mapped[str] = mapped_column(String(16), primary_key=True)  # "github", "linear"
     delivery_id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+WEBHOOK_EVENTS = (
+    "record.created",
+    "record.updated",
+    "record.merged",
+    "record.deleted",
+    "evidence.added",
+    "evidence.removed",
+    "status.changed",
+)
+WEBHOOK_URL_MAX = 500
+
+
+class WebhookEndpoint(db.Model):
+    """An address an owner asked Hedwig to tell of changes (webhooks_out.py), and its signing
+    secret, encrypted as the Intercom tokens are: shown once, kept so Hedwig can sign."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(WEBHOOK_URL_MAX))
+    # The events it asked for, each between spaces (" record.created status.changed "), so one
+    # LIKE finds the endpoints of an event inside the statement that writes the deliveries.
+    events: Mapped[str] = mapped_column(String(NAME_MAX))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    encrypted_secret: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def secret(self) -> str | None:
+        try:
+            return token_cipher().decrypt(self.encrypted_secret.encode()).decode()
+        except InvalidToken:
+            return None
+
+    @secret.setter
+    def secret(self, secret: str) -> None:
+        self.encrypted_secret = token_cipher().encrypt(secret.encode()).decode()
+
+    @property
+    def event_list(self) -> list[str]:
+        return self.events.split()
+
+
+class OutgoingDelivery(db.Model):
+    """The webhooks' outbox: one event to one endpoint, written in the change's transaction
+    and claimed (pending → sending) by one sender, as a Note is; sent, or pending again after
+    a failed try, until it has failed WEBHOOK_RETRY_DELAYS times."""
+
+    __tablename__ = "outgoing_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str] = mapped_column(String(ID_MAX), unique=True)  # Hedwig-Delivery
+    payload: Mapped[str] = mapped_column(Text)  # the "data" it sends, as JSON
+    state: Mapped[str] = mapped_column(String(STATE_MAX), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    response_code: Mapped[int | None]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    claimed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_outgoing_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_outgoing_deliveries_endpoint", "endpoint_id", "id"),
+    )

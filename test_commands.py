@@ -122,6 +122,16 @@ def test_every_migration_downgrades_and_upgrades_again_keeping_rows(app: Flask) 
         )
         db.session.add(models.ReplyTemplate(status="done", body="Done!", updated_by_id=owner))
         db.session.add(models.WebhookDelivery(source="github", delivery_id="72d3162e"))
+        endpoint = models.WebhookEndpoint(
+            url="https://hooks.example/hedwig", events=" record.created ", encrypted_secret="x"
+        )
+        db.session.add(endpoint)
+        db.session.flush()
+        db.session.add(
+            models.OutgoingDelivery(
+                endpoint_id=endpoint.id, event="record.created", delivery_id="dlv_1", payload="{}"
+            )
+        )
         db.session.add(
             models.IssueLink(
                 feedback_id=feedback_id,

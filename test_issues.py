@@ -29,7 +29,8 @@ from conftest import (
     stored_feedback,
     wait_for_sender,
 )
-from models import STATUSES, Feedback, IssueLink, StatusChange, db
+from hedwig_app.webhooks_out import add_endpoint
+from models import STATUSES, Feedback, IssueLink, OutgoingDelivery, StatusChange, db
 from test_loop import IntercomConversations, backed_record, stored_notes
 
 
@@ -326,6 +327,25 @@ def test_a_github_close_moves_its_records_to_done_and_their_conversations_get_th
     assert f'by <a href="{ISSUE}" target="_blank" rel="noopener noreferrer">its issue</a>' in page
     assert "GitHub: Acme/App#12 was closed as completed." in page
     assert "Notes: 2 sent" in page
+
+
+def test_a_github_close_tells_the_webhook_endpoints_of_each_status_change(
+    hooked: Flask, team: FlaskClient, conversations: IntercomConversations
+) -> None:
+    first, second, _ = linked_records(hooked, team)
+    hooked.config["WEBHOOKS_ALLOW_PRIVATE"] = True
+    with hooked.app_context():
+        add_endpoint("http://127.0.0.1:9/hook", ["status.changed"])
+        db.session.commit()
+    assert deliver_github(hooked, github_issue("closed", "completed")).status_code == 200
+    with hooked.app_context():
+        told = db.session.scalars(select(OutgoingDelivery).order_by(OutgoingDelivery.id)).all()
+        payloads = [json.loads(delivery.payload) for delivery in told]
+    assert [delivery.event for delivery in told] == ["status.changed"] * 2
+    assert [(p["record"]["id"], p["from"], p["to"]) for p in payloads] == [
+        (first, "open", "done"),
+        (second, "open", "done"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ below them all.
     replies       the replies customers see: their words per status, who gets one, the preview
     intercom      the client for Intercom's REST API
     companies     the customers' companies, read from Intercom after the save
-    outbox        the sender of the notes, exactly once, and of the company reads
+    webhooks_out  outgoing webhooks: endpoints, the deliveries each change writes, their sender
+    outbox        the sender of the notes, exactly once, of the company reads and the webhooks
     log           the feedback log's pages and the CSV export
     demand        the demand page: what matters most over a window, rising, charted
     loop          the status form's views, and waking the sender
@@ -26,6 +27,7 @@ below them all.
     inbox         Intercom's signed initialize and submit requests
     preview       the canvases in the browser, without Intercom
     team          roles, invites, reset links, your password
+    hooks_page    the owners' Webhooks page: endpoints, their deliveries, Resend
     commands      the flask commands
 
 Transactions have one rule: **the view or command that owns the request commits, in its own

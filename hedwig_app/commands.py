@@ -1,7 +1,8 @@
 """The flask commands: init-db, create-user, reset-password, backup (SQLite), copy-db (to
 PostgreSQL), canvas-request (a signed curl for trying the Inbox app) and send-notes (for a
-timer), and refresh-companies (the customers' companies read again). Each owns its
-transaction. Imports auth, database, companies, preview, outbox and team.
+timer), refresh-companies (the customers' companies read again), and add-webhook and
+send-webhooks (outgoing webhooks). Each owns its transaction. Imports auth, database,
+companies, webhooks_out, preview, outbox and team.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from hedwig_app.database import (
 from hedwig_app.outbox import SENDER_WAIT_MAX, send_notes
 from hedwig_app.preview import SAMPLE, sample_canvas_payload
 from hedwig_app.team import RESET_LIFETIME, new_link
-from models import ContactCompany, Note, db, normalize_email
+from hedwig_app.webhooks_out import add_endpoint, send_webhooks
+from models import WEBHOOK_EVENTS, ContactCompany, Note, OutgoingDelivery, db, normalize_email
 
 COPY_BATCH = 1000
 
@@ -299,6 +301,44 @@ def local_origin() -> str:
     return f"http://127.0.0.1:{os.environ.get('FLASK_RUN_PORT') or 5000}"
 
 
+@click.command("send-webhooks")
+@click.option(
+    "--retry-now",
+    is_flag=True,
+    help="Send every pending delivery now, not at its next try (after a receiver is fixed).",
+)
+@with_appcontext
+def send_webhooks_command(retry_now: bool) -> None:
+    """Send the webhook deliveries that are due: run it from a cron job or a timer."""
+    outcomes = send_webhooks(retry_now)
+    waiting = db.session.scalar(
+        select(func.count(OutgoingDelivery.id)).where(OutgoingDelivery.state == "pending")
+    )
+    click.echo(f"{outcomes['sent']} sent, {outcomes['failed']} failed, {waiting} waiting.")
+
+
+@click.command("add-webhook")
+@click.argument("url")
+@click.option(
+    "--events",
+    default=",".join(WEBHOOK_EVENTS),
+    show_default=True,
+    help="The events to send, separated by commas.",
+)
+@with_appcontext
+def add_webhook_command(url: str, events: str) -> None:
+    """Add a webhook endpoint; its signing secret is printed once, alone on the last line."""
+    chosen = [event.strip() for event in events.replace(" ", ",").split(",") if event.strip()]
+    try:
+        endpoint, secret = add_endpoint(url, chosen)
+    except ValueError as refused:
+        raise click.ClickException(str(refused)) from None
+    db.session.commit()
+    click.echo(f"Webhook #{endpoint.id} added for {', '.join(endpoint.event_list)}.")
+    click.echo("Its signing secret, shown only now:")
+    click.echo(secret)
+
+
 COMMANDS = (
     init_db_command,
     create_user_command,
@@ -307,5 +347,7 @@ COMMANDS = (
     copy_db_command,
     canvas_request_command,
     send_notes_command,
+    send_webhooks_command,
+    add_webhook_command,
     refresh_companies_command,
 )

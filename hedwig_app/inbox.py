@@ -55,6 +55,7 @@ from hedwig_app.records import (
     validate_feedback,
 )
 from hedwig_app.search import SEARCH_MAX
+from hedwig_app.webhooks_out import announce, evidence_data, record_data
 from models import (
     DEFAULT_IMPORTANCE,
     DESCRIPTION_MAX,
@@ -203,6 +204,7 @@ def save_feedback(context: InboxContext, payload: Mapping[str, Any]) -> dict[str
             },
             {"quote": quote, "submit_nonce": nonce, "importance": importance, **heard_in(context)},
         )
+        announce("record.created", record_data(record))  # one INSERT … SELECT, most often of none
         db.session.commit()
     except IntegrityError:
         # The same form again (double click, retry, replay, another worker): the unique nonce
@@ -243,10 +245,12 @@ def add_customer(context: InboxContext, payload: Mapping[str, Any]) -> dict[str,
         return add_canvas(context, record, query, quote[:QUOTE_MAX], importance or "", error)
     record_id_ = record.id
     try:
-        add_evidence(
+        evidence = add_evidence(
             record, quote=quote, submit_nonce=nonce, importance=importance, **heard_in(context)
         )
         refresh_backing(record)
+        db.session.flush()
+        announce("evidence.added", record_data(record) | {"evidence": evidence_data(evidence)})
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

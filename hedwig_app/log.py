@@ -28,6 +28,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from hedwig_app.auth import owners_only
+from hedwig_app.outbox import wake_sender_if_asked
 from hedwig_app.plumbing import clean_text, form_text, plural, record_id
 from hedwig_app.records import (
     EVIDENCE_FIELDS,
@@ -52,6 +53,7 @@ from hedwig_app.status import (
     status_form_defaults,
     status_history,
 )
+from hedwig_app.webhooks_out import announce, evidence_data, record_data
 from models import (
     DEFAULT_IMPORTANCE,
     ID_MAX,
@@ -146,7 +148,10 @@ def new_feedback() -> Any:
             **{name: values[name] for name in EVIDENCE_FIELDS},
         )
     refresh_backing(record)
+    db.session.flush()
+    announce("record.created", record_data(record))
     db.session.commit()
+    wake_sender_if_asked()
     flash(f"Feedback #{record.id} saved.")
     return redirect(url_for("log.show_feedback", feedback_id=record.id))
 
@@ -171,8 +176,13 @@ def edit_feedback(feedback_id: int) -> Any:
     if errors:
         page = render_template("edit.html", feedback=record, values=values, errors=errors)
         return page, 400
+    changed = (record.title, record.description) != (values["title"], values["description"])
     record.title, record.description = values["title"], values["description"]
+    if changed:
+        db.session.flush()
+        announce("record.updated", record_data(record))
     db.session.commit()
+    wake_sender_if_asked()
     flash(f"Feedback #{feedback_id} saved.")
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 
@@ -203,8 +213,10 @@ def delete_feedback(feedback_id: int) -> Any:
     except RecordGone as gone:
         return changed_meanwhile(f"{gone} Nothing was deleted.", gone.into)
     title = record.title
+    announce("record.deleted", record_data(record))
     db.session.delete(record)
     db.session.commit()
+    wake_sender_if_asked()
     flash(f"Feedback #{feedback_id} deleted: {title}")
     return redirect(url_for("log.index"))
 
@@ -252,7 +264,10 @@ def merge_feedback(feedback_id: int) -> Any:
         f"{plural(target.customer_count, 'customer')} back it now."
     )
     target_id = target.id
+    db.session.flush()
+    announce("record.merged", {"merged_id": feedback_id, **record_data(target)})
     db.session.commit()
+    wake_sender_if_asked()
     flash(done)
     return redirect(url_for("log.show_feedback", feedback_id=target_id))
 
@@ -270,7 +285,10 @@ def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
     db.session.delete(evidence)
     db.session.flush()
     refresh_backing(record)
+    db.session.flush()
+    announce("evidence.removed", record_data(record) | {"evidence": evidence_data(evidence)})
     db.session.commit()
+    wake_sender_if_asked()
     flash(f"Removed {evidence.customer_name or evidence.customer_email or 'the evidence'}.")
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 

@@ -42,6 +42,7 @@ from hedwig_app.replies import (
 )
 from hedwig_app.settings import BOOLEAN_WORDS
 from hedwig_app.status import NOTIFY_BY_DEFAULT, note_outcome, set_status, validate_status_change
+from hedwig_app.webhooks_out import announce, status_data
 from models import (
     ISSUE_URL_MAX,
     MESSAGE_MAX,
@@ -87,6 +88,7 @@ def change_status(feedback_id: int) -> Any:
         return show_record(record, status_form=values, errors=errors), 400
     if values["reply"]:
         add_replies(record, change, values["reply_message"])
+    announce("status.changed", status_data(record, change.from_status, change.message))
     db.session.commit()
     wake_sender()
     flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{told(change)}.")

@@ -28,6 +28,7 @@ from hedwig_app.intercom import (
     refuse_connection,
 )
 from hedwig_app.status import waiting_for_reconnect
+from hedwig_app.webhooks_out import seconds_until_next_delivery, send_webhooks
 from models import IntercomConnection, Note, db, utcnow
 
 NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
@@ -279,16 +280,17 @@ def wake_sender() -> None:
 
 def wake_sender_if_asked() -> None:
     """Wake the sender if this request's committed evidence asked for a company read
-    (records.ask_for_company): most saves ask none, and wake nothing."""
-    if db.session.info.pop("companies_asked", False):
+    (records.ask_for_company), or its change wrote webhooks (webhooks_out.announce): most
+    saves do neither, and wake nothing."""
+    companies = db.session.info.pop("companies_asked", False)
+    if db.session.info.pop("webhooks_announced", False) or companies:
         wake_sender()
 
 
 def seconds_until_next_due() -> float | None:
-    """How long until a note or a company read comes due (None: neither will)."""
-    waits = [
-        wait for wait in (seconds_until_next_note(), seconds_until_next_read()) if wait is not None
-    ]
+    """How long until a note, a company read or a webhook comes due (None: none will)."""
+    waits = (seconds_until_next_note(), seconds_until_next_read(), seconds_until_next_delivery())
+    waits = [wait for wait in waits if wait is not None]
     return min(waits, default=None)
 
 
@@ -320,6 +322,7 @@ class NoteSender:
                 try:
                     send_notes()
                     read_companies()
+                    send_webhooks()
                     wait = seconds_until_next_due()
                 except Exception:  # a database gone away: the next wake, or a timer, goes on
                     current_app.logger.exception("Sending notes stopped")

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "GITHUB_WEBHOOK_SECRET": "",
     "LINEAR_WEBHOOK_SECRET": "",
     "WEBHOOK_MAX_CONTENT_LENGTH": 1024 * 1024,  # GitHub's issue and pull request events
+    # Outgoing webhooks to loopback, private and link-local addresses (off: SSRF).
+    "WEBHOOKS_ALLOW_PRIVATE": False,
 }
 
 
@@ -79,7 +81,7 @@ NUMBER_SETTINGS = (
     "CANVAS_MAX_CONTENT_LENGTH",
     "WEBHOOK_MAX_CONTENT_LENGTH",
 )
-BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE", "SEND_NOTES_AT_ONCE")
+BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE", "SEND_NOTES_AT_ONCE", "WEBHOOKS_ALLOW_PRIVATE")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
 BOOLEAN_WORDS |= {"false": False, "no": False, "off": False, "0": False}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")

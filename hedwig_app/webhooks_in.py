@@ -29,6 +29,7 @@ from hedwig_app.outbox import wake_sender
 from hedwig_app.plumbing import field, read_body, signed_webhook, text_or_none
 from hedwig_app.replies import add_replies, reply_templates
 from hedwig_app.status import NOTIFY_BY_DEFAULT, set_status
+from hedwig_app.webhooks_out import announce, status_data
 from models import ID_MAX, STATUSES, Feedback, IssueLink, WebhookDelivery, db
 
 webhooks_in = Blueprint("webhooks_in", __name__)
@@ -195,5 +196,7 @@ def move_records(source: str, delivery: str, moved: Moved) -> list[int] | None:
         )
         if change is not None and replies.reply_automatically and replies.body:
             add_replies(record, change, replies.body)
+        if change is not None:
+            announce("status.changed", status_data(record, change.from_status, change.message))
         changed.append(feedback_id)
     return changed
