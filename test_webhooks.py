@@ -18,7 +18,16 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug import Request, Response
 
-from conftest import Inbox, add_feedback, create_user, make_app, post, sign_in, stored_feedback
+from conftest import (
+    Inbox,
+    add_feedback,
+    create_user,
+    make_app,
+    post,
+    sign_in,
+    stored_feedback,
+    wait_for_sender,
+)
 from hedwig_app.webhooks_out import add_endpoint, announce, send_webhooks
 from models import Evidence, OutgoingDelivery, WebhookEndpoint, db, utcnow
 from test_inbox import OTHER_CUSTOMER
@@ -406,3 +415,17 @@ def test_an_owner_disables_deletes_and_resends(
     assert deliveries(hooks_app) == []
     assert post(owner, "/feedback/new", {"title": "After"}).status_code == 302
     assert deliveries(hooks_app) == []
+
+
+def test_the_sender_thread_sends_a_change_at_once(
+    tmp_path: Any, database_url: str, receiver: Receiver
+) -> None:
+    app = make_app(tmp_path, DATABASE_URL=database_url, WEBHOOKS_ALLOW_PRIVATE=True)
+    add_webhook(app, receiver.url, "record.created")
+    create_user(app)
+    client = app.test_client()
+    sign_in(client)
+    assert post(client, "/feedback/new", {"title": "Dark mode"}).status_code == 302
+    wait_for_sender(app)
+    assert receiver.events() == ["record.created"]
+    assert [d.state for d in deliveries(app)] == ["sent"]
