@@ -540,6 +540,64 @@ def deliver_notes(work: Path, count: int = 500) -> str:
     )
 
 
+def deliver_webhooks(work: Path, count: int = 1000) -> str:
+    """``count`` webhook deliveries to a loopback receiver that answers 500 to every tenth
+    call: the time ``send_webhooks`` takes to deliver them all (each failure tried again at
+    once, as --retry-now does), and that each succeeded exactly once."""
+    import hedwig
+    from hedwig_app.webhooks_out import add_endpoint, announce, send_webhooks
+    from models import db
+
+    answers: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def receiver(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        with lock:
+            status = 500 if (len(answers) + 1) % 10 == 0 else 200
+            answers.append((environ.get("HTTP_HEDWIG_DELIVERY", ""), status))
+        start_response("500 Internal Server Error" if status == 500 else "200 OK", [])
+        return [b"ok"]
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server("127.0.0.1", 0, receiver, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = hedwig.create_app(
+        {
+            "INSTANCE_PATH": str(work / "webhooks-instance"),
+            "SECRET_KEY": SECRET_KEY,
+            "DATABASE_URL": f"sqlite:///{work / 'webhooks.db'}",
+            "BASE_URL": "https://hedwig.example",
+            "SEND_NOTES_AT_ONCE": False,
+            "WEBHOOKS_ALLOW_PRIVATE": True,
+        }
+    )
+    try:
+        with app.app_context():
+            add_endpoint(f"http://127.0.0.1:{server.server_port}/hook", ["record.updated"])
+            for n in range(count):
+                announce("record.updated", {"record": {"id": n, "title": f"Record {n}"}})
+            db.session.commit()
+            started = time.perf_counter()
+            sent = 0
+            for _ in range(20):  # a failure fails again 1 time in 10: a few rounds send all
+                sent += send_webhooks(retry_now=True)["sent"]
+                if sent >= count:
+                    break
+            seconds = time.perf_counter() - started
+    finally:
+        server.shutdown()
+    succeeded = Counter(delivery for delivery, status in answers if status == 200)
+    failed = sum(status == 500 for _, status in answers)
+    if sent != count or len(succeeded) != count or set(succeeded.values()) != {1}:
+        raise SystemExit(f"Webhooks: {sent} sent, {len(succeeded)} delivered: not each once")
+    return (
+        f"Webhooks: {count} deliveries to a loopback receiver that answers 500 to every tenth "
+        f"call: all {count} delivered, each succeeded exactly once, in {seconds:.1f} s "
+        f"({failed} failures tried again; {seconds / len(answers) * 1000:.1f} ms a call)."
+    )
+
+
 def relevance_note(work: Path) -> str:
     """The find canvas's relevance on relevance_set.json (relevance.py) on SQLite, and on
     PostgreSQL when a server is given: its schema emptied first, as run_postgres does."""
@@ -1047,6 +1105,7 @@ def run(seconds: float) -> tuple[list[tuple[str, ...]], list[str]]:
         )
 
         notes.append(deliver_notes(work))
+        notes.append(deliver_webhooks(work))
         notes.append(relevance_note(work))
 
         postgres = os.environ.get("HEDWIG_TEST_POSTGRES_URL")
