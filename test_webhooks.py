@@ -429,3 +429,49 @@ def test_the_sender_thread_sends_a_change_at_once(
     wait_for_sender(app)
     assert receiver.events() == ["record.created"]
     assert [d.state for d in deliveries(app)] == ["sent"]
+
+
+def test_a_receiver_too_slow_to_answer_is_tried_again(
+    hooks_app: Flask, httpserver: HTTPServer
+) -> None:
+    calls: list[str] = []
+    answer = threading.Event()
+
+    def slow(request: Request) -> Response:
+        calls.append(request.headers["Hedwig-Delivery"])
+        if len(calls) == 1:
+            answer.wait(10)  # past HEDWIG_INTERCOM_TIMEOUT (1 s here)
+        return Response("ok")
+
+    httpserver.expect_request("/slow", method="POST").respond_with_handler(slow)
+    add_webhook(hooks_app, httpserver.url_for("/slow"))
+    with hooks_app.app_context():
+        announce("record.created", {"record": {"id": 1}})
+        db.session.commit()
+    assert send(hooks_app) == "0 sent, 0 failed, 1 waiting.\n"
+    (delivery,) = deliveries(hooks_app)
+    assert (delivery.attempts, delivery.response_code) == (1, None)
+    assert "did not answer" in delivery.reason
+    answer.set()  # the receiver, fixed, answers at once
+    assert send(hooks_app, "--retry-now") == "1 sent, 0 failed, 0 waiting.\n"
+    assert calls[0] == calls[1]
+
+
+def test_an_endpoint_deleted_while_it_is_sent_to_stops_nothing_else(
+    hooks_app: Flask, httpserver: HTTPServer, receiver: Receiver
+) -> None:
+    def delete_meanwhile(request: Request) -> Response:
+        with hooks_app.app_context():
+            db.session.delete(db.session.get(WebhookEndpoint, 1))
+            db.session.commit()
+        return Response("ok")
+
+    httpserver.expect_request("/gone", method="POST").respond_with_handler(delete_meanwhile)
+    add_webhook(hooks_app, httpserver.url_for("/gone"))
+    add_webhook(hooks_app, receiver.url)
+    with hooks_app.app_context():
+        announce("record.created", {"record": {"id": 1}})
+        db.session.commit()
+    assert send(hooks_app) == "1 sent, 0 failed, 0 waiting.\n"
+    assert receiver.events() == ["record.created"]
+    assert [d.endpoint_id for d in deliveries(hooks_app)] == [2]

@@ -205,8 +205,29 @@ def send_webhooks(retry_now: bool = False) -> Counter[str]:
         )
         db.session.commit()
     while (delivery := claim_next_delivery()) is not None:
-        outcomes[deliver(delivery)] += 1
+        outcomes[deliver_or_leave(delivery)] += 1
     return outcomes
+
+
+def deliver_or_leave(delivery: OutgoingDelivery) -> str:
+    """deliver(), and if anything unexpected stops it (its endpoint deleted meanwhile, the
+    database gone), the sender goes on to the next: a delivery left claimed is sent again
+    once its claim is abandoned (release_abandoned_deliveries)."""
+    row_id, delivery_id = delivery.id, delivery.delivery_id
+    try:
+        return deliver(delivery)
+    except Exception:
+        db.session.rollback()
+        if db.session.get(OutgoingDelivery, row_id) is None:  # no fault: said without a trace
+            current_app.logger.warning(
+                "Webhook delivery %s was deleted with its endpoint while it was sent",
+                delivery_id,
+            )
+            db.session.rollback()
+            return "deleted"
+        current_app.logger.exception("Sending webhook delivery %s stopped", delivery_id)
+        db.session.rollback()
+        return "stopped"
 
 
 def claim_next_delivery() -> OutgoingDelivery | None:
