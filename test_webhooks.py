@@ -28,6 +28,7 @@ from conftest import (
     stored_feedback,
     wait_for_sender,
 )
+from hedwig_app import webhooks_out
 from hedwig_app.webhooks_out import add_endpoint, announce, send_webhooks
 from models import Evidence, OutgoingDelivery, WebhookEndpoint, db, utcnow
 from test_inbox import OTHER_CUSTOMER
@@ -475,3 +476,22 @@ def test_an_endpoint_deleted_while_it_is_sent_to_stops_nothing_else(
     assert send(hooks_app) == "1 sent, 0 failed, 0 waiting.\n"
     assert receiver.events() == ["record.created"]
     assert [d.endpoint_id for d in deliveries(hooks_app)] == [2]
+
+
+def test_a_name_that_turns_private_after_the_check_is_refused_before_sending(
+    tmp_path: Any, database_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolved to a public address when checked, and the connection
+    reaches a private one."""
+    app = make_app(tmp_path, DATABASE_URL=database_url, SEND_NOTES_AT_ONCE=False)
+    with app.app_context():
+        app.config["WEBHOOKS_ALLOW_PRIVATE"] = True
+        add_endpoint(receiver.url, ["record.created"])
+        announce("record.created", {"record": {"id": 1}})
+        db.session.commit()
+        app.config["WEBHOOKS_ALLOW_PRIVATE"] = False
+    monkeypatch.setattr(webhooks_out, "url_refusal", lambda url: None)  # "public" when checked
+    assert send(app) == "0 sent, 0 failed, 1 waiting.\n"
+    assert receiver.requests == []
+    (delivery,) = deliveries(app)
+    assert "loopback, private or link-local address (127.0.0.1)" in delivery.reason

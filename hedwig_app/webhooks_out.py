@@ -7,9 +7,9 @@ once; it POSTs the event signed as Stripe signs (``Hedwig-Signature: t=â€¦,v1=â€
 following a redirect, cut off at a deadline; a 2xx is done, anything else is tried again
 later (RETRY_DELAYS), then failed. A claim abandoned by a crash is pending again: the
 receiver may see a delivery twice, always with the same ``Hedwig-Delivery`` id. Loopback,
-private and link-local addresses are refused when an endpoint is added and again at each
-send, unless HEDWIG_WEBHOOKS_ALLOW_PRIVATE=yes. Imports plumbing and intercom (its bounded
-call).
+private and link-local addresses are refused when an endpoint is added, at each send, and
+as each connection is made (PublicOnlyDeadline), unless HEDWIG_WEBHOOKS_ALLOW_PRIVATE=yes.
+Imports plumbing and intercom (its bounded call).
 """
 
 from __future__ import annotations
@@ -158,15 +158,40 @@ def url_refusal(url: str) -> str | None:
     except (OSError, ValueError, UnicodeError):
         return f"{parts.hostname} could not be resolved to an address."
     for *_, address in found:
-        ip = ipaddress.ip_address(address[0].split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1
-            ip = ip.ipv4_mapped
-        if not ip.is_global or ip.is_multicast:
-            return (
-                f"{parts.hostname} is a loopback, private or link-local address ({ip}): Hedwig "
-                "sends webhooks only to public ones (HEDWIG_WEBHOOKS_ALLOW_PRIVATE=yes allows it)."
-            )
+        refusal = address_refusal(parts.hostname, address[0])
+        if refusal:
+            return refusal
     return None
+
+
+def address_refusal(host: str, address: str) -> str | None:
+    """Why Hedwig will not send to this IP address (loopback, private, link-local), or None."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return (
+        f"{host} is a loopback, private or link-local address ({ip}): Hedwig sends webhooks "
+        "only to public ones (HEDWIG_WEBHOOKS_ALLOW_PRIVATE=yes allows it)."
+    )
+
+
+class PublicOnlyDeadline(CallDeadline):
+    """A call's deadline that also checks the address each connection reached, before a byte
+    is sent: a name that resolved to a public address for url_refusal() and to a private one
+    for the connection (DNS rebinding) is refused."""
+
+    refusal: str | None = None
+
+    def watch(self, sock: socket.socket) -> None:
+        super().watch(sock)
+        if current_app.config["WEBHOOKS_ALLOW_PRIVATE"]:
+            return
+        refusal = address_refusal("the endpoint", sock.getpeername()[0])
+        if refusal:
+            self.refusal = refusal
+            raise ConnectionRefusedError(refusal)
 
 
 def add_endpoint(
@@ -312,7 +337,7 @@ def deliver(delivery: OutgoingDelivery) -> str:
         return try_failed(delivery, None, refusal)
     body, headers = signed_request(delivery, secret)
     timeout = current_app.config["INTERCOM_TIMEOUT"]
-    deadline = CallDeadline(call_seconds(), then_every=timeout)
+    deadline = PublicOnlyDeadline(call_seconds(), then_every=timeout)
     try:
         with deadline.session() as session, deadline:
             # Never follow a redirect: a 3xx is a failure, and the body goes nowhere else.
@@ -327,6 +352,8 @@ def deliver(delivery: OutgoingDelivery) -> str:
             read_bounded(response)
             response.close()
     except requests.RequestException as error:
+        if deadline.refusal:
+            return try_failed(delivery, None, deadline.refusal)
         reason = "no answer in time" if deadline.cut_off else type(error).__name__
         return try_failed(delivery, None, f"the endpoint did not answer: {reason}")
     if 200 <= response.status_code < 300:
