@@ -495,3 +495,18 @@ def test_a_name_that_turns_private_after_the_check_is_refused_before_sending(
     assert receiver.requests == []
     (delivery,) = deliveries(app)
     assert "loopback, private or link-local address (127.0.0.1)" in delivery.reason
+
+
+def test_deliveries_an_earlier_process_left_are_sent_after_a_start(
+    tmp_path: Any, database_url: str, receiver: Receiver
+) -> None:
+    app = make_app(tmp_path, DATABASE_URL=database_url, WEBHOOKS_ALLOW_PRIVATE=True)
+    add_webhook(app, receiver.url)
+    with app.app_context():  # written, then the process stopped before it sent it
+        announce("record.deleted", {"record": {"id": 1}})
+        db.session.commit()
+    assert receiver.requests == []
+    restarted = make_app(tmp_path, DATABASE_URL=database_url, WEBHOOKS_ALLOW_PRIVATE=True)
+    restarted.test_client().get("/login")
+    wait_for_sender(restarted)
+    assert receiver.events() == ["record.deleted"]

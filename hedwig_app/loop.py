@@ -51,6 +51,7 @@ from models import (
     Feedback,
     IssueLink,
     Note,
+    OutgoingDelivery,
     StatusChange,
     db,
     utcnow,
@@ -222,12 +223,17 @@ def replies_page() -> Any:
 
 @loop.before_app_request
 def send_notes_left_behind() -> None:
-    """A process's first request wakes the sender if an earlier process left notes to send."""
+    """A process's first request wakes the sender if an earlier process left notes or webhook
+    deliveries to send."""
     app = current_app._get_current_object()
     if app.extensions.get("hedwig_sender_woken") or not app.config["SEND_NOTES_AT_ONCE"]:
         return
     try:
-        left = db.session.scalar(select(Note.id).where(Note.state.in_(("pending", "sending"))))
+        left = db.session.scalar(
+            select(Note.id).where(Note.state.in_(("pending", "sending")))
+        ) or db.session.scalar(
+            select(OutgoingDelivery.id).where(OutgoingDelivery.state.in_(("pending", "sending")))
+        )
     except SQLAlchemyError:  # a database not ready yet: /healthz says so; a later request looks
         db.session.rollback()
         return
