@@ -3,8 +3,8 @@
 Each endpoint keeps its address, the events it asked for and its signing secret, encrypted;
 each delivery is one event to one endpoint, an outbox row as a note is. Downgrade drops both.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-02 10:00:00
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0015'
-down_revision = '0014'
+revision = '0016'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
