@@ -41,6 +41,7 @@ from typing import Any
 
 from flask import Flask
 
+from hedwig_app.api import api
 from hedwig_app.auth import auth
 from hedwig_app.commands import COMMANDS
 from hedwig_app.connect import connect
@@ -67,6 +68,7 @@ BLUEPRINTS = (
     webhooks_in,
     team,
     webhooks_page,
+    api,
 )
 
 

@@ -754,3 +754,24 @@ class OutgoingDelivery(db.Model):
         Index("ix_outgoing_deliveries_due", "state", "next_attempt_at"),
         Index("ix_outgoing_deliveries_endpoint", "endpoint_id", "id"),
     )
+
+
+class ApiToken(db.Model):
+    """A teammate's personal token for the JSON API (/api/v1): it acts as its user, with the
+    user's role. The database keeps the token's hash alone; a revoked token, or a removed
+    user's, is refused. Each token's requests are counted per minute, here, so that every
+    worker process shares one limit."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    token_hash: Mapped[str] = mapped_column(String(ID_MAX), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    window_start: Mapped[datetime | None]  # the rate limit's current minute began
+    window_count: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    user: Mapped[User] = relationship()

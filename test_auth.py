@@ -362,7 +362,18 @@ PUBLIC = {
 SIGNED_BY_INTERCOM = {"inbox.canvas_initialize", "inbox.canvas_submit"}
 # GitHub's and Linear's webhooks: their body's HMAC is their authority, like Intercom's.
 SIGNED_WEBHOOKS = {"webhooks_in.github_webhook", "webhooks_in.linear_webhook"}
-SIGNED = SIGNED_BY_INTERCOM | SIGNED_WEBHOOKS
+# The JSON API: its Bearer token is its authority, checked by the API itself.
+BEARER_TOKEN = {
+    "api.list_records",
+    "api.get_record",
+    "api.create_record",
+    "api.update_record",
+    "api.delete_record",
+    "api.merge_record",
+    "api.add_record_evidence",
+    "api.change_record_status",
+}
+SIGNED = SIGNED_BY_INTERCOM | SIGNED_WEBHOOKS | BEARER_TOKEN
 CSRF_REFUSED = "This form has expired or did not come from Hedwig"
 
 
@@ -389,6 +400,7 @@ def test_the_views_that_answer_without_sign_in_are_the_marked_ones(app: Flask) -
     assert marked(app, "public") == PUBLIC | SIGNED
     assert marked(app, "signed_by_intercom") == SIGNED_BY_INTERCOM
     assert marked(app, "signed_webhook") == SIGNED_WEBHOOKS
+    assert marked(app, "bearer_token") == BEARER_TOKEN
 
 
 def test_every_unmarked_route_sends_a_signed_out_browser_to_sign_in(
@@ -414,7 +426,17 @@ def test_every_form_but_intercom_s_needs_its_csrf_token(app: Flask, signed_in: F
         response = signed_in.post(url, data={"title": "x"})
         assert response.status_code == 400, url
         assert CSRF_REFUSED in response.get_data(as_text=True), url
-    assert {rule.endpoint for rule, _ in posts} >= SIGNED | {"auth.login"}
+    assert {rule.endpoint for rule, _ in posts} >= SIGNED - BEARER_TOKEN | {"auth.login"}
+
+
+def test_the_api_reads_no_cookie_and_asks_no_csrf_token(app: Flask, signed_in: FlaskClient) -> None:
+    """A signed-in browser's cookie is no authority for the API (another site could make the
+    browser send it): every API route answers it 401 JSON, not 302 nor a CSRF page."""
+    for rule, url, method in routes(app):
+        if rule.endpoint in BEARER_TOKEN:
+            response = signed_in.open(url, method=method, json={})
+            assert response.status_code == 401, (method, url)
+            assert response.json["error"]["code"] == "unauthorized", (method, url)
 
 
 def test_intercom_s_routes_answer_a_signed_request_without_cookie_or_token(

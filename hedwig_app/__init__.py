@@ -26,8 +26,9 @@ below them all.
     canvases      the Inbox app's canvases and the first canvas's lookups
     inbox         Intercom's signed initialize and submit requests
     preview       the canvases in the browser, without Intercom
-    team          roles, invites, reset links, your password
+    team          roles, invites, reset links, your password and API tokens
     hooks_page    the owners' Webhooks page: endpoints, their deliveries, Resend
+    api           the JSON API (/api/v1), its token auth and rate limit
     commands      the flask commands
 
 Transactions have one rule: **the view or command that owns the request commits, in its own

@@ -42,6 +42,8 @@ from hedwig_app.settings import FORM_FIELDS_MAX
 from models import (
     EMAIL_MAX,
     ID_MAX,
+    NAME_MAX,
+    ApiToken,
     FailedSignIn,
     SignInSession,
     User,
@@ -281,6 +283,44 @@ def sign_in(user: User) -> None:
 def key_hash(key: str) -> str:
     """What the database keeps of a secret key: its hash, never the key itself."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# So that a leaked token is recognised (by secret scanners) and told from a password.
+API_TOKEN_PREFIX = "hedwig_"  # noqa: S105 (a prefix, not a secret)
+
+
+def new_api_token(user: User, name: str) -> tuple[ApiToken, str]:
+    """A personal API token for ``user``, and its secret, shown this once. The caller commits.
+
+    The database keeps a SHA-256 of the secret, not a slow password hash: the secret is 256
+    random bits, so no dictionary or brute force reaches it from its hash, and every API
+    request checks it, where scrypt would cost 0.1 s each."""
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name[:NAME_MAX], token_hash=key_hash(secret))
+    db.session.add(token)
+    db.session.flush()
+    return token, secret
+
+
+def api_token_error(name: str) -> str | None:
+    if not name:
+        return "Name the token: what will use it?"
+    if len(name) > NAME_MAX:
+        return f"Keep the name to {NAME_MAX} characters."
+    return None
+
+
+def api_token(secret: str) -> ApiToken | None:
+    """The live token this secret is: not revoked, its user not removed."""
+    return db.session.scalar(
+        select(ApiToken)
+        .join(User, User.id == ApiToken.user_id)
+        .where(
+            ApiToken.token_hash == key_hash(secret),
+            ApiToken.revoked_at.is_(None),
+            User.removed_at.is_(None),
+        )
+    )
 
 
 def password_matches(user: User | None, password: str) -> bool:

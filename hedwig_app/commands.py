@@ -28,7 +28,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from hedwig_app.auth import PASSWORD_MIN, active_user, add_user, validate_credentials
+from hedwig_app.auth import (
+    PASSWORD_MIN,
+    active_user,
+    add_user,
+    api_token_error,
+    new_api_token,
+    validate_credentials,
+)
 from hedwig_app.companies import ask_again, read_companies
 from hedwig_app.database import (
     database_app,
@@ -78,6 +85,24 @@ def create_user_command(email: str, password: str, owner: bool) -> None:
         db.session.rollback()
         raise click.ClickException(f"A user with the email {email} exists already.") from None
     click.echo(f"Created user {email}, {user.role}.")
+
+
+@click.command("create-token")
+@with_appcontext
+@click.argument("email")
+@click.argument("name")
+def create_token_command(email: str, name: str) -> None:
+    """Print a new API token for EMAIL, named NAME: the token alone on the last line."""
+    user = active_user(normalize_email(email))
+    if user is None:
+        raise click.ClickException(f"There is no teammate {normalize_email(email)}.")
+    error = api_token_error(name.strip())
+    if error:
+        raise click.ClickException(error)
+    token, secret = new_api_token(user, name.strip())
+    db.session.commit()
+    click.echo(f"Created the API token “{token.name}” for {user.email}; it is shown this once:")
+    click.echo(secret)
 
 
 @click.command("reset-password")
@@ -342,6 +367,7 @@ def add_webhook_command(url: str, events: str) -> None:
 COMMANDS = (
     init_db_command,
     create_user_command,
+    create_token_command,
     reset_password_command,
     backup_command,
     copy_db_command,

@@ -56,6 +56,15 @@ def signed_webhook(view: Callable) -> Callable:
     return view
 
 
+def bearer_token(view: Callable) -> Callable:
+    """Mark a view of the JSON API (api.py), whose authority is the request's
+    ``Authorization: Bearer`` token, checked by the API itself: no cookie read, no CSRF token
+    (a browser never sends the header by itself, so no other site can forge the request)."""
+    view.public = True  # type: ignore[attr-defined]
+    view.bearer_token = True  # type: ignore[attr-defined]
+    return view
+
+
 def view_marked(mark: str) -> bool:
     """Whether this request's view carries ``mark`` ("public", "signed_by_intercom",
     "signed_webhook")."""
@@ -64,9 +73,14 @@ def view_marked(mark: str) -> bool:
 
 
 def signed_by_its_sender() -> bool:
-    """Whether this request's view is called by another service's servers, which sign its
-    body instead of signing in (``@signed_by_intercom``, ``@signed_webhook``)."""
-    return view_marked("signed_by_intercom") or view_marked("signed_webhook")
+    """Whether this request's view is called by another service's servers or a script, which
+    sign its body or carry a token instead of signing in (``@signed_by_intercom``,
+    ``@signed_webhook``, ``@bearer_token``)."""
+    return (
+        view_marked("signed_by_intercom")
+        or view_marked("signed_webhook")
+        or view_marked("bearer_token")
+    )
 
 
 def read_body(limit: int) -> bytes:
@@ -160,16 +174,29 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-def error_page(error: HTTPException) -> tuple[str, int]:
-    """A page a person understands. A server error may come from the database, so its page
-    asks nothing of the database: no user in the nav, no Intercom state."""
+API_PREFIX = "/api/"
+
+
+def error_page(error: HTTPException) -> Any:
+    """A page a person understands, or under /api/ the API's JSON error (a script reads no
+    HTML, even for a URL no route matches). A server error may come from the database, so its
+    page asks nothing of the database: no user in the nav, no Intercom state."""
     code = error.code or 500
     description = error.description or "Something went wrong on our side."
     if code >= 500:
         with contextlib.suppress(SQLAlchemyError):
             db.session.rollback()
         g.user = None
+    if request.path.startswith(API_PREFIX):
+        return json_error(code, error.name.lower().replace(" ", "_"), description)
     return render_template("error.html", code=code, description=description), code
+
+
+def json_error(status: int, code: str, message: str, **more: Any) -> Response:
+    """The API's error: ``{"error": {"code", "message", …}}`` with its HTTP status."""
+    response = current_app.json.response({"error": {"code": code, "message": message, **more}})
+    response.status_code = status
+    return response
 
 
 class RecordIdConverter(IntegerConverter):

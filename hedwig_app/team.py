@@ -29,9 +29,11 @@ from sqlalchemy.exc import IntegrityError
 
 from hedwig_app.auth import (
     active_user,
+    api_token_error,
     client_address,
     count_sign_in_attempt,
     key_hash,
+    new_api_token,
     new_user,
     owners_only,
     password_error,
@@ -44,8 +46,10 @@ from hedwig_app.database import begin_write
 from hedwig_app.plumbing import external_url, form_text, public
 from models import (
     EMAIL_MAX,
+    NAME_MAX,
     ROLES,
     AccountLink,
+    ApiToken,
     IntercomConnection,
     SignInSession,
     User,
@@ -236,7 +240,43 @@ def reset_password(token: str) -> Any:
 
 @team.get("/account")
 def account() -> str:
-    return render_template("account.html", errors={})
+    return render_account_page()
+
+
+def render_account_page(errors: dict[str, str] | None = None, new_token: str = "") -> str:
+    """Your account: your password, and your API tokens (a new one's secret shown once)."""
+    tokens = db.session.scalars(
+        select(ApiToken)
+        .where(ApiToken.user_id == g.user.id, ApiToken.revoked_at.is_(None))
+        .order_by(ApiToken.id.desc())
+    )
+    return render_template(
+        "account.html", errors=errors or {}, api_tokens=list(tokens), new_token=new_token
+    )
+
+
+@team.post("/account/tokens")
+def create_api_token() -> Any:
+    """A new API token: its secret is on this page once, and never again (only its hash is
+    kept), so the page is not a redirect."""
+    name = form_text("name", NAME_MAX)
+    error = api_token_error(name)
+    if error:
+        return render_account_page({"token_name": error}), 400
+    _, secret = new_api_token(g.user, name)
+    db.session.commit()
+    return render_account_page(new_token=secret), 201
+
+
+@team.post("/account/tokens/<id:token_id>/revoke")
+def revoke_api_token(token_id: int) -> Response:
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != g.user.id or token.revoked_at is not None:
+        abort(404, "You have no such API token.")
+    token.revoked_at = utcnow()
+    db.session.commit()
+    flash(f"The token “{token.name}” is revoked: it works no more.")
+    return redirect(url_for("team.account"))
 
 
 @team.post("/account/password")
@@ -251,7 +291,7 @@ def change_password() -> Any:
         uncount(attempt)
         db.session.commit()
         error = f"Too many wrong passwords. Try again after {retry_at:%H:%M} UTC."
-        return render_template("account.html", errors={"current_password": error}), 429
+        return render_account_page({"current_password": error}), 429
     errors = {}
     if user.check_password(request.form.get("current_password", "")):
         uncount(attempt)
@@ -262,7 +302,7 @@ def change_password() -> Any:
     if error:
         errors["password"] = error
     if errors:
-        return render_template("account.html", errors=errors), 400
+        return render_account_page(errors), 400
     user.set_password(password)
     end_sessions(user)
     sign_in(user)  # a copy of the old cookie, this one's included, signs nobody in now
