@@ -13,9 +13,20 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from conftest import create_user, post, sign_in
-from hedwig_app.auth import key_hash
-from models import ApiToken, User, db
+import hedwig_app.api
+from conftest import (
+    CONVERSATION_ID,
+    WORKSPACE_ID,
+    add_feedback,
+    connect_workspace,
+    create_user,
+    feedback_count,
+    post,
+    sign_in,
+    stored_evidence,
+)
+from hedwig_app.auth import key_hash, new_api_token
+from models import ApiToken, Note, User, db
 
 TOKEN = re.compile(r"hedwig_[A-Za-z0-9_-]{43}")
 
@@ -114,3 +125,209 @@ def test_the_token_migration_downgrades_and_upgrades_again(
     assert stored_tokens(app) == []
     token = new_token(signed_in)
     assert api(signed_in, token, "GET", "/records").status_code == 200
+
+
+# --- The API's routes --------------------------------------------------------------------------
+
+
+def token_for(app: Flask, email: str) -> str:
+    """A teammate (the first is an owner) and a token of theirs."""
+    user_id = create_user(app, email)
+    with app.app_context():
+        _, secret = new_api_token(db.session.get(User, user_id), "tests")
+        db.session.commit()
+        return secret
+
+
+@pytest.fixture
+def owner(app: Flask) -> str:
+    return token_for(app, "ada@example.com")
+
+
+@pytest.fixture
+def member(app: Flask, owner: str) -> str:
+    return token_for(app, "bo@example.com")
+
+
+def test_no_token_a_wrong_one_or_another_scheme_is_refused_in_json(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer hedwig_wrong"}, {"Authorization": owner}):
+        response = client.get("/api/v1/records", headers=headers)
+        assert response.status_code == 401
+        assert response.mimetype == "application/json"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert set(response.json["error"]) == {"code", "message"}
+
+
+def test_unknown_urls_methods_and_ids_answer_json_never_a_page(
+    client: FlaskClient, owner: str
+) -> None:
+    for method, url, status in (
+        ("GET", "/nowhere", 404),
+        ("PUT", "/records", 405),
+        ("GET", "/records/999", 404),
+    ):
+        response = api(client, owner, method, url)
+        assert response.status_code == status, url
+        assert response.mimetype == "application/json", url
+        assert response.json["error"]["message"], url
+
+
+def test_a_server_error_answers_json_too(
+    app: Flask, client: FlaskClient, owner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(hedwig_app.api, "listed_feedback", broken)
+    response = api(client, owner, "GET", "/records")
+    assert response.status_code == 500 and response.mimetype == "application/json"
+    assert "database" not in response.json["error"]["message"]
+
+
+def test_a_record_is_made_read_listed_changed_and_deleted(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    made = api(
+        client,
+        owner,
+        "POST",
+        "/records",
+        json={"title": "CSV export", "details": "It crashes", "customer_email": "c@example.com"},
+    )
+    assert made.status_code == 201
+    record = made.json
+    assert (record["title"], record["details"], record["customers"]) == (
+        "CSV export",
+        "It crashes",
+        1,
+    )
+    assert made.headers["Location"] == record["api_url"]
+    assert record["url"] == f"https://hedwig.example/feedback/{record['id']}"
+    assert record["evidence"][0]["customer"]["email"] == "c@example.com"
+    read = api(client, owner, "GET", f"/records/{record['id']}")
+    assert read.status_code == 200 and read.json == record
+    listed = api(client, owner, "GET", "/records?q=export")
+    assert [r["id"] for r in listed.json["records"]] == [record["id"]]
+    assert listed.json["next"] is None
+    changed = api(client, owner, "PATCH", f"/records/{record['id']}", json={"title": "CSV"})
+    assert changed.status_code == 200
+    assert (changed.json["title"], changed.json["details"]) == ("CSV", "It crashes")
+    assert api(client, owner, "DELETE", f"/records/{record['id']}").status_code == 204
+    assert feedback_count(app) == 0
+
+
+def test_bad_input_is_refused_with_each_field_s_message_and_nothing_written(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    response = api(client, owner, "POST", "/records", json={"title": "", "customer_email": "x"})
+    assert response.status_code == 422
+    assert set(response.json["error"]["fields"]) == {"title", "customer_email"}
+    for body in (b"not json", b"[1]"):
+        response = api(client, owner, "POST", "/records", data=body)
+        assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+    response = api(client, owner, "POST", "/records", json={"title": ["a list"]})
+    assert response.status_code == 422
+    response = api(client, owner, "POST", "/records", data=b"x" * (300 * 1024))
+    assert response.status_code == 413 and response.mimetype == "application/json"
+    assert feedback_count(app) == 0
+    response = api(client, owner, "GET", "/records?status=nope&sort=worst")
+    assert response.status_code == 400
+    assert set(response.json["error"]["fields"]) == {"status", "sort"}
+
+
+def test_the_list_pages_with_a_cursor_and_filters(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    ids = add_feedback(app, 5)
+    seen, url = [], "/api/v1/records?limit=2"
+    while url:
+        page = client.get(url, headers={"Authorization": f"Bearer {owner}"})
+        assert page.status_code == 200
+        seen += [record["id"] for record in page.json["records"]]
+        url = page.json["next"] and page.json["next"].removeprefix("https://hedwig.example")
+    assert seen == sorted(ids, reverse=True)
+    (popular,) = add_feedback(app, customer_email="a@example.com")
+    by_customers = api(client, owner, "GET", "/records?sort=customers&limit=1").json
+    assert by_customers["records"][0]["id"] == popular
+    assert api(client, owner, "GET", "/records?status=done").json["records"] == []
+    later = api(client, owner, "GET", "/records?updated_since=2999-01-01T00:00:00Z").json
+    assert later["records"] == []
+    bad = api(client, owner, "GET", "/records?cursor=garbage")
+    assert bad.status_code == 400
+
+
+def test_a_merged_id_leads_to_its_target_and_merging_is_for_owners(
+    app: Flask, client: FlaskClient, owner: str, member: str
+) -> None:
+    duplicate, target = add_feedback(app, 2, customer_email="c@example.com")
+    refused = api(client, member, "POST", f"/records/{duplicate}/merge", json={"into": target})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert api(client, member, "DELETE", f"/records/{target}").status_code == 403
+    merged = api(client, owner, "POST", f"/records/{duplicate}/merge", json={"into": target})
+    assert merged.status_code == 200 and merged.json["record"]["id"] == target
+    moved = api(client, member, "GET", f"/records/{duplicate}")
+    assert moved.status_code == 301
+    assert moved.headers["Location"] == f"https://hedwig.example/api/v1/records/{target}"
+    assert feedback_count(app) == 1
+
+
+def test_evidence_follows_the_canvas_s_rules(app: Flask, client: FlaskClient, member: str) -> None:
+    connect_workspace(app)
+    (record,) = add_feedback(app)
+    url = f"/records/{record}/evidence"
+    first = {
+        "customer_email": "c@example.com",
+        "quote": "Please",
+        "conversation_id": CONVERSATION_ID,
+    }
+    added = api(client, member, "POST", url, json=first | {"importance": "blocker"})
+    assert added.status_code == 201
+    assert added.json["importance"] == "blocker" and added.json["record"]["customers"] == 1
+    assert added.json["conversation_url"] and WORKSPACE_ID in added.json["conversation_url"]
+    again = api(client, member, "POST", url, json=first)
+    assert again.status_code == 409  # a conversation backs a record once
+    same_customer = api(client, member, "POST", url, json={"customer_email": "c@example.com"})
+    assert same_customer.status_code == 201 and same_customer.json["record"]["customers"] == 1
+    assert len(stored_evidence(app)) == 2
+    empty = api(client, member, "POST", url, json={})
+    assert empty.status_code == 422 and "customer_name" in empty.json["error"]["fields"]
+
+
+def test_a_status_change_is_kept_in_the_history_and_writes_its_notes(
+    app: Flask, client: FlaskClient, member: str
+) -> None:
+    app.config["SEND_NOTES_AT_ONCE"] = False
+    connect_workspace(app)
+    (record,) = add_feedback(
+        app,
+        customer_email="c@example.com",
+        workspace_id=WORKSPACE_ID,
+        conversation_id=CONVERSATION_ID,
+        source="intercom",
+    )
+    body = {"status": "planned", "message": "Next sprint", "reply": "On its way, {first_name}!"}
+    changed = api(client, member, "POST", f"/records/{record}/status", json=body)
+    assert changed.status_code == 200, changed.json
+    assert changed.json["status"] == "planned"
+    (change,) = changed.json["history"]
+    assert (change["from"], change["to"], change["by"]) == ("open", "planned", "bo@example.com")
+    with app.app_context():
+        kinds = sorted(db.session.scalars(select(Note.kind).where(Note.feedback_id == record)))
+    assert kinds == ["note", "reply"]
+    same = api(client, member, "POST", f"/records/{record}/status", json=body)
+    assert same.status_code == 422 and "status" in same.json["error"]["fields"]
+
+
+def test_a_token_makes_120_requests_a_minute_then_waits(
+    app: Flask, client: FlaskClient, owner: str, member: str
+) -> None:
+    for _ in range(120):
+        assert api(client, owner, "GET", "/records?limit=1").status_code == 200
+    refused = api(client, owner, "GET", "/records")
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert api(client, member, "GET", "/records").status_code == 200  # per token
