@@ -775,3 +775,20 @@ class ApiToken(db.Model):
     window_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
     user: Mapped[User] = relationship()
+
+
+class IdempotencyKey(db.Model):
+    """An API POST's Idempotency-Key, per token, for a day: the same key and body again get
+    the first answer, kept here (a null status: the first is still being answered)."""
+
+    __tablename__ = "idempotency_keys"
+
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(ID_MAX))  # the method, path and body's
+    status: Mapped[int | None]
+    body: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -4,6 +4,7 @@ or by flask create-token, acting as their user with the user's role."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import flask_migrate
@@ -26,7 +27,7 @@ from conftest import (
     stored_evidence,
 )
 from hedwig_app.auth import key_hash, new_api_token
-from models import ApiToken, Note, User, db
+from models import ApiToken, Feedback, IdempotencyKey, Note, User, db, utcnow
 
 TOKEN = re.compile(r"hedwig_[A-Za-z0-9_-]{43}")
 
@@ -38,8 +39,17 @@ def new_token(client: FlaskClient, name: str = "Dashboard") -> str:
     return TOKEN.search(response.get_data(as_text=True)).group()
 
 
-def api(client: FlaskClient, token: str | None, method: str, url: str, **kwargs: Any) -> Any:
+def api(
+    client: FlaskClient,
+    token: str | None,
+    method: str,
+    url: str,
+    headers_key: str | None = None,
+    **kwargs: Any,
+) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if headers_key is not None:
+        headers["Idempotency-Key"] = headers_key
     return client.open(f"/api/v1{url}", method=method, headers=headers, **kwargs)
 
 
@@ -113,12 +123,16 @@ def test_a_removed_teammate_s_token_stops_at_once(app: Flask, signed_in: FlaskCl
 def test_the_token_migration_downgrades_and_upgrades_again(
     app: Flask, signed_in: FlaskClient
 ) -> None:
-    """0015's downgrade drops the tokens and keeps the users; upgraded again, a token is made
-    anew."""
-    new_token(signed_in)
+    """0017's downgrade drops the tokens and their Idempotency-Keys, and keeps the users and
+    records; upgraded again, a token is made anew."""
+    token = new_token(signed_in)
+    made = api(signed_in, token, "POST", "/records", json={"title": "Kept"}, headers_key="k")
+    assert made.status_code == 201
     with app.app_context():
         flask_migrate.downgrade(revision="0016")
-        assert "api_tokens" not in sqlalchemy.inspect(db.engine).get_table_names()
+        tables = sqlalchemy.inspect(db.engine).get_table_names()
+        assert {"api_tokens", "idempotency_keys"}.isdisjoint(tables)
+        assert db.session.scalar(select(sqlalchemy.func.count(Feedback.id))) == 1
         assert db.session.scalar(select(User.email)) == "ada@example.com"
         db.session.rollback()
         flask_migrate.upgrade()
@@ -331,3 +345,36 @@ def test_a_token_makes_120_requests_a_minute_then_waits(
     assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert api(client, member, "GET", "/records").status_code == 200  # per token
+
+
+def test_an_idempotency_key_answers_a_post_sent_again_with_its_first_answer(
+    app: Flask, client: FlaskClient, owner: str, member: str
+) -> None:
+    body = {"title": "Dark mode"}
+    first = api(client, owner, "POST", "/records", json=body, headers_key="k-1")
+    again = api(client, owner, "POST", "/records", json=body, headers_key="k-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json == first.json and again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert feedback_count(app) == 1
+    other = api(client, owner, "POST", "/records", json={"title": "Light"}, headers_key="k-1")
+    assert other.status_code == 422
+    assert other.json["error"]["code"] == "idempotency_key_reused"
+    theirs = api(client, member, "POST", "/records", json=body, headers_key="k-1")
+    assert theirs.status_code == 201 and theirs.json["id"] != first.json["id"]  # per token
+    refused = api(client, owner, "POST", "/records", json={"title": ""}, headers_key="k-2")
+    assert api(client, owner, "POST", "/records", json={"title": ""}, headers_key="k-2").json == (
+        refused.json
+    )
+    assert feedback_count(app) == 2
+
+
+def test_an_idempotency_key_is_kept_for_a_day(app: Flask, client: FlaskClient, owner: str) -> None:
+    first = api(client, owner, "POST", "/records", json={"title": "A"}, headers_key="day")
+    with app.app_context():
+        db.session.execute(
+            sqlalchemy.update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=25))
+        )
+        db.session.commit()
+    later = api(client, owner, "POST", "/records", json={"title": "A"}, headers_key="day")
+    assert later.status_code == 201 and later.json["id"] != first.json["id"]

@@ -9,6 +9,7 @@ status, replies, outbox and log.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, request
-from sqlalchemy import and_, case, or_, update
+from sqlalchemy import and_, case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from hedwig_app.auth import api_token
@@ -55,11 +56,13 @@ from models import (
     ID_MAX,
     IMPORTANCES,
     MESSAGE_MAX,
+    NAME_MAX,
     REPLY_MAX,
     STATUSES,
     ApiToken,
     Evidence,
     Feedback,
+    IdempotencyKey,
     StatusChange,
     db,
     utcnow,
@@ -143,6 +146,76 @@ def count_request(token: ApiToken) -> tuple[datetime, int]:
         .execution_options(synchronize_session=False)
     ).one()
     return row.window_start, row.window_count
+
+
+# --- Idempotency-Key: a POST sent again gets its first answer -----------------------------------
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@api.before_request
+def replay_or_claim() -> Response | None:
+    """A POST with an Idempotency-Key: the first answer again when the key was used with the
+    same request within IDEMPOTENCY_WINDOW, 422 when with another, else the key is claimed
+    (committed, so that the same request sent twice at once runs once: the second gets 409)."""
+    if request.method not in ("POST", "PATCH"):
+        return None
+    g.raw_body = read_body(BODY_MAX)
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or key is None:
+        return None
+    if not 0 < len(key) <= NAME_MAX:
+        return json_error(400, "bad_request", f"An Idempotency-Key has 1 to {NAME_MAX} characters.")
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode() + g.raw_body).hexdigest()
+    db.session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.created_at <= utcnow() - IDEMPOTENCY_WINDOW)
+    )
+    kept = db.session.get(IdempotencyKey, (g.api_token.id, key))
+    if kept is None:
+        try:
+            db.session.add(IdempotencyKey(token_id=g.api_token.id, key=key, body_hash=digest))
+            db.session.commit()
+        except IntegrityError:  # the same key, at this moment, in another request
+            db.session.rollback()
+            kept = db.session.get(IdempotencyKey, (g.api_token.id, key))
+    if kept is None:
+        g.idempotency_key = key
+        return None
+    return kept_answer(kept, digest)
+
+
+def kept_answer(kept: IdempotencyKey, digest: str) -> Response:
+    if kept.body_hash != digest:
+        return json_error(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was sent with another request: use a new key for it.",
+        )
+    if kept.status is None:
+        return json_error(409, "in_progress", "The first request with this key is still running.")
+    response = Response(kept.body, kept.status, mimetype="application/json")
+    if kept.location:
+        response.headers["Location"] = kept.location
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@api.after_request
+def keep_answer(response: Response) -> Response:
+    """Keep the answer to a claimed key; a server error frees the key, to be tried again."""
+    key = g.pop("idempotency_key", None)
+    if key is None:
+        return response
+    db.session.rollback()
+    kept = db.session.get(IdempotencyKey, (g.api_token.id, key))
+    if kept is not None:
+        if response.status_code >= 500:
+            db.session.delete(kept)
+        else:
+            kept.status, kept.body = response.status_code, response.get_data(as_text=True)
+            kept.location = response.headers.get("Location")
+        db.session.commit()
+    return response
 
 
 # --- Reading: the list and a record ------------------------------------------------------------
@@ -354,9 +427,8 @@ def found_record(feedback_id: int, follow_merge: bool = False) -> Feedback:
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or 400 (not JSON, not an object) or 413 (too large)."""
-    raw = read_body(BODY_MAX)
     try:
-        body = json.loads(raw)
+        body = json.loads(g.raw_body)
     except (ValueError, UnicodeDecodeError):
         raise Invalid("The body is not JSON.", status=400) from None
     if not isinstance(body, dict):

@@ -1,5 +1,6 @@
 """api tokens: each teammate's personal tokens for the JSON API, hashed, with their minute's
-request count for the rate limit. Downgrade drops the tokens.
+request count for the rate limit, and the Idempotency-Keys of their POSTs with the first
+answer to each. Downgrade drops the tokens and the keys.
 
 Revision ID: 0017
 Revises: 0016
@@ -36,8 +37,30 @@ def upgrade():
         sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash')),
     )
     op.create_index(op.f('ix_api_tokens_user_id'), 'api_tokens', ['user_id'])
+    op.create_table(
+        'idempotency_keys',
+        sa.Column('token_id', sa.Integer(), nullable=False),
+        sa.Column('key', sa.String(length=255), nullable=False),
+        sa.Column('body_hash', sa.String(length=64), nullable=False),
+        sa.Column('status', sa.Integer(), nullable=True),
+        sa.Column('body', sa.Text(), nullable=True),
+        sa.Column('location', sa.Text(), nullable=True),
+        sa.Column('created_at', sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ['token_id'],
+            ['api_tokens.id'],
+            name=op.f('fk_idempotency_keys_token_id_api_tokens'),
+            ondelete='CASCADE',
+        ),
+        sa.PrimaryKeyConstraint('token_id', 'key', name=op.f('pk_idempotency_keys')),
+    )
+    op.create_index(
+        op.f('ix_idempotency_keys_created_at'), 'idempotency_keys', ['created_at']
+    )
 
 
 def downgrade():
+    op.drop_index(op.f('ix_idempotency_keys_created_at'), table_name='idempotency_keys')
+    op.drop_table('idempotency_keys')
     op.drop_index(op.f('ix_api_tokens_user_id'), table_name='api_tokens')
     op.drop_table('api_tokens')
