@@ -378,3 +378,76 @@ def test_an_idempotency_key_is_kept_for_a_day(app: Flask, client: FlaskClient, o
         db.session.commit()
     later = api(client, owner, "POST", "/records", json={"title": "A"}, headers_key="day")
     assert later.status_code == 201 and later.json["id"] != first.json["id"]
+
+
+# --- The OpenAPI document ----------------------------------------------------------------------
+
+
+def matches_document(document: dict[str, Any], template: str, method: str, response: Any) -> None:
+    """The answer matches its schema in the document (JSON Schema 2020-12, as OpenAPI 3.1's
+    schemas are): jsonschema checks it, refs and all, where no OpenAPI tool checks answers."""
+    jsonschema = pytest.importorskip("jsonschema")
+    answer = document["paths"][template][method]["responses"][str(response.status_code)]
+    if "content" not in answer:
+        assert not response.get_data(), (method, template)
+        return
+    schema = answer["content"]["application/json"]["schema"]
+    # The document itself is the schema's root, so that its #/components/... refs resolve.
+    validator = jsonschema.Draft202012Validator(
+        document | schema, format_checker=jsonschema.FormatChecker()
+    )
+    validator.validate(response.json)
+
+
+def test_the_openapi_document_is_valid_and_covers_every_route(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    document = api(client, owner, "GET", "/openapi.json").json
+    validator.validate(document)
+    documented = {
+        (f"/api/v1{path}".replace("{id}", "<id:feedback_id>"), method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method != "parameters"
+    }
+    routes = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("api.")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert documented == routes
+
+
+def test_every_answer_matches_its_schema_in_the_openapi_document(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    connect_workspace(app)
+    document = api(client, owner, "GET", "/openapi.json").json
+    one = "/records/{id}"
+
+    def check(template: str, method: str, url: str, status: int, **kwargs: Any) -> Any:
+        response = api(client, owner, method.upper(), url, **kwargs)
+        assert response.status_code == status, response.get_data(as_text=True)
+        matches_document(document, template, method, response)
+        return response
+
+    record = check("/records", "post", "/records", 201, json={"title": "A", "quote": "Please"})
+    record_id = record.json["id"]
+    (other,) = add_feedback(app, title="B")
+    check("/records", "get", "/records?limit=1", 200)
+    check(one, "get", f"/records/{record_id}", 200)
+    check(one, "patch", f"/records/{record_id}", 200, json={"details": "More"})
+    evidence = {"customer_name": "Casey", "conversation_id": CONVERSATION_ID}
+    check(one + "/evidence", "post", f"/records/{record_id}/evidence", 201, json=evidence)
+    check(one + "/evidence", "post", f"/records/{record_id}/evidence", 409, json=evidence)
+    status = {"status": "done", "notify": False}
+    check(one + "/status", "post", f"/records/{record_id}/status", 200, json=status)
+    check(one + "/status", "post", f"/records/{record_id}/status", 422, json=status)
+    check(one + "/merge", "post", f"/records/{other}/merge", 200, json={"into": record_id})
+    check(one, "get", f"/records/{other}", 301)
+    check(one, "delete", f"/records/{record_id}", 204)
+    check(one, "get", f"/records/{record_id}", 404)
+    check("/records", "post", "/records", 400, data=b"{")
+    check("/records", "get", "/records?sort=worst", 400)

@@ -372,6 +372,7 @@ BEARER_TOKEN = {
     "api.merge_record",
     "api.add_record_evidence",
     "api.change_record_status",
+    "api.openapi",
 }
 SIGNED = SIGNED_BY_INTERCOM | SIGNED_WEBHOOKS | BEARER_TOKEN
 CSRF_REFUSED = "This form has expired or did not come from Hedwig"

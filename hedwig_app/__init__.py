@@ -28,6 +28,7 @@ below them all.
     preview       the canvases in the browser, without Intercom
     team          roles, invites, reset links, your password and API tokens
     hooks_page    the owners' Webhooks page: endpoints, their deliveries, Resend
+    openapi       the JSON API's OpenAPI document
     api           the JSON API (/api/v1), its token auth and rate limit
     commands      the flask commands
 

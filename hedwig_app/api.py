@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from hedwig_app.auth import api_token
+from hedwig_app.openapi import openapi_document
 from hedwig_app.outbox import wake_sender, wake_sender_if_asked
 from hedwig_app.plumbing import (
     ID_LARGEST,
@@ -420,6 +421,14 @@ def found_record(feedback_id: int, follow_merge: bool = False) -> Feedback:
         response.headers["Location"] = external_url("api.get_record", feedback_id=into.id)
         abort(response)
     raise RecordConflict(f"#{feedback_id} was merged into #{into.id}: nothing was changed.")
+
+
+@api.get("/openapi.json")
+@bearer_token
+def openapi() -> Any:
+    """The API's OpenAPI 3.1 document (with a token, as every route: it says what a token
+    may do)."""
+    return openapi_document(external_url("api.list_records").removesuffix("/records"))
 
 
 # --- Changing: records, evidence, statuses -----------------------------------------------------
