@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from sqlalchemy import and_, case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
@@ -70,7 +70,6 @@ from models import (
 )
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-RATE_LIMIT = 120  # requests per token per RATE_WINDOW
 RATE_WINDOW = timedelta(minutes=1)
 BODY_MAX = 256 * 1024  # bytes: a record's details and a quote are 10,000 characters each
 PAGE_DEFAULT, PAGE_MAX = 50, 200
@@ -117,12 +116,13 @@ def authenticate() -> Response | None:
         return response
     window_start, count = count_request(token)
     db.session.commit()
-    if count > RATE_LIMIT:
+    limit = current_app.config["API_RATE_LIMIT"]  # a minute's requests (RATE_WINDOW)
+    if limit and count > limit:
         retry = max(1, math.ceil((window_start + RATE_WINDOW - utcnow()).total_seconds()))
         response = json_error(
             429,
             "rate_limited",
-            f"A token makes at most {RATE_LIMIT} requests a minute: try again in {retry} s.",
+            f"A token makes at most {limit} requests a minute: try again in {retry} s.",
         )
         response.headers["Retry-After"] = str(retry)
         return response

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_MAX_CONTENT_LENGTH": 1024 * 1024,  # GitHub's issue and pull request events
     # Outgoing webhooks to loopback, private and link-local addresses (off: SSRF).
     "WEBHOOKS_ALLOW_PRIVATE": False,
+    "API_RATE_LIMIT": 120,  # requests a minute per API token; 0: no limit
 }
 
 
@@ -80,6 +81,7 @@ NUMBER_SETTINGS = (
     "MAX_CONTENT_LENGTH",
     "CANVAS_MAX_CONTENT_LENGTH",
     "WEBHOOK_MAX_CONTENT_LENGTH",
+    "API_RATE_LIMIT",
 )
 BOOLEAN_SETTINGS = ("SESSION_COOKIE_SECURE", "SEND_NOTES_AT_ONCE", "WEBHOOKS_ALLOW_PRIVATE")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True}
