@@ -3,6 +3,7 @@ or by flask create-token, acting as their user with the user's role."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -453,3 +454,25 @@ def test_every_answer_matches_its_schema_in_the_openapi_document(
     check(one, "get", f"/records/{record_id}", 404)
     check("/records", "post", "/records", 400, data=b"{")
     check("/records", "get", "/records?sort=worst", 400)
+
+
+def test_a_key_whose_request_died_unanswered_is_free_again_after_a_while(
+    app: Flask, client: FlaskClient, owner: str
+) -> None:
+    """A process that dies mid-request leaves its claim unanswered: the same request is
+    refused (409) while it may still be running, and runs once that is past."""
+    raw = b'{"title": "A"}'
+    digest = hashlib.sha256(b"POST /api/v1/records\n" + raw).hexdigest()
+    with app.app_context():
+        token_id = db.session.scalar(select(ApiToken.id))
+        db.session.add(IdempotencyKey(token_id=token_id, key="died", body_hash=digest))
+        db.session.commit()
+    running = api(client, owner, "POST", "/records", data=raw, headers_key="died")
+    assert running.status_code == 409 and running.json["error"]["code"] == "in_progress"
+    assert feedback_count(app) == 0
+    with app.app_context():
+        claim = db.session.get(IdempotencyKey, (token_id, "died"))
+        claim.created_at = utcnow() - timedelta(minutes=6)
+        db.session.commit()
+    again = api(client, owner, "POST", "/records", data=raw, headers_key="died")
+    assert again.status_code == 201 and feedback_count(app) == 1

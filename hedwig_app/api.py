@@ -153,6 +153,9 @@ def count_request(token: ApiToken) -> tuple[datetime, int]:
 # --- Idempotency-Key: a POST sent again gets its first answer -----------------------------------
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# A claim with no answer this long after: its request died with its process (gunicorn ends a
+# request after 30 s), and the key is free again.
+CLAIM_ABANDONED = timedelta(minutes=5)
 
 
 @api.before_request
@@ -173,6 +176,10 @@ def replay_or_claim() -> Response | None:
         delete(IdempotencyKey).where(IdempotencyKey.created_at <= utcnow() - IDEMPOTENCY_WINDOW)
     )
     kept = db.session.get(IdempotencyKey, (g.api_token.id, key))
+    if kept is not None and kept.status is None and kept.created_at <= utcnow() - CLAIM_ABANDONED:
+        db.session.delete(kept)
+        db.session.flush()
+        kept = None
     if kept is None:
         try:
             db.session.add(IdempotencyKey(token_id=g.api_token.id, key=key, body_hash=digest))
@@ -471,7 +478,7 @@ def record_values(body: Mapping[str, Any]) -> dict[str, str]:
     return text_fields(renamed, RECORD_FIELDS | EVIDENCE_FIELDS)
 
 
-def checked(values: Mapping[str, Any], errors: dict[str, str]) -> None:
+def checked(errors: Mapping[str, str]) -> None:
     """422 with each field's message, in the API's names for them."""
     if errors:
         named = {"details" if name == "description" else name: m for name, m in errors.items()}
@@ -488,7 +495,7 @@ def create_record() -> Any:
     errors = validate_feedback(values)
     if importance not in IMPORTANCES:
         errors["importance"] = f"One of {', '.join(IMPORTANCES)}."
-    checked(values, errors)
+    checked(errors)
     record = Feedback(
         title=values["title"],
         description=values["description"],
@@ -516,7 +523,7 @@ def update_record(feedback_id: int) -> Any:
     record = found_record(feedback_id)
     sent = record_values({name: body[name] for name in ("title", "details") if name in body})
     values = {"title": record.title, "description": record.description} | sent
-    checked(values, validate_feedback(values))
+    checked(validate_feedback(values))
     hold_records(record)  # RecordGone (409) when it went meanwhile
     record.title, record.description = values["title"], values["description"]
     db.session.commit()
@@ -575,7 +582,7 @@ def add_record_evidence(feedback_id: int) -> Any:
     if not any(values.get(name) for name in EVIDENCE_FIELDS):
         errors["customer_name"] = "Name the customer, give their email, or their words."
     workspace = conversation_workspace(ids, errors)
-    checked(values, errors)
+    checked(errors)
     hold_records(record)
     conversation = ids.get("conversation_id") or None
     evidence = add_evidence(
@@ -630,7 +637,7 @@ def change_record_status(feedback_id: int) -> Any:
     reply = texts.get("reply", "")
     if reply and reply_error(reply):
         errors["reply"] = reply_error(reply) or ""
-    checked(values, errors)
+    checked(errors)
     try:
         change = set_status(record, values["status"], values["message"], notify, reopen=False)
     except RecordGone as gone:
