@@ -228,7 +228,7 @@ def record_paths() -> dict[str, Any]:
                 "summary": "Create a record",
                 "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": body("NewRecord"),
-                "responses": answers("201", "RecordWithEvidence", "Created", "413", "422"),
+                "responses": answers("201", "RecordWithEvidence", "Created", "409", "413", "422"),
             },
         },
         ONE: {
