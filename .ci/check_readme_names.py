@@ -58,6 +58,7 @@ class Definitions:
     top_level: dict[str, set[str]] = field(default_factory=dict)  # module → names
     functions: set[str] = field(default_factory=set)  # defs at any depth, methods included
     members: dict[str, set[str]] = field(default_factory=dict)  # class → its body's names
+    strings: set[str] = field(default_factory=set)  # string literals: "status.changed", …
 
     def anywhere(self) -> set[str]:
         return set().union(*self.top_level.values())
@@ -96,6 +97,8 @@ def read_definitions() -> Definitions:
                 found.functions.add(node.name)
             elif isinstance(node, ast.ClassDef):
                 found.members.setdefault(node.name, set()).update(body_names(node.body))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.strings.add(node.value)
     return found
 
 
@@ -103,6 +106,8 @@ def problem_with(token: str, code: Definitions) -> str | None:
     """Why ``token`` names nothing in the code, or None when it does (or is not a name)."""
     if FILE_NAME.search(token) or (ROOT / token).exists():
         return None  # a file: hedwig.py, LICENSE, feedback.csv
+    if token in code.strings:
+        return None  # a name the code spells out: an event ("status.changed")
     if match := DOTTED.match(token):
         owner, attribute = match.group(1), match.group(2)
         if owner in code.members:
