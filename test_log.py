@@ -1135,3 +1135,20 @@ def test_the_export_reads_the_companies_with_the_rows_not_per_row(
     assert len(rows) == 200
     assert {row["company"] for row in rows} == {"Acme Inc"}
     assert many_rows == one_row
+
+
+# --- Words that agree with their counts -----------------------------------------------------------
+
+
+def test_one_customer_and_one_piece_of_evidence_are_said_in_the_singular(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", customer_email="a@example.com")
+    (duplicate,) = add_feedback(app, title="Export to CSV", customer_email="b@example.com")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    assert "(1 customer)" in page and "customers)" not in page
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/delete"))
+    assert "its 1 piece of evidence (1 customer)" in page
+    response = post(signed_in, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    flashed = page_text(signed_in.get(response.headers["Location"]))
+    assert "1 piece of evidence moved; 2 customers back it now." in flashed

@@ -248,7 +248,8 @@ def merge_feedback(feedback_id: int) -> Any:
         return page, 409
     # Said from what this transaction wrote: once committed, the target may change again.
     done = (
-        f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "
+        f"Feedback #{feedback_id} merged into #{target.id}: "
+        f"{plural(moved, 'piece of evidence', 'pieces of evidence')} moved; "
         f"{plural(target.customer_count, 'customer')} back it now."
     )
     target_id = target.id

@@ -25,6 +25,7 @@ from werkzeug.routing import IntegerConverter
 
 from hedwig_app.database import ALEMBIC_VERSION
 from models import ID_MAX, NAME_MAX, db
+from models import plural as plural  # the one plural helper, for every module and template
 
 ID_LARGEST = 2**31 - 1  # the largest id PostgreSQL's integer columns keep
 
@@ -116,6 +117,7 @@ def install_plumbing(app: Flask) -> None:
     app.register_error_handler(HTTPException, error_page)
     app.register_error_handler(Refused, refused_page)
     app.add_template_filter(format_datetime, "datetime")
+    app.add_template_global(plural)
     logging.getLogger("werkzeug").addFilter(REDACT_CREDENTIALS)
     app.logger.addFilter(REDACT_CREDENTIALS)  # "Exception on /invite/<key> [POST]"
 
@@ -251,10 +253,6 @@ def external_url(endpoint: str, **values: Any) -> str:
     if base:
         return base + url_for(endpoint, **values)
     return url_for(endpoint, _external=True, **values)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @functools.cache
