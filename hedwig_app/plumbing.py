@@ -16,7 +16,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, abort, current_app, g, render_template, request, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -113,6 +123,7 @@ def install_plumbing(app: Flask) -> None:
         # Behind ngrok or a reverse proxy: the client's address is the one the proxies saw.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
     app.add_url_rule("/healthz", view_func=healthz)
+    app.add_url_rule("/favicon.ico", view_func=favicon)
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, error_page)
     app.register_error_handler(Refused, refused_page)
@@ -140,6 +151,12 @@ def healthz() -> tuple[dict[str, str], int]:
             return {"status": "database is read-only"}, 503
         return {"status": "database unavailable"}, 503
     return {"status": "ok"}, 200
+
+
+@public
+def favicon() -> Response:
+    """Browsers and feed readers ask for /favicon.ico whatever a page links: the SVG's there."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 def read_only(error: SQLAlchemyError) -> bool:
