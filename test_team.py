@@ -125,13 +125,14 @@ def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
     assert "Delete…" not in page and "Merge…" not in page
     assert "Change status" in page and "Edit" in page  # members may do these
     nav = page_text(member.get("/"))
-    assert 'href="/team"' not in nav and "Disconnect" not in nav
+    assert 'href="/team"' not in nav and 'href="/intercom"' not in nav
+    assert member.get("/intercom").status_code == 403
     assert "Connected to Example Co workspace" in nav
     owner = canvas_app.test_client()
     sign_in(owner)
     page = page_text(owner.get(f"/feedback/{feedback_id}"))
     assert "Delete…" in page and "Merge…" in page
-    assert 'href="/team"' in page and "Disconnect" in page
+    assert 'href="/team"' in page and 'href="/intercom"' in page
 
 
 def test_hedwig_always_keeps_an_owner(app: Flask, signed_in: FlaskClient) -> None:
