@@ -180,6 +180,7 @@ def invite_link(client: FlaskClient, **fields: str) -> str:
     response = post(client, "/team/invite", {"role": "member", **fields})
     assert response.status_code == 200
     assert "It works once; Hedwig will not show it again." in page_text(response)
+    assert 'data-copy="new-link" hidden>Copy</button>' in page_text(response)  # copy.js shows it
     return shown_link(response)
 
 
@@ -200,6 +201,8 @@ def test_an_invite_makes_an_account_once(app: Flask, signed_in: FlaskClient) -> 
     again = post(app.test_client(), link, {"password": PASSWORD, "confirm": PASSWORD})
     assert again.status_code == 410
     assert "This link has been used already" in page_text(again)
+    assert "<title>This link was used already · Hedwig</title>" in page_text(again)
+    assert "Something went wrong" not in page_text(again)
     assert app.test_client().get(link).status_code == 410
     assert len(users(app)) == 2
 
@@ -223,16 +226,17 @@ def test_an_open_invite_asks_for_the_email_and_gives_its_role(
 
 
 @pytest.mark.parametrize(
-    ("spoil", "status", "message"),
+    ("spoil", "status", "heading", "message"),
     [
-        ("expire", 410, "This link has expired."),
-        ("revoke", 410, "This link was withdrawn by an owner."),
-        ("tamper", 404, "This link is not one Hedwig made"),
+        ("expire", 410, "This link has expired", "This link has expired."),
+        ("revoke", 410, "This link was withdrawn", "This link was withdrawn by an owner."),
+        ("tamper", 404, "This link does not work", "This link is not one Hedwig made"),
     ],
 )
 def test_an_expired_revoked_or_tampered_invite_says_which_and_makes_nothing(
-    app: Flask, signed_in: FlaskClient, spoil: str, status: int, message: str
+    app: Flask, signed_in: FlaskClient, spoil: str, status: int, heading: str, message: str
 ) -> None:
+    """The page is titled for what the link is, and says what to do."""
     link = invite_link(signed_in, email=MEMBER)
     with app.app_context():
         invite = db.session.scalars(select(models.AccountLink)).one()
@@ -252,6 +256,8 @@ def test_an_expired_revoked_or_tampered_invite_says_which_and_makes_nothing(
     ):
         assert response.status_code == status
         assert message in page_text(response)
+        assert f"<title>{heading} · Hedwig</title>" in page_text(response)
+        assert f"<h1>{heading}</h1>" in page_text(response)
     assert MEMBER not in users(app)
 
 

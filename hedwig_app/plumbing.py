@@ -188,7 +188,9 @@ def error_page(error: HTTPException) -> tuple[str, int]:
         with contextlib.suppress(SQLAlchemyError):
             db.session.rollback()
         g.user = None
-    return render_template("error.html", code=code, description=description), code
+    heading = getattr(error, "heading", None)  # a page titled for what happened (LinkRefused)
+    page = render_template("error.html", code=code, description=description, heading=heading)
+    return page, code
 
 
 class RecordIdConverter(IntegerConverter):
