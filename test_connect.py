@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -850,3 +851,26 @@ def test_the_permissions_check_says_which_permission_is_missing(
     assert sent == [("/me", None), ("/conversations", "1"), ("/contacts", "1")]
     assert post(agent, "/intercom/999/check").status_code == 404
     assert agent.post(f"/intercom/{connection.id}/check").status_code == 400  # no CSRF token
+
+
+def test_the_intercom_page_offers_a_signed_request_to_copy_that_the_inbox_accepts(
+    intercom_app: Flask, agent: FlaskClient
+) -> None:
+    connect_workspace(intercom_app)
+    page = html.unescape(page_text(agent.get("/intercom")))
+    assert 'data-copy="curl-1"' in page and CLIENT_SECRET not in page
+    curl = re.search(r'<code id="curl-1"[^>]*>(.*?)</code>', page, re.DOTALL).group(1)
+    url, signature, body = re.fullmatch(
+        r"curl -sS -X POST (\S+) -H 'Content-Type: application/json' \\\n"
+        r"  -H 'X-Body-Signature: (\w+)' --data-binary '(.*)'",
+        curl,
+        re.DOTALL,
+    ).groups()
+    assert url == "https://hedwig.example/intercom/canvas/initialize"
+    assert json.loads(body)["workspace_id"] == WORKSPACE_ID
+    response = intercom_app.test_client().post(
+        urlsplit(url).path,
+        data=body,
+        headers={"Content-Type": "application/json", "X-Body-Signature": signature},
+    )
+    assert response.status_code == 200 and "canvas" in response.get_json()
