@@ -279,15 +279,24 @@ def test_a_record_made_on_the_web_may_belong_to_a_connected_workspace(
     assert record.workspace_id == WORKSPACE_ID
 
 
-def test_removing_evidence_updates_the_count(app: Flask, signed_in: FlaskClient) -> None:
+def test_removing_evidence_asks_first_then_updates_the_count(
+    app: Flask, signed_in: FlaskClient
+) -> None:
     (record_id,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
     backed_by(app, record_id, "b@example.com")
     first, _ = stored_evidence(app)
     url = f"/feedback/{record_id}/evidence/{first.id}/delete"
+    record_page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    assert f'<a href="{url}">Remove…</a>' in record_page  # a link to the question, no button
+    asked = page_text(signed_in.get(url))
+    assert f"<h1>Remove a@example.com from #{record_id}?</h1>" in asked
+    assert "is backed by 2 customers now" in asked and f'action="{url}"' in asked
+    assert len(stored_evidence(app)) == 2  # asking changed nothing
     assert signed_in.post(url).status_code == 400  # no CSRF token
     assert post(signed_in, url).status_code == 302
     assert stored_feedback(app)[0].customer_count == 1
     assert post(signed_in, url).status_code == 404
+    assert signed_in.get(url).status_code == 404
     assert post(signed_in, f"/feedback/999/evidence/{first.id}/delete").status_code == 404
 
 

@@ -91,6 +91,7 @@ def test_the_first_user_made_on_the_command_line_is_an_owner(app: Flask) -> None
         ("get", "/team", None),
         ("post", "/team/invite", {"role": "member"}),
         ("post", "/team/1/role", {"role": "member"}),
+        ("get", "/team/1/remove", None),
         ("post", "/team/1/remove", {}),
         ("post", "/team/1/reset", {}),
         ("get", "/feedback/1/delete", None),
@@ -156,7 +157,13 @@ def test_a_removed_teammate_is_signed_out_at_once_and_their_records_stay_theirs(
 ) -> None:
     member = signed_in_browser(app, MEMBER)
     post(member, "/feedback/new", {"title": "Dark mode"})
-    response = post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
+    url = f"/team/{user_id(app, MEMBER)}/remove"
+    assert f'<a href="{url}">Remove…</a>' in page_text(signed_in.get("/team"))
+    asked = page_text(signed_in.get(url))  # asked first, as removing evidence is
+    assert f"<h1>Remove {MEMBER} from the team?</h1>" in asked and f'action="{url}"' in asked
+    assert member.get("/").status_code == 200  # asking changed nothing
+    assert signed_in.post(url).status_code == 400  # no CSRF token
+    response = post(signed_in, url)
     assert response.status_code == 302
     assert member.get("/").status_code == 302  # to the sign-in page
     refused = post(member, "/login", {"email": MEMBER, "password": PASSWORD})

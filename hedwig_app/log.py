@@ -258,12 +258,26 @@ def merge_feedback(feedback_id: int) -> Any:
     return redirect(url_for("log.show_feedback", feedback_id=target_id))
 
 
-@feedback_log.post("/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete")
+@feedback_log.route(
+    "/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete", methods=["GET", "POST"]
+)
 def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
+    """Ask first (GET: who, their words, what follows), then remove it and count again."""
     evidence = db.session.get(Evidence, evidence_id)
     if evidence is None or evidence.feedback_id != feedback_id:
         abort(404, "No such evidence on this record.")
     record = evidence.feedback
+    if request.method == "GET":
+        who = evidence.customer_name or evidence.customer_email or "this evidence"
+        return render_template(
+            "remove_evidence.html",
+            heading=f"Remove {who} from #{feedback_id}?",
+            button="Remove",
+            action=request.path,
+            cancel=url_for("log.show_feedback", feedback_id=feedback_id, _anchor="evidence"),
+            evidence=evidence,
+            feedback=record,
+        )
     try:
         hold_records(record)
     except RecordGone as gone:

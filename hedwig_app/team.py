@@ -141,10 +141,21 @@ def change_role(user_id: int) -> Any:
     return redirect(url_for("team.team_page"))
 
 
-@team.post("/team/<id:user_id>/remove")
+@team.route("/team/<id:user_id>/remove", methods=["GET", "POST"])
 @owners_only
 def remove_teammate(user_id: int) -> Any:
-    """They sign in no more, their sessions end at once; what they recorded stays theirs."""
+    """Ask first (GET), then: they sign in no more, their sessions end at once; what they
+    recorded stays theirs."""
+    if request.method == "GET":
+        teammate = team_member_or_404(user_id)
+        return render_template(
+            "remove_teammate.html",
+            heading=f"Remove {teammate.email} from the team?",
+            button="Remove from the team",
+            action=request.path,
+            cancel=url_for("team.team_page"),
+            teammate=teammate,
+        )
     begin_write(User)
     teammate = team_member_or_404(user_id)
     if teammate.is_owner and is_last_owner(teammate):
