@@ -389,7 +389,7 @@ def test_merging_adds_the_duplicates_details_to_the_targets(
     (target,) = add_feedback(app, title="CSV export", description="It crashes.")
     (duplicate,) = add_feedback(app, title="Export to CSV", description="No totals row\neither.")
     page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
-    assert f"its details are added to #{target}" in html.unescape(page)
+    assert f"its title and details are added to #{target}'s details" in html.unescape(page)
     merged_away(signed_in, duplicate, target)
     (record,) = stored_feedback(app)
     assert record.description == (
@@ -1161,3 +1161,67 @@ def test_one_customer_and_one_piece_of_evidence_are_said_in_the_singular(
     response = post(signed_in, f"/feedback/{duplicate}/merge", {"into": str(target)})
     flashed = page_text(signed_in.get(response.headers["Location"]))
     assert "1 piece of evidence moved; 2 customers back it now." in flashed
+
+
+# --- Merging by title ---------------------------------------------------------------------------
+
+
+def test_the_record_page_offers_its_likeliest_duplicates_to_merge_into(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, _, duplicate = add_feedback(app, 3, title="CSV export crashes the reports page")
+    with app.app_context():
+        db.session.get(Feedback, target + 1).title = "Dark mode"
+        db.session.get(Feedback, duplicate).title = "Export to CSV"
+        elsewhere = Feedback(title="CSV export elsewhere", source="intercom", workspace_id="ws-9")
+        db.session.add(elsewhere)
+        db.session.commit()
+        db.session.get(Feedback, duplicate).workspace_id = WORKSPACE_ID
+        db.session.commit()
+    page = page_text(signed_in.get(f"/feedback/{duplicate}"))
+    offered = re.findall(r'<option value="(\d+)">#\d+ ([^<]+) \(', page)
+    # its title's words found in the other's; not itself, nor another workspace's record
+    assert offered == [(str(target), "CSV export crashes the reports page")]
+    assert f'action="/feedback/{duplicate}/merge"' in page
+
+
+def test_merge_finds_the_other_record_by_its_words_or_its_number(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, other, duplicate = add_feedback(app, 3)
+    with app.app_context():
+        db.session.get(Feedback, target).title = "Totals row missing in the export"
+        db.session.commit()
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?q=totals"))
+    assert f"Merge #{duplicate} into which record?" in page
+    assert f'href="/feedback/{duplicate}/merge?into={target}">#{target} Totals row' in page
+    assert f"into={other}" not in page and f"into={duplicate}" not in page
+    for q in (f"%23{other}", str(other)):  # "#12" or "12": straight to the question
+        response = signed_in.get(f"/feedback/{duplicate}/merge?q={q}")
+        assert response.headers["Location"] == f"/feedback/{duplicate}/merge?into={other}"
+    nothing = page_text(signed_in.get(f"/feedback/{duplicate}/merge?q=zebra"))
+    assert "No record it may merge into has the words “zebra”." in nothing
+    assert feedback_count(app) == 3  # finding and asking changed nothing
+
+
+def test_the_merge_question_shows_both_records_side_by_side(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", description="It crashes.")
+    (duplicate,) = add_feedback(app, title="Export to CSV", customer_email="b@example.com")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    sides = re.findall(r'<article class="panel" data-merge="(\w+)">(.*?)</article>', page, re.S)
+    assert [side for side, _ in sides] == ["duplicate", "target"]
+    assert f"#{duplicate} Export to CSV" in sides[0][1] and "1 customer" in sides[0][1]
+    assert f"#{target} CSV export" in sides[1][1] and "It crashes." in sides[1][1]
+
+
+def test_merging_a_duplicate_without_details_keeps_its_title(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", description="It crashes.")
+    (duplicate,) = add_feedback(app, title="Export to CSV, with totals")
+    merged_away(signed_in, duplicate, target)
+    (record,) = stored_feedback(app)
+    assert record.description == f"It crashes.\n\nFrom #{duplicate} Export to CSV, with totals"
+    assert searched(signed_in, "totals") == ["CSV export"]

@@ -123,7 +123,7 @@ def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
     (feedback_id,) = add_feedback(canvas_app)
     member = signed_in_browser(canvas_app, MEMBER)
     page = page_text(member.get(f"/feedback/{feedback_id}"))
-    assert "Delete…" not in page and "Merge…" not in page
+    assert "Delete…" not in page and "A duplicate?" not in page
     assert "Change status" in page and "Edit" in page  # members may do these
     nav = page_text(member.get("/"))
     assert 'href="/team"' not in nav and 'href="/intercom"' not in nav
@@ -132,7 +132,7 @@ def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
     owner = canvas_app.test_client()
     sign_in(owner)
     page = page_text(owner.get(f"/feedback/{feedback_id}"))
-    assert "Delete…" in page and "Merge…" in page
+    assert "Delete…" in page and "A duplicate?" in page
     assert 'href="/team"' in page and 'href="/intercom"' in page
 
 

@@ -24,7 +24,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from sqlalchemy import Select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from hedwig_app.auth import owners_only
@@ -45,7 +45,7 @@ from hedwig_app.records import (
     workspace_names,
 )
 from hedwig_app.replies import reply_form
-from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search_count
+from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search, search_count
 from hedwig_app.status import (
     conversations_to_note,
     notes_to_send,
@@ -229,10 +229,12 @@ def merge_feedback(feedback_id: int) -> Any:
     duplicate = db.session.get(Feedback, feedback_id)
     if duplicate is None:
         return missing_record(feedback_id)
+    if request.method == "GET" and "into" not in request.args:
+        return merge_choices(duplicate)
     into_id = request.values.get("into", type=record_id)
     target = db.session.get(Feedback, into_id or 0) or merged_target(into_id)
     if target is None or target.id == duplicate.id:
-        flash("Merge into which record? Give the number of another record.")
+        flash("Merge into which record? Choose another record, or find it by its title.")
         return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
     if request.method == "GET":
         refusal = merge_refusal(duplicate, target)
@@ -256,6 +258,33 @@ def merge_feedback(feedback_id: int) -> Any:
     db.session.commit()
     flash(done)
     return redirect(url_for("log.show_feedback", feedback_id=target_id))
+
+
+def merge_choices(duplicate: Feedback) -> Any:
+    """The records ``?q=`` finds by their words (a number, "12" or "#12", goes straight to
+    asking to merge into it), or those likeliest to be the same request, to choose from."""
+    q = search_text()
+    number = q.removeprefix("#").strip()
+    if number.isascii() and number.isdigit():
+        return redirect(url_for("log.merge_feedback", feedback_id=duplicate.id, into=number))
+    found = merge_candidates(duplicate, q, MERGE_FOUND) if q else merge_candidates(duplicate)
+    return render_template("merge_pick.html", duplicate=duplicate, q=q, found=found)
+
+
+MERGE_SUGGESTED, MERGE_FOUND = 5, 10
+
+
+def merge_candidates(record: Feedback, words: str = "", limit: int = MERGE_SUGGESTED) -> list:
+    """The records ``record`` may be merged into that share the most of ``words`` (its own
+    title's, unless given) by the full-text search, best first; records shown in another
+    workspace's Inbox are left out, as merge_refusal refuses them."""
+    others = select(Feedback).where(Feedback.id != record.id)
+    if record.workspace_id:
+        others = others.where(
+            or_(Feedback.workspace_id.is_(None), Feedback.workspace_id == record.workspace_id)
+        )
+    found = search(others, words or record.title, any_word=not words, window_only=True)
+    return list(db.session.scalars(found.limit(limit)))
 
 
 @feedback_log.route(
@@ -366,6 +395,7 @@ def show_record(
         workspaces=workspace_names(),
         changes=status_history(record),
         conversations_to_note=conversations_to_note(record),
+        merge_candidates=merge_candidates(record) if g.user.is_owner else [],
         status_form=status_form,
         errors=errors or {},
         issue_url=issue_url,
