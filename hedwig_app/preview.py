@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, render_template, request
 from markupsafe import Markup, escape
 
+from hedwig_app.canvas_kit import html_to_text
 from hedwig_app.inbox import initialize_canvas, submit_canvas
 from hedwig_app.plumbing import external_url
 from models import PREVIEW_WORKSPACE_ID
@@ -33,6 +34,8 @@ SAMPLE = {
 @preview.route("/intercom/preview", methods=["GET", "POST"])
 def canvas_preview() -> str:
     sample = {name: request.values.get(name, default) for name, default in SAMPLE.items()}
+    if "words" in request.values:  # the form's plain text, sent as Intercom sends HTML
+        sample["message"] = words_as_html(request.values["words"])
     payload = preview_payload(sample)
     if request.method == "GET":
         body = initialize_canvas(payload, connected=True)
@@ -54,8 +57,20 @@ def canvas_preview() -> str:
     return render_template(
         "preview.html",
         sample=sample,
+        words=request.values.get("words", html_to_text(sample["message"])),
         components=body["canvas"]["content"]["components"],
         stored_data=json.dumps(body["canvas"].get("stored_data", {})),
+    )
+
+
+def words_as_html(words: str) -> str:
+    """A customer's plain message as Intercom sends it: a paragraph each, escaped, its lines
+    kept as <br>."""
+    paragraphs = [part.strip() for part in re.split(r"\n\s*\n", words.replace("\r", ""))]
+    return "".join(
+        f"<p>{'<br>'.join(str(escape(line)) for line in part.splitlines())}</p>"
+        for part in paragraphs
+        if part
     )
 
 
