@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from conftest import (
     CONVERSATION_ID,
@@ -26,6 +26,7 @@ from conftest import (
     create_user,
     delete_now,
     feedback_count,
+    is_sqlite,
     page_text,
     post,
     sign_in,
@@ -36,6 +37,7 @@ from conftest import (
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
 from hedwig_app.search import SEARCH_MAX, search_words
+from hedwig_app.status import status_counts
 from models import DESCRIPTION_MAX, Company, ContactCompany, Feedback, db, utcnow
 
 # --- The feedback log -----------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_a_record_shows_how_many_customers_back_it_and_who(
     assert "2 customers" in page
     assert page.index("second@example.com") < page.index("first@example.com")  # newest first
     listing = page_text(signed_in.get("/"))
-    assert '<td class="weight">2 customers</td>' in listing
+    assert 'data-weight="2 customers"' in listing
 
 
 def test_adding_by_hand_with_a_customer_makes_the_first_evidence(
@@ -908,8 +910,8 @@ def test_one_customer_of_a_bigger_company_outranks_three_of_a_smaller_one(
         signed_in.get(f"/feedback/{three}")
     )
     listing = page_text(signed_in.get("/?sort=revenue"))
-    assert '<td class="weight">1 customer · 1 company · $5,000 a month</td>' in listing
-    assert '<td class="weight">0 customers</td>' in listing
+    assert 'data-weight="1 customer · 1 company · $5,000 a month"' in listing
+    assert 'data-weight="0 customers"' in listing
 
 
 def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
@@ -922,7 +924,7 @@ def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
     )
     weight = "3 customers · 2 companies · $1,290 a month"
     assert weight in page_text(signed_in.get(f"/feedback/{record}"))
-    assert f'<td class="weight">{weight}</td>' in page_text(signed_in.get("/"))
+    assert f'data-weight="{weight}"' in page_text(signed_in.get("/"))
 
 
 def test_the_list_sorts_by_most_companies(app: Flask, signed_in: FlaskClient) -> None:
@@ -934,7 +936,8 @@ def test_the_list_sorts_by_most_companies(app: Flask, signed_in: FlaskClient) ->
     assert listed_ids(signed_in.get("/?sort=companies")) == [two, also_one, one, none]
     assert listed_ids(signed_in.get("/?sort=revenue")) == [two, one, also_one, none]
     assert listed_ids(signed_in.get("/?sort=companies&q=feedback")) == [two, also_one, one, none]
-    assert "<strong>most companies</strong>" in page_text(signed_in.get("/?sort=companies"))
+    sorted_page = page_text(signed_in.get("/?sort=companies"))
+    assert '<option value="companies" selected>Most companies</option>' in sorted_page
 
 
 def test_each_piece_of_evidence_names_its_company_and_plan_or_why_not(
@@ -1009,8 +1012,8 @@ def test_the_list_shows_records_backed_by_a_plan_with_the_search_and_status(
     searched_page = page_text(signed_in.get("/?plan=Pro&q=export"))
     assert "2 records backed by a company on the Pro plan matching “export”" in searched_page
     listing = page_text(signed_in.get("/"))
-    assert 'href="/?plan=Enterprise">Enterprise plan</a>' in listing
-    assert 'href="/?plan=Pro">Pro plan</a>' in listing
+    assert '<option value="Enterprise">Enterprise</option>' in listing
+    assert '<option value="Pro">Pro</option>' in listing
     assert [row["feedback_id"] for row in export(signed_in, "?plan=Enterprise")] == [
         str(both),
         str(both),
@@ -1036,7 +1039,7 @@ def test_a_plan_no_company_is_on_lists_nothing_and_a_long_one_is_refused(
 
 def link_args(page: str, text: str) -> dict[str, list[str]]:
     """The query of the page's first link that says ``text``."""
-    link = re.search(rf'<a[^>]*href="([^"]+)"[^>]*>[^<]*{re.escape(text)}[^<]*</a>', page)
+    link = re.search(rf'<a[^>]*href="([^"]+)"[^>]*>[^<]*{re.escape(text)}', page)
     assert link, text
     return parse_qs(urlsplit(html.unescape(link.group(1))).query)
 
@@ -1060,12 +1063,16 @@ def test_the_sort_the_filters_and_the_pages_keep_each_other(
     page = page_text(signed_in.get(f"/?{query}&sort=revenue"))
     assert "51 records open" in page
     assert link_args(page, "Next") == filters | {"sort": ["revenue"], "page": ["2"]}
-    assert link_args(page, "most companies") == filters | {"sort": ["companies"]}
+    controls = re.search(r'<form [^>]*class="list-controls".*?</form>', page, re.S).group(0)
+    kept = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', controls))
+    assert kept == {"q": "export", "status": "open"}  # the sort, importance and plan: selects
+    for name, value in (("sort", "revenue"), ("importance", "important"), ("plan", "Pro")):
+        assert re.search(
+            rf'<select name="{name}">.*?<option value="{value}" selected>', controls, re.S
+        )
     assert link_args(page, "Download CSV") == filters | {"sort": ["revenue"]}
     assert link_args(page, "Planned") == filters | {"sort": ["revenue"], "status": ["planned"]}
-    assert link_args(page, "Any plan") == {
-        name: value for name, value in filters.items() if name != "plan"
-    } | {"sort": ["revenue"]}
+    assert '<option value="">Any</option>' in controls  # any plan: the same form, plan ""
     second = page_text(signed_in.get(f"/?{query}&sort=revenue&page=2"))
     assert "Page 2 of 2" in second
     assert link_args(second, "Previous") == filters | {"sort": ["revenue"], "page": ["1"]}
@@ -1225,3 +1232,63 @@ def test_merging_a_duplicate_without_details_keeps_its_title(
     (record,) = stored_feedback(app)
     assert record.description == f"It crashes.\n\nFrom #{duplicate} Export to CSV, with totals"
     assert searched(signed_in, "totals") == ["CSV export"]
+
+
+# --- The log as a demand-first board --------------------------------------------------------------
+
+
+def test_the_log_puts_each_records_customers_left_of_its_title_with_a_status_chip(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (one,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    (three,) = add_feedback(app, title="CSV export", customer_email="b@example.com")
+    backed_by(app, three, "c@example.com", "d@example.com")
+    page = page_text(signed_in.get("/"))
+    rows = re.findall(r'<li data-feedback-id="(\d+)".*?</li>', page, re.S)
+    assert rows == [str(three), str(one)]
+    row = re.search(rf'<li data-feedback-id="{three}".*?</li>', page, re.S).group(0)
+    demand = re.search(r'<div class="demand-block"[^>]*>(.*?)</div>', row, re.S).group(1)
+    assert re.sub(r"<[^>]+>|\s+", " ", demand).split() == ["3", "customers"]
+    assert row.index("demand-block") < row.index("CSV export")  # demand first, then the title
+    assert '<span class="status open">Open</span>' in row
+    single = re.search(rf'<li data-feedback-id="{one}".*?</li>', page, re.S).group(0)
+    assert '<span class="what">customer</span>' in single
+
+
+def test_the_status_tabs_count_the_records_of_each_status(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    first, second, _ = add_feedback(app, 3)
+    with app.app_context():
+        db.session.get(Feedback, first).status = "planned"
+        db.session.get(Feedback, second).status = "planned"
+        db.session.commit()
+    page = page_text(signed_in.get("/?status=planned"))
+    tabs = re.search(r'<nav class="tabs" aria-label="Status">(.*?)</nav>', page, re.S).group(1)
+    counted = re.findall(r'>([\w ]+)<span class="tab-count">([\d,]+)</span>', tabs)
+    assert counted == [
+        ("All", "3"),
+        ("Open", "1"),
+        ("Planned", "2"),
+        ("In progress", "0"),
+        ("Done", "0"),
+        ("Declined", "0"),
+    ]
+    assert '<a href="/?status=planned" aria-current="page">Planned' in tabs
+
+
+def test_the_status_counts_read_the_status_index_alone(app: Flask) -> None:
+    """At 50,000 records the tabs' counts must cost an index scan, not the table's rows."""
+    if not is_sqlite(app):
+        pytest.skip("the plan is SQLite's to show; PostgreSQL's depends on its statistics")
+    with app.app_context():
+        captured: list[str] = []
+        listener = lambda *args: captured.append(args[2])  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            status_counts()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+        (statement,) = captured
+        plan = db.session.execute(text(f"EXPLAIN QUERY PLAN {statement}")).all()
+    assert any("COVERING INDEX ix_feedback_status" in row[-1] for row in plan), plan

@@ -49,6 +49,7 @@ from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search
 from hedwig_app.status import (
     conversations_to_note,
     notes_to_send,
+    status_counts,
     status_form_defaults,
     status_history,
 )
@@ -91,6 +92,7 @@ def index() -> str:
         "index.html",
         pagination=pagination,
         plans=company_plans(),
+        status_counts=status_counts(),
         list_url=functools.partial(filtered_url, "log.index", filters),
         csv_url=filtered_url("log.export_csv", filters),
         **filters,
