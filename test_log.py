@@ -1292,3 +1292,17 @@ def test_the_status_counts_read_the_status_index_alone(app: Flask) -> None:
         (statement,) = captured
         plan = db.session.execute(text(f"EXPLAIN QUERY PLAN {statement}")).all()
     assert any("COVERING INDEX ix_feedback_status" in row[-1] for row in plan), plan
+
+
+def test_the_record_page_puts_the_customers_words_before_the_controls(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    """Two columns on a wide screen, one on a phone: in either, the evidence comes first."""
+    (record_id,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    add_feedback(app, title="Dark theme")
+    page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    main = page.index('<article class="record">')
+    order = [
+        page.index(mark) for mark in ('id="evidence"', 'id="status"', "A duplicate?", ">Edit<")
+    ]
+    assert main < order[0] < page.index('<aside class="side"') < order[1] < order[2] < order[3]
