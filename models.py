@@ -62,8 +62,9 @@ DEFAULT_IMPORTANCE = "important"
 IMPORTANCE_MAX = 16
 
 
-def counted(count: int, one: str, many: str | None = None) -> str:
-    """ "1 customer", "1,290 customers": a count and its noun, agreeing."""
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """ "1 customer", "1,290 customers", "1 piece of evidence", "2 pieces of evidence": a count
+    and its noun, agreeing. The one helper for counted words, in code and templates alike."""
     return f"{count:,} {one if count == 1 else many or one + 's'}"
 
 
@@ -317,9 +318,9 @@ class Feedback(db.Model):
     def weight(self) -> str:
         """Who backs it and what they pay: "3 customers · 2 companies · $1,290 a month" (the
         companies' part once any of their companies is known)."""
-        parts = [counted(self.customer_count, "customer")]
+        parts = [plural(self.customer_count, "customer")]
         if self.company_count:
-            parts += [counted(self.company_count, "company", "companies")]
+            parts += [plural(self.company_count, "company", "companies")]
             parts += [f"${self.monthly_spend:,} a month"]
         return " · ".join(parts)
 

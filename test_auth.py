@@ -358,6 +358,7 @@ PUBLIC = {
     "team.accept_invite",
     "team.reset_password",
     "healthz",
+    "favicon",  # a redirect to the static icon: browsers ask before anyone signs in
 }
 SIGNED_BY_INTERCOM = {"inbox.canvas_initialize", "inbox.canvas_submit"}
 # GitHub's and Linear's webhooks: their body's HMAC is their authority, like Intercom's.

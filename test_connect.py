@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from conftest import (
     WORKSPACE_ID,
     Inbox,
     callback,
+    connect_workspace,
     connections,
     create_user,
     is_sqlite,
@@ -67,12 +70,11 @@ def test_connect_end_to_end(
     intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
 ) -> None:
     serve_intercom(httpserver)
-    assert "Connect with Intercom" in page_text(agent.get("/"))
+    assert "Connect with Intercom" in page_text(agent.get("/intercom"))
     response = callback(agent, start_connect(agent))
     assert response.status_code == 302
-    page = page_text(agent.get("/"))
-    assert "Connected to Example Co workspace" in page
-    assert "Disconnect" in page
+    assert "Connected to Example Co workspace" in page_text(agent.get("/"))
+    assert "Disconnect…" in page_text(agent.get("/intercom"))  # the owners' Intercom page
     (connection,) = connections(intercom_app)
     assert connection.workspace_id == WORKSPACE_ID
     assert (connection.admin_id, connection.admin_name, connection.admin_email) == (
@@ -344,9 +346,13 @@ def test_disconnect_forgets_the_token(
 
 
 def test_connect_without_credentials_says_which_settings_to_set(signed_in: FlaskClient) -> None:
-    page = page_text(signed_in.get("/"))
-    assert "HEDWIG_INTERCOM_CLIENT_ID" in page
-    assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page
+    """The log says it in one line, linking to the Intercom page; that page names them."""
+    log = page_text(signed_in.get("/"))
+    assert "HEDWIG_INTERCOM_CLIENT_SECRET" not in log
+    assert 'Intercom not connected: <a href="/intercom">set it up</a>' in log
+    page = page_text(signed_in.get("/intercom"))
+    assert "Not set: HEDWIG_INTERCOM_CLIENT_SECRET" in page
+    assert "Not set: HEDWIG_INTERCOM_CLIENT_ID" in page
     response = signed_in.get("/intercom/connect")
     assert response.status_code == 503
     assert "HEDWIG_INTERCOM_CLIENT_SECRET" in page_text(response)
@@ -647,7 +653,7 @@ def test_each_regions_workspace_is_called_and_linked_on_its_own_hosts(
 
 
 @pytest.mark.parametrize(("said", "kept"), [("Mars", "mars"), ("x" * 100_000, "x" * 15 + "…")])
-def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
+def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_intercom_page(
     regional_app: Flask,
     regional_intercom: dict[str, HTTPServer],
     caplog: pytest.LogCaptureFixture,
@@ -655,7 +661,7 @@ def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
     kept: str,
 ) -> None:
     """Intercom's name for the region is kept (bounded), the US hosts answer for it, and the
-    team page says so, where an owner looks; the log says it once, briefly."""
+    Intercom page says so, where an owner looks; the log says it once, briefly."""
     me = {**ME, "app": {**ME["app"], "region": said}}
     regional_intercom["us"].expect_request("/me").respond_with_json(me)
     regional_intercom["us"].expect_request("/auth/uninstall", method="POST").respond_with_json({})
@@ -668,11 +674,11 @@ def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
     (warning,) = [r.getMessage() for r in caplog.records if "Unknown Intercom region" in r.message]
     assert warning.startswith(f"Unknown Intercom region {said.lower()[:40]!r}")
     assert warning.endswith(": using the US hosts") and len(warning) < 100
-    team_page = page_text(browser.get("/team"))
+    settings = page_text(browser.get("/intercom"))
     assert (
-        f"Intercom said region '{kept}', which Hedwig does not know: using the US hosts"
-        in team_page
+        f"Intercom said region '{kept}', which Hedwig does not know: using the US hosts" in settings
     )
+    assert "data-unknown-region" not in page_text(browser.get("/team"))
 
     companies = f"/contacts/{INITIALIZE['contact']['id']}/companies"
     regional_intercom["us"].expect_request(companies).respond_with_json({"data": []})
@@ -692,7 +698,7 @@ def test_an_unknown_region_uses_the_us_hosts_and_says_so_on_the_team_page(
     assert all(regional_intercom[name].log == [] for name in ("eu", "au"))
 
 
-def test_a_known_region_says_nothing_on_the_team_page(
+def test_a_known_region_says_nothing_on_the_intercom_page(
     regional_app: Flask, regional_intercom: dict[str, HTTPServer]
 ) -> None:
     me = {**ME, "app": {**ME["app"], "region": "EU"}}
@@ -701,7 +707,8 @@ def test_a_known_region_says_nothing_on_the_team_page(
     browser = regional_app.test_client()
     sign_in(browser)
     paste_token(browser)
-    assert "which Hedwig does not know" not in page_text(browser.get("/team"))
+    settings = page_text(browser.get("/intercom"))
+    assert "which Hedwig does not know" not in settings and "<dd>EU" in settings
 
 
 def test_a_region_too_long_to_be_real_is_logged_only_in_part(
@@ -799,3 +806,71 @@ def test_disconnect_forgets_the_token_even_when_intercom_cannot_uninstall(
     assert "Hedwig forgot its token, but Intercom did not uninstall the app" in page
     assert "HTTP 500" in page
     assert connections(intercom_app) == []
+
+
+# The owners' Intercom page: the connection, its region, a permissions check, how to connect.
+
+
+def test_the_log_says_intercom_is_not_connected_in_one_line_that_can_be_dismissed(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    member = signed_in_browser(app, "grace@example.com")  # the second user: a member
+    for browser in (signed_in, member):  # the same words for everyone
+        page = page_text(browser.get("/"))
+        assert page.count("Intercom not connected") == 2  # the nav, and the log's one line
+        assert "Intercom not set up" not in page
+    assert "an owner can connect it" in page_text(member.get("/"))
+    assert signed_in.post("/intercom/setup-line/dismiss").status_code == 400  # no CSRF token
+    response = post(signed_in, "/intercom/setup-line/dismiss")
+    assert (response.status_code, response.headers["Location"]) == (302, "/")
+    page = page_text(signed_in.get("/"))
+    assert "data-setup-line" not in page and page.count("Intercom not connected") == 1
+    assert "data-setup-line" in page_text(member.get("/"))  # their browser did not dismiss it
+
+
+def test_the_permissions_check_says_which_permission_is_missing(
+    intercom_app: Flask, agent: FlaskClient, httpserver: HTTPServer
+) -> None:
+    connect_workspace(intercom_app)
+    (connection,) = connections(intercom_app)
+    httpserver.expect_request("/me").respond_with_json(ME)
+    missing = {"type": "error.list", "errors": [{"code": "token_unauthorized"}]}
+    httpserver.expect_request("/conversations").respond_with_json(missing, status=401)
+    httpserver.expect_request("/contacts").respond_with_json({"data": []})
+    page = page_text(agent.get("/intercom"))
+    assert "Connected" in page and "Example Co workspace" in page and "<dd>US" in page
+    assert "data-permission" not in page  # checked only when asked
+    response = post(agent, f"/intercom/{connection.id}/check")
+    page = html.unescape(page_text(response))
+    assert response.status_code == 200
+    assert "✓ Read admins" in page and "✓ Read and list users and companies" in page
+    assert "✗ Read conversations</span>: Intercom answered /conversations with HTTP 401" in page
+    assert "the app lacks a permission this needs (Read conversations)" in page
+    assert TOKEN not in page
+    sent = [(request.path, request.args.get("per_page")) for request, _ in httpserver.log]
+    assert sent == [("/me", None), ("/conversations", "1"), ("/contacts", "1")]
+    assert post(agent, "/intercom/999/check").status_code == 404
+    assert agent.post(f"/intercom/{connection.id}/check").status_code == 400  # no CSRF token
+
+
+def test_the_intercom_page_offers_a_signed_request_to_copy_that_the_inbox_accepts(
+    intercom_app: Flask, agent: FlaskClient
+) -> None:
+    connect_workspace(intercom_app)
+    page = html.unescape(page_text(agent.get("/intercom")))
+    assert 'data-copy="curl-1"' in page and CLIENT_SECRET not in page
+    curl = re.search(r'<code id="curl-1"[^>]*>(.*?)</code>', page, re.DOTALL).group(1)
+    url, signature, body = re.fullmatch(
+        r"curl -sS -X POST (\S+) -H 'Content-Type: application/json' \\\n"
+        r"  -H 'X-Body-Signature: (\w+)' --data-binary '(.*)'",
+        curl,
+        re.DOTALL,
+    ).groups()
+    assert url == "https://hedwig.example/intercom/canvas/initialize"
+    assert json.loads(body)["workspace_id"] == WORKSPACE_ID
+    response = intercom_app.test_client().post(
+        urlsplit(url).path,
+        data=body,
+        headers={"Content-Type": "application/json", "X-Body-Signature": signature},
+    )
+    assert response.status_code == 200 and "canvas" in response.get_json()

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -1096,6 +1097,25 @@ def preview_click(client: FlaskClient, page: str, component_id: str, **inputs: s
     fields = {name: html.unescape(value) for name, value in fields.items()}
     fields |= {f"input:{name}": value for name, value in inputs.items()}
     return client.post("/intercom/preview", data={**fields, "component_id": component_id})
+
+
+def test_the_preview_shows_the_customers_words_as_text_and_the_html_behind_a_toggle(
+    signed_in: FlaskClient,
+) -> None:
+    page = page_text(signed_in.get("/intercom/preview"))
+    box = re.search(r'<textarea name="words" rows="4">(.*?)</textarea>', page, re.S).group(1)
+    assert box == "Hi! The CSV export button crashes the page every time I click it."
+    raw = re.search(r"<summary>Show as Intercom sends it</summary>\s*<pre><code>(.*?)</code>", page)
+    assert html.unescape(raw.group(1)) == f"<p>{box}</p>"
+    typed = {"words": "Two <things>:\nexports\n\nand totals", "conversation_id": "7"}
+    page = page_text(signed_in.get("/intercom/preview?" + urlencode(typed)))
+    raw = re.search(r"<summary>Show as Intercom sends it</summary>\s*<pre><code>(.*?)</code>", page)
+    assert html.unescape(raw.group(1)) == "<p>Two &lt;things&gt;:<br>exports</p><p>and totals</p>"
+    assert f'<textarea name="words" rows="4">{html.escape(typed["words"], quote=False)}<' in page
+    form = page_text(
+        preview_click(signed_in, page_text(preview_click(signed_in, page, "record")), "new")
+    )
+    assert "Two &lt;things&gt;:\nexports\n" in form  # the quote, as text again
 
 
 def test_preview_records_feedback_from_first_canvas_to_saved(

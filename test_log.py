@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from conftest import (
     CONVERSATION_ID,
@@ -26,6 +26,7 @@ from conftest import (
     create_user,
     delete_now,
     feedback_count,
+    is_sqlite,
     page_text,
     post,
     sign_in,
@@ -36,6 +37,7 @@ from conftest import (
 from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
 from hedwig_app.search import SEARCH_MAX, best_matches, listed_feedback, search_words
+from hedwig_app.status import status_counts
 from models import DESCRIPTION_MAX, Company, ContactCompany, Feedback, db, utcnow
 
 # --- The feedback log -----------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_a_record_shows_how_many_customers_back_it_and_who(
     assert "2 customers" in page
     assert page.index("second@example.com") < page.index("first@example.com")  # newest first
     listing = page_text(signed_in.get("/"))
-    assert '<td class="weight">2 customers</td>' in listing
+    assert 'data-weight="2 customers"' in listing
 
 
 def test_adding_by_hand_with_a_customer_makes_the_first_evidence(
@@ -279,15 +281,24 @@ def test_a_record_made_on_the_web_may_belong_to_a_connected_workspace(
     assert record.workspace_id == WORKSPACE_ID
 
 
-def test_removing_evidence_updates_the_count(app: Flask, signed_in: FlaskClient) -> None:
+def test_removing_evidence_asks_first_then_updates_the_count(
+    app: Flask, signed_in: FlaskClient
+) -> None:
     (record_id,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
     backed_by(app, record_id, "b@example.com")
     first, _ = stored_evidence(app)
     url = f"/feedback/{record_id}/evidence/{first.id}/delete"
+    record_page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    assert f'<a href="{url}">Remove…</a>' in record_page  # a link to the question, no button
+    asked = page_text(signed_in.get(url))
+    assert f"<h1>Remove a@example.com from #{record_id}?</h1>" in asked
+    assert "is backed by 2 customers now" in asked and f'action="{url}"' in asked
+    assert len(stored_evidence(app)) == 2  # asking changed nothing
     assert signed_in.post(url).status_code == 400  # no CSRF token
     assert post(signed_in, url).status_code == 302
     assert stored_feedback(app)[0].customer_count == 1
     assert post(signed_in, url).status_code == 404
+    assert signed_in.get(url).status_code == 404
     assert post(signed_in, f"/feedback/999/evidence/{first.id}/delete").status_code == 404
 
 
@@ -380,7 +391,7 @@ def test_merging_adds_the_duplicates_details_to_the_targets(
     (target,) = add_feedback(app, title="CSV export", description="It crashes.")
     (duplicate,) = add_feedback(app, title="Export to CSV", description="No totals row\neither.")
     page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
-    assert f"its details are added to #{target}" in html.unescape(page)
+    assert f"its title and details are added to #{target}'s details" in html.unescape(page)
     merged_away(signed_in, duplicate, target)
     (record,) = stored_feedback(app)
     assert record.description == (
@@ -949,8 +960,8 @@ def test_one_customer_of_a_bigger_company_outranks_three_of_a_smaller_one(
         signed_in.get(f"/feedback/{three}")
     )
     listing = page_text(signed_in.get("/?sort=revenue"))
-    assert '<td class="weight">1 customer · 1 company · $5,000 a month</td>' in listing
-    assert '<td class="weight">0 customers</td>' in listing
+    assert 'data-weight="1 customer · 1 company · $5,000 a month"' in listing
+    assert 'data-weight="0 customers"' in listing
 
 
 def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
@@ -963,7 +974,7 @@ def test_a_companys_spend_counts_once_however_many_of_its_people_ask(
     )
     weight = "3 customers · 2 companies · $1,290 a month"
     assert weight in page_text(signed_in.get(f"/feedback/{record}"))
-    assert f'<td class="weight">{weight}</td>' in page_text(signed_in.get("/"))
+    assert f'data-weight="{weight}"' in page_text(signed_in.get("/"))
 
 
 def test_the_list_sorts_by_most_companies(app: Flask, signed_in: FlaskClient) -> None:
@@ -975,7 +986,8 @@ def test_the_list_sorts_by_most_companies(app: Flask, signed_in: FlaskClient) ->
     assert listed_ids(signed_in.get("/?sort=companies")) == [two, also_one, one, none]
     assert listed_ids(signed_in.get("/?sort=revenue")) == [two, one, also_one, none]
     assert listed_ids(signed_in.get("/?sort=companies&q=feedback")) == [two, also_one, one, none]
-    assert "<strong>most companies</strong>" in page_text(signed_in.get("/?sort=companies"))
+    sorted_page = page_text(signed_in.get("/?sort=companies"))
+    assert '<option value="companies" selected>Most companies</option>' in sorted_page
 
 
 def test_each_piece_of_evidence_names_its_company_and_plan_or_why_not(
@@ -1050,8 +1062,8 @@ def test_the_list_shows_records_backed_by_a_plan_with_the_search_and_status(
     searched_page = page_text(signed_in.get("/?plan=Pro&q=export"))
     assert "2 records backed by a company on the Pro plan matching “export”" in searched_page
     listing = page_text(signed_in.get("/"))
-    assert 'href="/?plan=Enterprise">Enterprise plan</a>' in listing
-    assert 'href="/?plan=Pro">Pro plan</a>' in listing
+    assert '<option value="Enterprise">Enterprise</option>' in listing
+    assert '<option value="Pro">Pro</option>' in listing
     assert [row["feedback_id"] for row in export(signed_in, "?plan=Enterprise")] == [
         str(both),
         str(both),
@@ -1077,7 +1089,7 @@ def test_a_plan_no_company_is_on_lists_nothing_and_a_long_one_is_refused(
 
 def link_args(page: str, text: str) -> dict[str, list[str]]:
     """The query of the page's first link that says ``text``."""
-    link = re.search(rf'<a[^>]*href="([^"]+)"[^>]*>[^<]*{re.escape(text)}[^<]*</a>', page)
+    link = re.search(rf'<a[^>]*href="([^"]+)"[^>]*>[^<]*{re.escape(text)}', page)
     assert link, text
     return parse_qs(urlsplit(html.unescape(link.group(1))).query)
 
@@ -1101,12 +1113,16 @@ def test_the_sort_the_filters_and_the_pages_keep_each_other(
     page = page_text(signed_in.get(f"/?{query}&sort=revenue"))
     assert "51 records open" in page
     assert link_args(page, "Next") == filters | {"sort": ["revenue"], "page": ["2"]}
-    assert link_args(page, "most companies") == filters | {"sort": ["companies"]}
+    controls = re.search(r'<form [^>]*class="list-controls".*?</form>', page, re.S).group(0)
+    kept = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', controls))
+    assert kept == {"q": "export", "status": "open"}  # the sort, importance and plan: selects
+    for name, value in (("sort", "revenue"), ("importance", "important"), ("plan", "Pro")):
+        assert re.search(
+            rf'<select name="{name}">.*?<option value="{value}" selected>', controls, re.S
+        )
     assert link_args(page, "Download CSV") == filters | {"sort": ["revenue"]}
     assert link_args(page, "Planned") == filters | {"sort": ["revenue"], "status": ["planned"]}
-    assert link_args(page, "Any plan") == {
-        name: value for name, value in filters.items() if name != "plan"
-    } | {"sort": ["revenue"]}
+    assert '<option value="">Any</option>' in controls  # any plan: the same form, plan ""
     second = page_text(signed_in.get(f"/?{query}&sort=revenue&page=2"))
     assert "Page 2 of 2" in second
     assert link_args(second, "Previous") == filters | {"sort": ["revenue"], "page": ["1"]}
@@ -1185,3 +1201,158 @@ def test_the_export_reads_the_companies_with_the_rows_not_per_row(
     assert len(rows) == 200
     assert {row["company"] for row in rows} == {"Acme Inc"}
     assert many_rows == one_row
+
+
+# --- Words that agree with their counts -----------------------------------------------------------
+
+
+def test_one_customer_and_one_piece_of_evidence_are_said_in_the_singular(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", customer_email="a@example.com")
+    (duplicate,) = add_feedback(app, title="Export to CSV", customer_email="b@example.com")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    assert "(1 customer)" in page and "customers)" not in page
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/delete"))
+    assert "its 1 piece of evidence (1 customer)" in page
+    response = post(signed_in, f"/feedback/{duplicate}/merge", {"into": str(target)})
+    flashed = page_text(signed_in.get(response.headers["Location"]))
+    assert "1 piece of evidence moved; 2 customers back it now." in flashed
+
+
+# --- Merging by title ---------------------------------------------------------------------------
+
+
+def test_the_record_page_offers_its_likeliest_duplicates_to_merge_into(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, _, duplicate = add_feedback(app, 3, title="CSV export crashes the reports page")
+    with app.app_context():
+        db.session.get(Feedback, target + 1).title = "Dark mode"
+        db.session.get(Feedback, duplicate).title = "Export to CSV"
+        elsewhere = Feedback(title="CSV export elsewhere", source="intercom", workspace_id="ws-9")
+        db.session.add(elsewhere)
+        db.session.commit()
+        db.session.get(Feedback, duplicate).workspace_id = WORKSPACE_ID
+        db.session.commit()
+    page = page_text(signed_in.get(f"/feedback/{duplicate}"))
+    offered = re.findall(r'<option value="(\d+)">#\d+ ([^<]+) \(', page)
+    # its title's words found in the other's; not itself, nor another workspace's record
+    assert offered == [(str(target), "CSV export crashes the reports page")]
+    assert f'action="/feedback/{duplicate}/merge"' in page
+
+
+def test_merge_finds_the_other_record_by_its_words_or_its_number(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    target, other, duplicate = add_feedback(app, 3)
+    with app.app_context():
+        db.session.get(Feedback, target).title = "Totals row missing in the export"
+        db.session.commit()
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?q=totals"))
+    assert f"Merge #{duplicate} into which record?" in page
+    assert f'href="/feedback/{duplicate}/merge?into={target}">#{target} Totals row' in page
+    assert f"into={other}" not in page and f"into={duplicate}" not in page
+    for q in (f"%23{other}", str(other)):  # "#12" or "12": straight to the question
+        response = signed_in.get(f"/feedback/{duplicate}/merge?q={q}")
+        assert response.headers["Location"] == f"/feedback/{duplicate}/merge?into={other}"
+    nothing = page_text(signed_in.get(f"/feedback/{duplicate}/merge?q=zebra"))
+    assert "No record it may merge into has the words “zebra”." in nothing
+    assert feedback_count(app) == 3  # finding and asking changed nothing
+
+
+def test_the_merge_question_shows_both_records_side_by_side(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", description="It crashes.")
+    (duplicate,) = add_feedback(app, title="Export to CSV", customer_email="b@example.com")
+    page = page_text(signed_in.get(f"/feedback/{duplicate}/merge?into={target}"))
+    sides = re.findall(r'<article class="panel" data-merge="(\w+)">(.*?)</article>', page, re.S)
+    assert [side for side, _ in sides] == ["duplicate", "target"]
+    assert f"#{duplicate} Export to CSV" in sides[0][1] and "1 customer" in sides[0][1]
+    assert f"#{target} CSV export" in sides[1][1] and "It crashes." in sides[1][1]
+
+
+def test_merging_a_duplicate_without_details_keeps_its_title(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (target,) = add_feedback(app, title="CSV export", description="It crashes.")
+    (duplicate,) = add_feedback(app, title="Export to CSV, with totals")
+    merged_away(signed_in, duplicate, target)
+    (record,) = stored_feedback(app)
+    assert record.description == f"It crashes.\n\nFrom #{duplicate} Export to CSV, with totals"
+    assert searched(signed_in, "totals") == ["CSV export"]
+
+
+# --- The log as a demand-first board --------------------------------------------------------------
+
+
+def test_the_log_puts_each_records_customers_left_of_its_title_with_a_status_chip(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    (one,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    (three,) = add_feedback(app, title="CSV export", customer_email="b@example.com")
+    backed_by(app, three, "c@example.com", "d@example.com")
+    page = page_text(signed_in.get("/"))
+    rows = re.findall(r'<li data-feedback-id="(\d+)".*?</li>', page, re.S)
+    assert rows == [str(three), str(one)]
+    row = re.search(rf'<li data-feedback-id="{three}".*?</li>', page, re.S).group(0)
+    demand = re.search(r'<div class="demand-block"[^>]*>(.*?)</div>', row, re.S).group(1)
+    assert re.sub(r"<[^>]+>|\s+", " ", demand).split() == ["3", "customers"]
+    assert row.index("demand-block") < row.index("CSV export")  # demand first, then the title
+    assert '<span class="status open">Open</span>' in row
+    single = re.search(rf'<li data-feedback-id="{one}".*?</li>', page, re.S).group(0)
+    assert '<span class="what">customer</span>' in single
+
+
+def test_the_status_tabs_count_the_records_of_each_status(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    first, second, _ = add_feedback(app, 3)
+    with app.app_context():
+        db.session.get(Feedback, first).status = "planned"
+        db.session.get(Feedback, second).status = "planned"
+        db.session.commit()
+    page = page_text(signed_in.get("/?status=planned"))
+    tabs = re.search(r'<nav class="tabs" aria-label="Status">(.*?)</nav>', page, re.S).group(1)
+    counted = re.findall(r'>([\w ]+)<span class="tab-count">([\d,]+)</span>', tabs)
+    assert counted == [
+        ("All", "3"),
+        ("Open", "1"),
+        ("Planned", "2"),
+        ("In progress", "0"),
+        ("Done", "0"),
+        ("Declined", "0"),
+    ]
+    assert '<a href="/?status=planned" aria-current="page">Planned' in tabs
+
+
+def test_the_status_counts_read_the_status_index_alone(app: Flask) -> None:
+    """At 50,000 records the tabs' counts must cost an index scan, not the table's rows."""
+    if not is_sqlite(app):
+        pytest.skip("the plan is SQLite's to show; PostgreSQL's depends on its statistics")
+    with app.app_context():
+        captured: list[str] = []
+        listener = lambda *args: captured.append(args[2])  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            status_counts()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+        (statement,) = captured
+        plan = db.session.execute(text(f"EXPLAIN QUERY PLAN {statement}")).all()
+    assert any("COVERING INDEX ix_feedback_status" in row[-1] for row in plan), plan
+
+
+def test_the_record_page_puts_the_customers_words_before_the_controls(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    """Two columns on a wide screen, one on a phone: in either, the evidence comes first."""
+    (record_id,) = add_feedback(app, title="Dark mode", customer_email="a@example.com")
+    add_feedback(app, title="Dark theme")
+    page = page_text(signed_in.get(f"/feedback/{record_id}"))
+    main = page.index('<article class="record">')
+    order = [
+        page.index(mark) for mark in ('id="evidence"', 'id="status"', "A duplicate?", ">Edit<")
+    ]
+    assert main < order[0] < page.index('<aside class="side"') < order[1] < order[2] < order[3]

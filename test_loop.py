@@ -1003,7 +1003,7 @@ def test_a_search_counts_what_it_lists_with_or_without_a_status(
     change_status(team, planned, "planned", notify="off")
     page = page_text(team.get("/?q=dark"))
     assert "2 records matching “dark”" in page
-    assert page.count('<td><a href="/feedback/') == 2
+    assert page.count('class="title" href="/feedback/') == 2
     page = page_text(team.get("/?q=dark&status=planned"))
     assert "1 record planned matching “dark”" in page
     assert "Dark mode" in page and "Dark theme" not in page

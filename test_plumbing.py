@@ -82,6 +82,17 @@ def test_html_pages_carry_security_headers(client: FlaskClient) -> None:
     assert response.headers["Referrer-Policy"] == "same-origin"
 
 
+def test_every_page_has_a_favicon_and_favicon_ico_finds_it(client: FlaskClient) -> None:
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in (
+        client.get("/first-account").get_data(as_text=True)
+    )
+    response = client.get("/favicon.ico")  # no sign-in: browsers ask before anyone signs in
+    assert (response.status_code, response.headers["Location"]) == (301, "/static/favicon.svg")
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    icon.close()
+
+
 def test_healthz_answers_without_sign_in(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200

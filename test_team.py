@@ -91,6 +91,7 @@ def test_the_first_user_made_on_the_command_line_is_an_owner(app: Flask) -> None
         ("get", "/team", None),
         ("post", "/team/invite", {"role": "member"}),
         ("post", "/team/1/role", {"role": "member"}),
+        ("get", "/team/1/remove", None),
         ("post", "/team/1/remove", {}),
         ("post", "/team/1/reset", {}),
         ("get", "/feedback/1/delete", None),
@@ -122,16 +123,17 @@ def test_a_member_is_never_offered_an_owners_action(canvas_app: Flask) -> None:
     (feedback_id,) = add_feedback(canvas_app)
     member = signed_in_browser(canvas_app, MEMBER)
     page = page_text(member.get(f"/feedback/{feedback_id}"))
-    assert "Delete…" not in page and "Merge…" not in page
+    assert "Delete…" not in page and "A duplicate?" not in page
     assert "Change status" in page and "Edit" in page  # members may do these
     nav = page_text(member.get("/"))
-    assert 'href="/team"' not in nav and "Disconnect" not in nav
+    assert 'href="/team"' not in nav and 'href="/intercom"' not in nav
+    assert member.get("/intercom").status_code == 403
     assert "Connected to Example Co workspace" in nav
     owner = canvas_app.test_client()
     sign_in(owner)
     page = page_text(owner.get(f"/feedback/{feedback_id}"))
-    assert "Delete…" in page and "Merge…" in page
-    assert 'href="/team"' in page and "Disconnect" in page
+    assert "Delete…" in page and "A duplicate?" in page
+    assert 'href="/team"' in page and 'href="/intercom"' in page
 
 
 def test_hedwig_always_keeps_an_owner(app: Flask, signed_in: FlaskClient) -> None:
@@ -155,7 +157,13 @@ def test_a_removed_teammate_is_signed_out_at_once_and_their_records_stay_theirs(
 ) -> None:
     member = signed_in_browser(app, MEMBER)
     post(member, "/feedback/new", {"title": "Dark mode"})
-    response = post(signed_in, f"/team/{user_id(app, MEMBER)}/remove")
+    url = f"/team/{user_id(app, MEMBER)}/remove"
+    assert f'<a href="{url}">Remove…</a>' in page_text(signed_in.get("/team"))
+    asked = page_text(signed_in.get(url))  # asked first, as removing evidence is
+    assert f"<h1>Remove {MEMBER} from the team?</h1>" in asked and f'action="{url}"' in asked
+    assert member.get("/").status_code == 200  # asking changed nothing
+    assert signed_in.post(url).status_code == 400  # no CSRF token
+    response = post(signed_in, url)
     assert response.status_code == 302
     assert member.get("/").status_code == 302  # to the sign-in page
     refused = post(member, "/login", {"email": MEMBER, "password": PASSWORD})
@@ -179,6 +187,7 @@ def invite_link(client: FlaskClient, **fields: str) -> str:
     response = post(client, "/team/invite", {"role": "member", **fields})
     assert response.status_code == 200
     assert "It works once; Hedwig will not show it again." in page_text(response)
+    assert 'data-copy="new-link" hidden>Copy</button>' in page_text(response)  # copy.js shows it
     return shown_link(response)
 
 
@@ -199,6 +208,8 @@ def test_an_invite_makes_an_account_once(app: Flask, signed_in: FlaskClient) -> 
     again = post(app.test_client(), link, {"password": PASSWORD, "confirm": PASSWORD})
     assert again.status_code == 410
     assert "This link has been used already" in page_text(again)
+    assert "<title>This link was used already · Hedwig</title>" in page_text(again)
+    assert "Something went wrong" not in page_text(again)
     assert app.test_client().get(link).status_code == 410
     assert len(users(app)) == 2
 
@@ -222,16 +233,17 @@ def test_an_open_invite_asks_for_the_email_and_gives_its_role(
 
 
 @pytest.mark.parametrize(
-    ("spoil", "status", "message"),
+    ("spoil", "status", "heading", "message"),
     [
-        ("expire", 410, "This link has expired."),
-        ("revoke", 410, "This link was withdrawn by an owner."),
-        ("tamper", 404, "This link is not one Hedwig made"),
+        ("expire", 410, "This link has expired", "This link has expired."),
+        ("revoke", 410, "This link was withdrawn", "This link was withdrawn by an owner."),
+        ("tamper", 404, "This link does not work", "This link is not one Hedwig made"),
     ],
 )
 def test_an_expired_revoked_or_tampered_invite_says_which_and_makes_nothing(
-    app: Flask, signed_in: FlaskClient, spoil: str, status: int, message: str
+    app: Flask, signed_in: FlaskClient, spoil: str, status: int, heading: str, message: str
 ) -> None:
+    """The page is titled for what the link is, and says what to do."""
     link = invite_link(signed_in, email=MEMBER)
     with app.app_context():
         invite = db.session.scalars(select(models.AccountLink)).one()
@@ -251,6 +263,8 @@ def test_an_expired_revoked_or_tampered_invite_says_which_and_makes_nothing(
     ):
         assert response.status_code == status
         assert message in page_text(response)
+        assert f"<title>{heading} · Hedwig</title>" in page_text(response)
+        assert f"<h1>{heading}</h1>" in page_text(response)
     assert MEMBER not in users(app)
 
 

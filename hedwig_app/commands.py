@@ -8,12 +8,8 @@ companies, webhooks_out, preview, outbox and team.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import itertools
-import json
 import os
-import shlex
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -45,7 +41,7 @@ from hedwig_app.database import (
     upgrade_database,
 )
 from hedwig_app.outbox import SENDER_WAIT_MAX, send_notes
-from hedwig_app.preview import SAMPLE, sample_canvas_payload
+from hedwig_app.preview import signed_canvas_request
 from hedwig_app.team import RESET_LIFETIME, new_link
 from hedwig_app.webhooks_out import add_endpoint, send_webhooks
 from models import WEBHOOK_EVENTS, ContactCompany, Note, OutgoingDelivery, db, normalize_email
@@ -250,18 +246,10 @@ def canvas_request_command(endpoint: str, workspace: str, component: str, origin
         raise click.ClickException(
             "Set HEDWIG_INTERCOM_CLIENT_SECRET: requests are signed with it."
         )
-    payload = sample_canvas_payload(SAMPLE, workspace, "alex.agent@example.com")
-    if endpoint == "submit":
-        payload |= {"component_id": component, "input_values": {}, "current_canvas": {}}
-    body = json.dumps(payload)
-    signature = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
     origin = origin or current_app.config["BASE_URL"] or local_origin()
     with current_app.test_request_context(base_url=origin):
         url = url_for(f"inbox.canvas_{endpoint}", _external=True)
-    click.echo(
-        f"curl -sS -X POST {url} -H 'Content-Type: application/json' \\\n"
-        f"  -H 'X-Body-Signature: {signature}' --data-binary {shlex.quote(body)}"
-    )
+    click.echo(signed_canvas_request(url, endpoint, workspace, component))
 
 
 @click.command("send-notes")

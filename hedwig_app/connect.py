@@ -136,6 +136,60 @@ def intercom_disconnect() -> Any:
     return redirect(url_for("log.index"))
 
 
+@connect.route("/intercom", methods=["GET"])
+@owners_only
+def intercom_settings() -> str:
+    """The owners' Intercom page: each connection and its region, the settings it needs and
+    how to connect; a permissions check on demand (check_permissions)."""
+    return render_template("intercom.html", checks={})
+
+
+@connect.post("/intercom/<id:connection_id>/check")
+@owners_only
+def check_permissions(connection_id: int) -> str:
+    """Ask Intercom, with the connection's token, for what each permission Hedwig reads with
+    allows: read calls only, one item each. Writing (the notes) is not tried: it would write."""
+    connection = db.get_or_404(IntercomConnection, connection_id)
+    token, results = connection.token, []
+    for permission, path, params in PERMISSION_PROBES:
+        if token is None:
+            results.append((permission, "its token no longer decrypts here: connect again"))
+            continue
+        try:
+            call_intercom("GET", path, token=token, region=connection.region, params=params)
+        except IntercomError as error:
+            results.append((permission, str(error)))
+        else:
+            results.append((permission, ""))
+    return render_template("intercom.html", checks={connection.id: results})
+
+
+# What the permissions check asks: a read each permission allows, the smallest there is.
+PERMISSION_PROBES = (
+    ("Read admins", "/me", {}),
+    ("Read conversations", "/conversations", {"per_page": 1}),
+    ("Read and list users and companies", "/contacts", {"per_page": 1}),
+)
+
+
+@connect.post("/intercom/setup-line/dismiss")
+def dismiss_setup_line() -> Response:
+    """Hide the log's "Intercom not connected" line in this browser, for a year."""
+    response = redirect(url_for("log.index"))
+    response.set_cookie(
+        SETUP_LINE_COOKIE,
+        "dismissed",
+        max_age=365 * 24 * 3600,
+        httponly=True,
+        samesite="Lax",
+        secure=request.is_secure,
+    )
+    return response
+
+
+SETUP_LINE_COOKIE = "hedwig_setup_line"
+
+
 @connect.app_context_processor
 def connection_state() -> dict[str, Any]:
     """What the nav shows of Intercom: connected workspaces, or how to connect."""
@@ -149,6 +203,7 @@ def connection_state() -> dict[str, Any]:
         "oauth_configured": oauth_configured(),
         "token_configured": bool(current_app.config["INTERCOM_CLIENT_SECRET"]),
         "settings_missing": SETTINGS_MISSING,
+        "setup_line_dismissed": request.cookies.get(SETUP_LINE_COOKIE) == "dismissed",
         "sign_in_with_intercom_offered": sign_in_with_intercom_offered,
     }
 

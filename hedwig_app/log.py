@@ -24,7 +24,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from sqlalchemy import Select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import contains_eager, selectinload
 
 from hedwig_app.auth import owners_only
@@ -46,10 +46,11 @@ from hedwig_app.records import (
     workspace_names,
 )
 from hedwig_app.replies import reply_form
-from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search_count
+from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search, search_count
 from hedwig_app.status import (
     conversations_to_note,
     notes_to_send,
+    status_counts,
     status_form_defaults,
     status_history,
 )
@@ -93,6 +94,7 @@ def index() -> str:
         "index.html",
         pagination=pagination,
         plans=company_plans(),
+        status_counts=status_counts(),
         list_url=functools.partial(filtered_url, "log.index", filters),
         csv_url=filtered_url("log.export_csv", filters),
         **filters,
@@ -241,10 +243,12 @@ def merge_feedback(feedback_id: int) -> Any:
     duplicate = db.session.get(Feedback, feedback_id)
     if duplicate is None:
         return missing_record(feedback_id)
+    if request.method == "GET" and "into" not in request.args:
+        return merge_choices(duplicate)
     into_id = request.values.get("into", type=record_id)
     target = db.session.get(Feedback, into_id or 0) or merged_target(into_id)
     if target is None or target.id == duplicate.id:
-        flash("Merge into which record? Give the number of another record.")
+        flash("Merge into which record? Choose another record, or find it by its title.")
         return redirect(url_for("log.show_feedback", feedback_id=duplicate.id))
     if request.method == "GET":
         refusal = merge_refusal(duplicate, target)
@@ -260,7 +264,8 @@ def merge_feedback(feedback_id: int) -> Any:
         return page, 409
     # Said from what this transaction wrote: once committed, the target may change again.
     done = (
-        f"Feedback #{feedback_id} merged into #{target.id}: {moved} pieces of evidence moved; "
+        f"Feedback #{feedback_id} merged into #{target.id}: "
+        f"{plural(moved, 'piece of evidence', 'pieces of evidence')} moved; "
         f"{plural(target.customer_count, 'customer')} back it now."
     )
     target_id = target.id
@@ -272,12 +277,53 @@ def merge_feedback(feedback_id: int) -> Any:
     return redirect(url_for("log.show_feedback", feedback_id=target_id))
 
 
-@feedback_log.post("/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete")
+def merge_choices(duplicate: Feedback) -> Any:
+    """The records ``?q=`` finds by their words (a number, "12" or "#12", goes straight to
+    asking to merge into it), or those likeliest to be the same request, to choose from."""
+    q = search_text()
+    number = q.removeprefix("#").strip()
+    if number.isascii() and number.isdigit():
+        return redirect(url_for("log.merge_feedback", feedback_id=duplicate.id, into=number))
+    found = merge_candidates(duplicate, q, MERGE_FOUND) if q else merge_candidates(duplicate)
+    return render_template("merge_pick.html", duplicate=duplicate, q=q, found=found)
+
+
+MERGE_SUGGESTED, MERGE_FOUND = 5, 10
+
+
+def merge_candidates(record: Feedback, words: str = "", limit: int = MERGE_SUGGESTED) -> list:
+    """The records ``record`` may be merged into that share the most of ``words`` (its own
+    title's, unless given) by the full-text search, best first; records shown in another
+    workspace's Inbox are left out, as merge_refusal refuses them."""
+    others = select(Feedback).where(Feedback.id != record.id)
+    if record.workspace_id:
+        others = others.where(
+            or_(Feedback.workspace_id.is_(None), Feedback.workspace_id == record.workspace_id)
+        )
+    found = search(others, words or record.title, any_word=not words, window_only=True)
+    return list(db.session.scalars(found.limit(limit)))
+
+
+@feedback_log.route(
+    "/feedback/<id:feedback_id>/evidence/<id:evidence_id>/delete", methods=["GET", "POST"]
+)
 def remove_evidence(feedback_id: int, evidence_id: int) -> Any:
+    """Ask first (GET: who, their words, what follows), then remove it and count again."""
     evidence = db.session.get(Evidence, evidence_id)
     if evidence is None or evidence.feedback_id != feedback_id:
         abort(404, "No such evidence on this record.")
     record = evidence.feedback
+    if request.method == "GET":
+        who = evidence.customer_name or evidence.customer_email or "this evidence"
+        return render_template(
+            "remove_evidence.html",
+            heading=f"Remove {who} from #{feedback_id}?",
+            button="Remove",
+            action=request.path,
+            cancel=url_for("log.show_feedback", feedback_id=feedback_id, _anchor="evidence"),
+            evidence=evidence,
+            feedback=record,
+        )
     try:
         hold_records(record)
     except RecordGone as gone:
@@ -369,6 +415,7 @@ def show_record(
         workspaces=workspace_names(),
         changes=status_history(record),
         conversations_to_note=conversations_to_note(record),
+        merge_candidates=merge_candidates(record) if g.user.is_owner else [],
         status_form=status_form,
         errors=errors or {},
         issue_url=issue_url,

@@ -89,10 +89,11 @@ def change_status(feedback_id: int) -> Any:
         return show_record(record, status_form=values, errors=errors), 400
     if values["reply"]:
         add_replies(record, change, values["reply_message"])
+    said = told(change)  # counted before the sender can pick the notes up
     announce("status.changed", status_data(record, change.from_status, change.message))
     db.session.commit()
     wake_sender()
-    flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{told(change)}.")
+    flash(f"#{feedback_id} is {STATUSES[values['status']].lower()} now{said}.")
     return redirect(url_for("log.show_feedback", feedback_id=feedback_id))
 
 

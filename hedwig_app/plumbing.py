@@ -16,7 +16,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, abort, current_app, g, render_template, request, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -25,6 +35,7 @@ from werkzeug.routing import IntegerConverter
 
 from hedwig_app.database import ALEMBIC_VERSION
 from models import ID_MAX, NAME_MAX, db
+from models import plural as plural  # the one plural helper, for every module and template
 
 ID_LARGEST = 2**31 - 1  # the largest id PostgreSQL's integer columns keep
 
@@ -126,10 +137,12 @@ def install_plumbing(app: Flask) -> None:
         # Behind ngrok or a reverse proxy: the client's address is the one the proxies saw.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
     app.add_url_rule("/healthz", view_func=healthz)
+    app.add_url_rule("/favicon.ico", view_func=favicon)
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, error_page)
     app.register_error_handler(Refused, refused_page)
     app.add_template_filter(format_datetime, "datetime")
+    app.add_template_global(plural)
     logging.getLogger("werkzeug").addFilter(REDACT_CREDENTIALS)
     app.logger.addFilter(REDACT_CREDENTIALS)  # "Exception on /invite/<key> [POST]"
 
@@ -152,6 +165,12 @@ def healthz() -> tuple[dict[str, str], int]:
             return {"status": "database is read-only"}, 503
         return {"status": "database unavailable"}, 503
     return {"status": "ok"}, 200
+
+
+@public
+def favicon() -> Response:
+    """Browsers and feed readers ask for /favicon.ico whatever a page links: the SVG's there."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 def read_only(error: SQLAlchemyError) -> bool:
@@ -187,9 +206,11 @@ def error_page(error: HTTPException) -> Any:
         with contextlib.suppress(SQLAlchemyError):
             db.session.rollback()
         g.user = None
+    heading = getattr(error, "heading", None)  # a page titled for what happened (LinkRefused)
     if request.path.startswith(API_PREFIX):
         return json_error(code, error.name.lower().replace(" ", "_"), description)
-    return render_template("error.html", code=code, description=description), code
+    page = render_template("error.html", code=code, description=description, heading=heading)
+    return page, code
 
 
 def json_error(status: int, code: str, message: str, **more: Any) -> Response:
@@ -278,10 +299,6 @@ def external_url(endpoint: str, **values: Any) -> str:
     if base:
         return base + url_for(endpoint, **values)
     return url_for(endpoint, _external=True, **values)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @functools.cache

@@ -332,10 +332,11 @@ def merge_refusal(duplicate: Feedback, target: Feedback) -> str | None:
 
 
 def merged_description(duplicate: Feedback, target: Feedback) -> str:
-    """The target's details, then the duplicate's as a paragraph saying where they came from."""
-    if not duplicate.description:
-        return target.description
-    kept = f"From #{duplicate.id} {duplicate.title}:\n{duplicate.description}"
+    """The target's details, then the duplicate's title and details as a paragraph saying
+    where they came from: nothing a person wrote is dropped by a merge."""
+    kept = f"From #{duplicate.id} {duplicate.title}"
+    if duplicate.description:
+        kept += f":\n{duplicate.description}"
     return f"{target.description}\n\n{kept}" if target.description else kept
 
 

@@ -26,6 +26,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
 
 from hedwig_app.auth import (
     active_user,
@@ -68,7 +69,23 @@ LINK_REFUSED = {
     "expired": "This link has expired. Ask the owner who sent it for a new one.",
     "revoked": "This link was withdrawn by an owner. Ask them for a new one.",
 }
+LINK_HEADINGS = {
+    "tampered": "This link does not work",
+    "used": "This link was used already",
+    "expired": "This link has expired",
+    "revoked": "This link was withdrawn",
+}
 LAST_OWNER = "Hedwig needs an owner: make someone else an owner first."
+
+
+class LinkRefused(HTTPException):
+    """An invite or reset link that opens nothing now: its page is titled for why (a link
+    Hedwig did not make is a 404, one that was good once a 410)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(LINK_REFUSED[reason])
+        self.code = 404 if reason == "tampered" else 410
+        self.heading = LINK_HEADINGS[reason]
 
 
 @team.get("/team")
@@ -128,10 +145,21 @@ def change_role(user_id: int) -> Any:
     return redirect(url_for("team.team_page"))
 
 
-@team.post("/team/<id:user_id>/remove")
+@team.route("/team/<id:user_id>/remove", methods=["GET", "POST"])
 @owners_only
 def remove_teammate(user_id: int) -> Any:
-    """They sign in no more, their sessions end at once; what they recorded stays theirs."""
+    """Ask first (GET), then: they sign in no more, their sessions end at once; what they
+    recorded stays theirs."""
+    if request.method == "GET":
+        teammate = team_member_or_404(user_id)
+        return render_template(
+            "remove_teammate.html",
+            heading=f"Remove {teammate.email} from the team?",
+            button="Remove from the team",
+            action=request.path,
+            cancel=url_for("team.team_page"),
+            teammate=teammate,
+        )
     begin_write(User)
     teammate = team_member_or_404(user_id)
     if teammate.is_owner and is_last_owner(teammate):
@@ -222,7 +250,7 @@ def accept_invite(token: str) -> Any:
 def reset_password(token: str) -> Any:
     link = account_link(token, "reset")
     if link.user is None or link.user.removed_at is not None:
-        abort(410, LINK_REFUSED["revoked"])
+        raise LinkRefused("revoked")
     if request.method == "GET":
         return render_template("reset.html", link=link)
     password = request.form.get("password", "")
@@ -412,7 +440,7 @@ def account_link(token: str, kind: str) -> AccountLink:
     try:
         link_id, key = link_serializer(kind).loads(token)
     except (BadSignature, ValueError, TypeError):
-        abort(404, LINK_REFUSED["tampered"])
+        raise LinkRefused("tampered") from None
     link = db.session.get(AccountLink, link_id) if isinstance(link_id, int) else None
     if (
         link is None
@@ -420,10 +448,10 @@ def account_link(token: str, kind: str) -> AccountLink:
         or not isinstance(key, str)
         or not hmac.compare_digest(key_hash(key), link.key_hash)
     ):
-        abort(404, LINK_REFUSED["tampered"])
+        raise LinkRefused("tampered")
     refused = link_refused(link)
     if refused:
-        abort(410, LINK_REFUSED[refused])
+        raise LinkRefused(refused)
     return link
 
 
@@ -456,4 +484,4 @@ def spend_link(link: AccountLink) -> None:
     ).rowcount
     if not spent:
         db.session.rollback()
-        abort(410, LINK_REFUSED[link_refused(db.session.get(AccountLink, link.id)) or "used"])
+        raise LinkRefused(link_refused(db.session.get(AccountLink, link.id)) or "used")
