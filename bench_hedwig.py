@@ -340,7 +340,7 @@ def wrk(url: str, seconds: float, *options: str, script_args: tuple[str, ...] = 
     ).stdout
 
     def latency(percentile: str) -> float:
-        found = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s|m)$", output, re.M)
+        found = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)
         if found is None:  # say what wrk said, not an AttributeError
             raise SystemExit(f"{url}: wrk gave no {percentile}% latency:\n{output}")
         value, unit = found.groups()
