@@ -4,6 +4,7 @@ to a receiver on loopback, signed, retried, never redirected, once each."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -510,3 +511,34 @@ def test_deliveries_an_earlier_process_left_are_sent_after_a_start(
     restarted.test_client().get("/login")
     wait_for_sender(restarted)
     assert receiver.events() == ["record.deleted"]
+
+
+def test_each_change_made_through_the_api_is_told_as_the_pages_tell_it(
+    hooks_app: Flask, owner: FlaskClient
+) -> None:
+    add_webhook(hooks_app, "http://127.0.0.1:9/all")
+    created = post(owner, "/account/tokens", {"name": "Script"})
+    token = re.search(r"hedwig_[A-Za-z0-9_-]+", created.get_data(as_text=True)).group()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def call(method: str, url: str, body: Any = None) -> Any:
+        return owner.open(f"/api/v1{url}", method=method, headers=headers, json=body)
+
+    record_id = call("POST", "/records", {"title": "Dark mode"}).json["id"]
+    other_id = call("POST", "/records", {"title": "Night theme"}).json["id"]
+    assert call("PATCH", f"/records/{record_id}", {"title": "Dark mode!"}).status_code == 200
+    assert call("PATCH", f"/records/{record_id}", {"title": "Dark mode!"}).status_code == 200
+    evidence = {"customer_name": "Ann", "quote": "Night!"}
+    assert call("POST", f"/records/{record_id}/evidence", evidence).status_code == 201
+    assert call("POST", f"/records/{record_id}/status", {"status": "planned"}).status_code == 200
+    assert call("POST", f"/records/{other_id}/merge", {"into": record_id}).status_code == 200
+    assert call("DELETE", f"/records/{record_id}").status_code == 204
+    assert [d.event for d in deliveries(hooks_app)] == [
+        "record.created",
+        "record.created",
+        "record.updated",  # once: the second PATCH changed nothing
+        "evidence.added",
+        "status.changed",
+        "record.merged",
+        "record.deleted",
+    ]

@@ -53,6 +53,7 @@ from hedwig_app.status import (
     status_history,
     validate_status_change,
 )
+from hedwig_app.webhooks_out import announce, evidence_data, record_data, status_data
 from models import (
     DEFAULT_IMPORTANCE,
     ID_MAX,
@@ -512,7 +513,10 @@ def create_record() -> Any:
             **{name: values.get(name, "") for name in EVIDENCE_FIELDS},
         )
     refresh_backing(record)
+    db.session.flush()
+    announce("record.created", record_data(record))
     db.session.commit()
+    wake_sender_if_asked()
     return full_record_json(record), 201, {"Location": record_json(record)["api_url"]}
 
 
@@ -525,8 +529,11 @@ def update_record(feedback_id: int) -> Any:
     values = {"title": record.title, "description": record.description} | sent
     checked(validate_feedback(values))
     hold_records(record)  # RecordGone (409) when it went meanwhile
-    record.title, record.description = values["title"], values["description"]
+    if (record.title, record.description) != (values["title"], values["description"]):
+        record.title, record.description = values["title"], values["description"]
+        announce("record.updated", record_data(record))
     db.session.commit()
+    wake_sender_if_asked()
     return full_record_json(record)
 
 
@@ -541,8 +548,10 @@ def delete_record(feedback_id: int) -> Any:
     owner_required()
     record = found_record(feedback_id)
     hold_records(record, exclusive=True)
+    announce("record.deleted", record_data(record))
     db.session.delete(record)
     db.session.commit()
+    wake_sender_if_asked()
     return Response(status=204)
 
 
@@ -560,7 +569,9 @@ def merge_record(feedback_id: int) -> Any:
     if target is None or target.id == duplicate.id:
         raise Invalid("Merge into which record?", {"into": f"There is no record #{into_id}."})
     moved = merge_records(duplicate, target)
+    announce("record.merged", {"merged_id": feedback_id, **record_data(target)})
     db.session.commit()
+    wake_sender_if_asked()
     return {"moved": moved, "record": full_record_json(target)}
 
 
@@ -601,6 +612,7 @@ def add_record_evidence(feedback_id: int) -> Any:
         raise RecordConflict(
             f"Conversation {conversation} backs #{feedback_id} already: nothing was added."
         ) from None
+    announce("evidence.added", record_data(record) | {"evidence": evidence_data(evidence)})
     db.session.commit()
     wake_sender_if_asked()
     return evidence_json(evidence) | {"record": record_json(record)}, 201
@@ -646,6 +658,7 @@ def change_record_status(feedback_id: int) -> Any:
         raise Invalid("Nothing to change.", validate_status_change(record, values))
     if reply:
         add_replies(record, change, reply)
+    announce("status.changed", status_data(record, change.from_status, change.message))
     db.session.commit()
     wake_sender()
     return full_record_json(record)
