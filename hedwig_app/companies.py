@@ -22,7 +22,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Select, func, literal, or_, select, update
 
-from hedwig_app.database import upsert_insert
+from hedwig_app.database import claim_first, upsert_insert
 from hedwig_app.intercom import IntercomError, call_intercom, call_seconds, refuse_connection
 from hedwig_app.plumbing import id_or_none, text_or_none
 from hedwig_app.records import THE_CONTACT, reweigh_records
@@ -71,21 +71,7 @@ def read_companies(limit: int | None = None, wait_max: float = 0) -> Counter[str
 def claim_next_read() -> ContactCompany | None:
     """The next contact whose company is due, claimed by this reader with one UPDATE."""
     now = utcnow()
-    for asked_id in db.session.scalars(due_reads(now).limit(20)).all():
-        claimed = db.session.execute(
-            update(ContactCompany)
-            .where(
-                ContactCompany.id == asked_id,
-                ContactCompany.state == "pending",
-                ContactCompany.next_attempt_at <= now,
-            )
-            .values(state="reading", claimed_at=now)
-        ).rowcount
-        db.session.commit()
-        if claimed:
-            return db.session.get(ContactCompany, asked_id)
-    db.session.rollback()
-    return None
+    return claim_first(ContactCompany, due_reads(now), now, "reading")
 
 
 def due_reads(now: datetime) -> Select:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import flask_migrate
 from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import column, event, func, inspect, make_url, select, table
+from sqlalchemy import Select, column, event, func, inspect, make_url, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -240,3 +240,21 @@ def upsert_insert(model: type[db.Model], dialect: str) -> Any:
     """An INSERT into ``model``'s table that can say what to do ON CONFLICT, for the database
     named by ``dialect`` ("sqlite" or "postgresql", which spell it alike)."""
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def claim_first(model: type[db.Model], due: Select, now: Any, claimed_state: str) -> Any:
+    """The first of ``due``'s ids (pending rows whose time has come) that this sender claims:
+    one UPDATE moves it from pending to ``claimed_state``, so of two senders only one moves it.
+    Each claim is committed at once; None when every due row went to another sender. The
+    outbox's notes, the company reads and the webhook deliveries are all claimed this way."""
+    for row_id in db.session.scalars(due.limit(20)).all():
+        claimed = db.session.execute(
+            update(model)
+            .where(model.id == row_id, model.state == "pending", model.next_attempt_at <= now)
+            .values(state=claimed_state, claimed_at=now)
+        ).rowcount
+        db.session.commit()
+        if claimed:
+            return db.session.get(model, row_id)
+    db.session.rollback()
+    return None

@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import Select, func, select, update
 
 from hedwig_app.companies import read_companies, seconds_until_next_read
+from hedwig_app.database import claim_first
 from hedwig_app.intercom import (
     IntercomError,
     call_seconds,
@@ -58,17 +59,7 @@ def claim_next_note() -> Note | None:
     """The next due note, claimed by this sender: the UPDATE that moves it from pending to
     sending is one statement, so of two senders only one moves it."""
     now = utcnow()
-    for note_id in db.session.scalars(due_notes(now).limit(20)).all():
-        claimed = db.session.execute(
-            update(Note)
-            .where(Note.id == note_id, Note.state == "pending", Note.next_attempt_at <= now)
-            .values(state="sending", claimed_at=now)
-        ).rowcount
-        db.session.commit()
-        if claimed:
-            return db.session.get(Note, note_id)
-    db.session.rollback()
-    return None
+    return claim_first(Note, due_notes(now), now, "sending")
 
 
 def due_notes(now: datetime) -> Select:

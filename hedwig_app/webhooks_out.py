@@ -31,6 +31,7 @@ import requests
 from flask import current_app
 from sqlalchemy import DateTime, String, bindparam, cast, func, insert, literal, select, update
 
+from hedwig_app.database import claim_first
 from hedwig_app.intercom import CallDeadline, call_seconds, read_bounded
 from hedwig_app.plumbing import external_url
 from models import (
@@ -262,23 +263,8 @@ def claim_next_delivery() -> OutgoingDelivery | None:
         select(OutgoingDelivery.id)
         .where(OutgoingDelivery.state == "pending", OutgoingDelivery.next_attempt_at <= now)
         .order_by(OutgoingDelivery.next_attempt_at, OutgoingDelivery.id)
-        .limit(20)
     )
-    for delivery_id in db.session.scalars(due).all():
-        claimed = db.session.execute(
-            update(OutgoingDelivery)
-            .where(
-                OutgoingDelivery.id == delivery_id,
-                OutgoingDelivery.state == "pending",
-                OutgoingDelivery.next_attempt_at <= now,
-            )
-            .values(state="sending", claimed_at=now)
-        ).rowcount
-        db.session.commit()
-        if claimed:
-            return db.session.get(OutgoingDelivery, delivery_id)
-    db.session.rollback()
-    return None
+    return claim_first(OutgoingDelivery, due, now, "sending")
 
 
 def seconds_until_next_delivery() -> float | None:
