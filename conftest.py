@@ -77,9 +77,9 @@ TEST_PASSWORD_METHOD = "pbkdf2:sha256:1"
 
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
-    models.PASSWORD_METHOD = TEST_PASSWORD_METHOD
+    User.password_method = TEST_PASSWORD_METHOD
     yield
-    models.PASSWORD_METHOD = PRODUCTION_PASSWORD_METHOD
+    User.password_method = PRODUCTION_PASSWORD_METHOD
 
 
 def worker_database(url: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from werkzeug.routing import Rule
 
 import hedwig_app.auth
+import hedwig_schema.people
 import models
 from conftest import (
     PASSWORD,
@@ -67,7 +68,7 @@ def test_passwords_are_hashed_with_scrypt(
     """Production's hashing (the tests' own users get a cheap one: see conftest): a user made
     with the default setting gets an scrypt hash that checks, and signs in with it; so does
     the decoy an unknown email is checked against."""
-    monkeypatch.setattr(models, "PASSWORD_METHOD", PRODUCTION_PASSWORD_METHOD)
+    monkeypatch.setattr(User, "password_method", PRODUCTION_PASSWORD_METHOD)
     create_user(app)
     with app.app_context():
         user = db.session.scalars(select(User)).one()
@@ -215,7 +216,7 @@ def wrong_sign_in(client: FlaskClient, email: str = "ada@example.com", **environ
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every password check made, by the email's account or the decoy."""
     made: list[str] = []
-    for module in (hedwig_app.auth, models):
+    for module in (hedwig_app.auth, hedwig_schema.people):  # the decoy's, and User's
         check = module.check_password_hash
 
         def counted(stored: str, password: str, check: Any = check) -> bool:

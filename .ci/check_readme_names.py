@@ -1,14 +1,16 @@
 """Check that the README names only code that exists.
 
 Every name in single backticks in README.md that looks like Python from Hedwig's code must be
-defined (def, class or assignment) in hedwig.py, hedwig_app/*.py or models.py:
+defined (def, class or assignment) in hedwig.py, hedwig_app/*.py, models.py or the tables it
+maps in hedwig_schema/*.py:
 
     `name()`          a function or method
     `@name`           a decorator (a function)
     `Name`            a class, or any name defined at a module's top level
     `NAME_OR_CONST`   a constant (HEDWIG_* are settings, not Python: skipped)
     `Class.attr`      an attribute or method defined in that class's body (with or without ())
-    `module.name`     a name defined in hedwig_app/module.py (or models.py, hedwig.py)
+    `module.name`     a name defined in hedwig_app/module.py (or models.py, hedwig.py);
+                      models.name is any name hedwig_schema/ defines, as models.py re-exports it
 
 File names (`hedwig.py`, `LICENSE`), settings (HEDWIG_*), commands, paths, JSON and the like
 are not names of this form, or are skipped.
@@ -30,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SOURCES = [ROOT / "hedwig.py", ROOT / "models.py", *sorted((ROOT / "hedwig_app").glob("*.py"))]
+SCHEMA = sorted((ROOT / "hedwig_schema").glob("*.py"))  # its names count as models.py's
 
 # Tokens that look like Python names but are something else, each with why.
 ALLOWLIST = {
@@ -89,9 +92,10 @@ def body_names(body: list[ast.stmt]) -> set[str]:
 
 def read_definitions() -> Definitions:
     found = Definitions()
-    for path in SOURCES:
+    for path in SOURCES + SCHEMA:
         tree = ast.parse(path.read_text(), filename=str(path))
-        found.top_level[path.stem] = body_names(tree.body)
+        module = "models" if path in SCHEMA else path.stem
+        found.top_level.setdefault(module, set()).update(body_names(tree.body))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 found.functions.add(node.name)

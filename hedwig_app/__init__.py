@@ -1,8 +1,9 @@
 """Hedwig's rooms: one module per step of the tutorial and per shared concern.
 
 Imports run one way, down this list: a module imports from those above it, never from one
-below it, and hedwig.py (create_app) imports from any. ``models.py`` beside the package is
-below them all.
+below it, and hedwig.py (create_app) imports from any. ``models.py`` beside the package, and
+the tables it maps in ``hedwig_schema/``, are below them all: the schema imports nothing from
+here, and every module here reads it through ``models.py``.
 
     settings      the settings, checked; the keys kept in the instance folder
     database      the database, its migrations, tuning and write locks

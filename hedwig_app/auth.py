@@ -35,7 +35,6 @@ from flask import (
 from sqlalchemy import delete, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-import models
 from hedwig_app.database import begin_write
 from hedwig_app.plumbing import form_text, public, signed_by_its_sender, warn_once
 from hedwig_app.settings import FORM_FIELDS_MAX
@@ -327,14 +326,14 @@ def password_matches(user: User | None, password: str) -> bool:
     """The password check, with the same work for an unknown email as for a known one, so
     that timing does not tell which addresses have accounts."""
     if user is None:
-        check_password_hash(decoy_password_hash(models.PASSWORD_METHOD), password)
+        check_password_hash(decoy_password_hash(User.password_method), password)
         return False
     return user.check_password(password)
 
 
 @functools.cache
 def decoy_password_hash(method: str) -> str:
-    """A hash made as users' are (models.PASSWORD_METHOD), once, for unknown emails."""
+    """A hash made as users' are (User.password_method), once, for unknown emails."""
     return generate_password_hash(secrets.token_urlsafe(16), method=method)
 
 
