@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -15,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 
 from conftest import (
     CONVERSATION_ID,
@@ -135,19 +136,166 @@ def listed_ids(response: Any) -> list[int]:
     return [int(n) for n in re.findall(r'href="/feedback/(\d+)"', page_text(response))]
 
 
+def linked(page: str, rel: str) -> str | None:
+    """The href of the page's Previous (rel "prev") or Next (rel "next") link, if any."""
+    link = re.search(rf'<a rel="{rel}" href="([^"]+)"', page)
+    return html.unescape(link.group(1)) if link else None
+
+
+def walked(client: FlaskClient, url: str, rel: str = "next") -> list[tuple[str, list[int]]]:
+    """Each page's URL and ids, following the Next (or Previous) links from ``url`` on."""
+    pages = []
+    while url:
+        page = page_text(client.get(url))
+        pages.append((url, listed_ids_of(page)))
+        url = linked(page, rel)
+        assert len(pages) < 100, "the links go round"
+    return pages
+
+
+def listed_ids_of(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r'href="/feedback/(\d+)"', page)]
+
+
 @pytest.mark.parametrize(("rows", "pages"), [(50, 1), (51, 2), (100, 2), (101, 3)])
 def test_pagination_boundaries(app: Flask, signed_in: FlaskClient, rows: int, pages: int) -> None:
     add_feedback(app, rows)
-    seen = []
-    for page in range(1, pages + 1):
-        response = signed_in.get(f"/?page={page}")
-        assert f"Page {page} of {pages}" in page_text(response)
-        assert ('rel="next"' in page_text(response)) == (page < pages)
-        assert ('rel="prev"' in page_text(response)) == (page > 1)
-        seen += listed_ids(response)
-    assert len(seen) == rows
-    assert seen == sorted(seen, reverse=True)
+    forward = [ids for _, ids in walked(signed_in, "/")]
+    assert [len(ids) for ids in forward] == [50] * (pages - 1) + [rows - 50 * (pages - 1)]
+    seen = [record for ids in forward for record in ids]
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == rows
+    last = page_text(signed_in.get(f"/?page={pages}"))  # an old numbered link still works
+    assert listed_ids_of(last) == forward[-1]
+    assert ('rel="prev"' in last) == (pages > 1) and 'rel="next"' not in last
+    assert [ids for _, ids in walked(signed_in, f"/?page={pages}", "prev")] == forward[::-1]
     assert listed_ids(signed_in.get(f"/?page={pages + 1}")) == []
+
+
+def tie_list(app: Flask, count: int) -> list[int]:
+    """``count`` records whose customer, company and spend figures and first-heard times tie
+    in threes, and a third of them planned: the ids."""
+    ids = add_feedback(app, count)
+    with app.app_context():
+        heard = utcnow()
+        for n, record_id in enumerate(ids):
+            record = db.session.get(Feedback, record_id)
+            record.customer_count = record.company_count = n // 3 % 7
+            record.monthly_spend, record.created_at = n // 3 % 5 * 100, heard - timedelta(n // 3)
+            record.status = "planned" if n % 3 == 1 else "open"
+        db.session.commit()
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("sort", "column"),
+    [
+        ("newest", "created_at"),
+        ("customers", "customer_count"),
+        ("companies", "company_count"),
+        ("revenue", "monthly_spend"),
+    ],
+)
+def test_pages_follow_each_other_by_cursor_through_ties_keeping_every_filter(
+    app: Flask, signed_in: FlaskClient, sort: str, column: str
+) -> None:
+    tie_list(app, 230)
+    with app.app_context():
+        open_records = db.session.scalars(select(Feedback).where(Feedback.status == "open"))
+        order = sorted(open_records, key=lambda r: (getattr(r, column), r.id), reverse=True)
+        expected = [record.id for record in order]
+    forward = walked(signed_in, f"/?sort={sort}&status=open&importance=")
+    assert [n for _, ids in forward for n in ids] == expected  # each once, in order
+    assert [len(ids) for _, ids in forward] == [50, 50, 50, 3]
+    for url, _ in forward[1:]:  # every page by cursor, every filter kept
+        assert set(parse_qs(urlsplit(url).query)) == {"sort", "status", "after"}
+        assert "153 records open" in page_text(signed_in.get(url))
+    backward = walked(signed_in, forward[-1][0], "prev")
+    assert [ids for _, ids in backward] == [ids for _, ids in forward[::-1]]
+    for url, _ in backward[1:]:
+        assert set(parse_qs(urlsplit(url).query)) == {"sort", "status", "before"}
+
+
+def test_an_old_numbered_link_shows_its_page_and_leads_on_by_cursor(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    tie_list(app, 160)
+    pages = [ids for _, ids in walked(signed_in, "/?sort=customers")]
+    second = page_text(signed_in.get("/?sort=customers&page=2"))
+    assert listed_ids_of(second) == pages[1]
+    assert listed_ids_of(page_text(signed_in.get(linked(second, "next")))) == pages[2]
+    assert listed_ids_of(page_text(signed_in.get(linked(second, "prev")))) == pages[0]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "after=junk",
+        "after=",
+        "before=_",
+        "after=2025-01-01T10:00:00",
+        "after=2025-01-01T10:00:00_",
+        "after=2025-01-01T10:00:00_0",
+        "after=2025-01-01T10:00:00_99999999999",
+        "after=2025-01-01T10:00:00+05:00_3",
+        "after=2025-13-01T10:00:00_3",
+        "after=3_3",
+        "sort=customers&after=2025-01-01T10:00:00_3",
+        "sort=revenue&after=-1_3",
+        "sort=revenue&before=99999999999999999999_3",
+        "sort=companies&after=%EF%BC%93_3",
+        "sort=customers&q=export&after=x_1",
+    ],
+)
+def test_a_damaged_page_link_is_refused_with_a_sentence(
+    app: Flask, signed_in: FlaskClient, query: str
+) -> None:
+    add_feedback(app, 3, title="Export")
+    response = signed_in.get(f"/?{query}")
+    assert response.status_code == 400
+    assert "This page&#39;s link is damaged" in page_text(response)
+    assert "start again from the list&#39;s first page" in page_text(response)
+
+
+def test_a_long_list_counts_to_10000_and_says_so(app: Flask, signed_in: FlaskClient) -> None:
+    with app.app_context():
+        rows = [{"title": f"Export {n}", "source": "web"} for n in range(10_001)]
+        db.session.execute(insert(Feedback), rows)
+        db.session.commit()
+    add_feedback(app, 1, title="Import")
+    assert "10,000+ records" in page_text(signed_in.get("/"))
+    assert "10,000+ records open" in page_text(signed_in.get("/?status=open"))
+    page = page_text(signed_in.get("/?q=export"))
+    assert "10,000+ records matching “export”" in page
+    assert "Page 1 of 200+" in page
+    last = page_text(signed_in.get("/?q=export&page=200"))
+    assert len(listed_ids_of(last)) == 50 and 'rel="next"' not in last
+    response = signed_in.get("/?q=export&page=201")
+    assert response.status_code == 404
+    assert "A search lists its first 10,000 matches: add a word to find others." in page_text(
+        response
+    )
+    assert "1 record matching “import”" in page_text(signed_in.get("/?q=import"))
+    assert "0 records done matching “export”" in page_text(signed_in.get("/?q=export&status=done"))
+
+
+def test_a_search_pages_past_its_ranked_window_listing_each_match_once(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    with app.app_context():
+        rows = [
+            {"title": f"Other {n}", "description": "needle", "source": "web"} for n in range(620)
+        ]
+        db.session.execute(insert(Feedback), rows)
+        db.session.commit()
+    (titled,) = add_feedback(app, title="Needle in the title")
+    add_feedback(app, 30, description="needle")  # newer: the title match is not the newest
+    pages = walked(signed_in, "/?q=needle")
+    assert [len(ids) for _, ids in pages] == [50] * 13 + [1]
+    listed = [n for _, ids in pages for n in ids]
+    assert listed[0] == titled and len(set(listed)) == 651  # best first, then each once
+    older = listed[500:]  # past the ranked window: newest first
+    assert older == sorted(older, reverse=True) and max(older) < min(listed[1:500])
+    assert "Page 11 of 14" in page_text(signed_in.get(pages[10][0]))
 
 
 def test_search_looks_in_title_description_and_customer(app: Flask, signed_in: FlaskClient) -> None:
@@ -1112,7 +1260,8 @@ def test_the_sort_the_filters_and_the_pages_keep_each_other(
     query = urlencode({name: values[0] for name, values in filters.items()})
     page = page_text(signed_in.get(f"/?{query}&sort=revenue"))
     assert "51 records open" in page
-    assert link_args(page, "Next") == filters | {"sort": ["revenue"], "page": ["2"]}
+    following = link_args(page, "Next")  # by cursor: the record at the page's end
+    assert following == filters | {"sort": ["revenue"], "after": following["after"]}
     controls = re.search(r'<form [^>]*class="list-controls".*?</form>', page, re.S).group(0)
     kept = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', controls))
     assert kept == {"q": "export", "status": "open"}  # the sort, importance and plan: selects
@@ -1123,9 +1272,11 @@ def test_the_sort_the_filters_and_the_pages_keep_each_other(
     assert link_args(page, "Download CSV") == filters | {"sort": ["revenue"]}
     assert link_args(page, "Planned") == filters | {"sort": ["revenue"], "status": ["planned"]}
     assert '<option value="">Any</option>' in controls  # any plan: the same form, plan ""
-    second = page_text(signed_in.get(f"/?{query}&sort=revenue&page=2"))
-    assert "Page 2 of 2" in second
-    assert link_args(second, "Previous") == filters | {"sort": ["revenue"], "page": ["1"]}
+    second = page_text(signed_in.get(linked(page, "next")))
+    assert len(listed_ids_of(second)) == 1 and "51 records open" in second
+    preceding = link_args(second, "Previous")
+    assert preceding == filters | {"sort": ["revenue"], "before": preceding["before"]}
+    assert listed_ids_of(page_text(signed_in.get(linked(second, "prev")))) == listed_ids_of(page)
     assert 'name="plan" value="Pro"' in page
 
 

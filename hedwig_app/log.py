@@ -10,6 +10,7 @@ import csv
 import functools
 import io
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -46,7 +47,18 @@ from hedwig_app.records import (
     workspace_names,
 )
 from hedwig_app.replies import reply_form
-from hedwig_app.search import SEARCH_MAX, company_plans, listed_feedback, search, search_count
+from hedwig_app.search import (
+    COUNT_CAP,
+    PER_PAGE,
+    SEARCH_MAX,
+    SORT_KEYS,
+    Cursor,
+    ListPage,
+    company_plans,
+    list_page,
+    listed_feedback,
+    search,
+)
 from hedwig_app.status import (
     conversations_to_note,
     notes_to_send,
@@ -69,36 +81,79 @@ from models import (
 )
 
 feedback_log = Blueprint("log", __name__)
-PER_PAGE = 50
 PAGE_MAX = 1_000_000
+SORT_VALUE_LARGEST = 2**63 - 1  # a count or monthly spend in a cursor: what a BIGINT keeps
 SORTS = ("best", "newest", "customers", "companies", "revenue")
 
 
 @feedback_log.get("/")
 def index() -> str:
+    """The list: a search's pages by number, within its first COUNT_CAP matches; any other
+    list's by cursor (?after=, ?before=: a record's sort column and id), so that a deep page
+    costs what the first does. An old ?page= link to such a list still shows its page."""
     filters = list_filters()
     page = request.args.get("page", 1, type=int)
-    if not 1 <= page <= PAGE_MAX:
+    ranked = bool(filters["q"]) and filters["sort"] in (None, "best")
+    if not 1 <= page <= (COUNT_CAP // PER_PAGE if ranked else PAGE_MAX):
+        if ranked and page > 1:
+            abort(
+                404, f"A search lists its first {COUNT_CAP:,} matches: add a word to find others."
+            )
         abort(404, "There is no such page of the feedback log.")
-    statement = listed_feedback(**filters).options(selectinload(Feedback.issue_links))
-    # A search's total is counted in the index (search_count), not by running the list again:
-    # only when no other filter narrows it.
-    narrowed = any(filters[name] for name in ("status", "importance", "plan"))
-    counted_in_index = bool(filters["q"]) and not narrowed
-    pagination = db.paginate(
-        statement, page=page, per_page=PER_PAGE, error_out=False, count=not counted_in_index
-    )
-    if counted_in_index:
-        pagination.total = search_count(filters["q"])
+    sort = filters["sort"] if filters["sort"] in SORT_KEYS else "newest"
+    after, before = (list_cursor(name, sort) for name in ("after", "before"))
+    listed = list_page(filters, page, after, before, selectinload(Feedback.issue_links))
+    list_url = functools.partial(filtered_url, "log.index", filters)
     return render_template(
         "index.html",
-        pagination=pagination,
+        listed=listed,
+        total=f"{COUNT_CAP:,}+" if listed.total > COUNT_CAP else f"{listed.total:,}",
+        count_cap=COUNT_CAP,
+        previous_url=list_url(**page_link(listed, sort, -1)) if listed.has_previous else None,
+        next_url=list_url(**page_link(listed, sort, 1)) if listed.has_next else None,
         plans=company_plans(),
         status_counts=status_counts(),
-        list_url=functools.partial(filtered_url, "log.index", filters),
+        list_url=list_url,
         csv_url=filtered_url("log.export_csv", filters),
         **filters,
     )
+
+
+def list_cursor(name: str, sort: str) -> Cursor | None:
+    """The list's ?after= or ?before=, as page_link wrote it for this sort: a record's sort
+    column and id, "<value>_<id>". Anything else is refused (400), not guessed at."""
+    text = request.args.get(name)
+    if text is None:
+        return None
+    value, _, id_text = text.rpartition("_")
+    try:
+        if sort == "newest":
+            key: Any = datetime.fromisoformat(value)
+            if key.tzinfo is not None:
+                raise ValueError("a local time")
+        elif value.isascii() and value.isdigit() and int(value) <= SORT_VALUE_LARGEST:
+            key = int(value)
+        else:
+            raise ValueError("not a count")
+        return key, record_id(id_text)
+    except ValueError:
+        abort(
+            400, f"This page's link is damaged (?{name}=): start again from the list's first page."
+        )
+
+
+def page_link(listed: ListPage, sort: str, step: int) -> dict[str, Any]:
+    """The query arguments of the page before (``step`` -1) or after (1) this one: by number,
+    or by a cursor on the record at this page's edge (none on an empty page: the first)."""
+    if not listed.keyset:
+        number = (listed.number or 1) + step
+        return {"page": number if number > 1 else None}
+    if not listed.records:
+        return {}
+    record = listed.records[0 if step < 0 else -1]
+    value = getattr(record, SORT_KEYS[sort].key)
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return {"before" if step < 0 else "after": f"{text}_{record.id}"}
 
 
 def filtered_url(endpoint: str, filters: Mapping[str, Any], **changes: Any) -> str:

@@ -4,14 +4,16 @@ any of its forms ("exported" finds "exports"), accents folded; a match in the ti
 one in the details, and that above one in the customers' words (names, emails, quotes); among
 equals, records more customers back come first. Ranking reads the newest SEARCH_WINDOW matches,
 so a word that is in every record costs what a rare one does; older matches follow, newest
-first. Also owns the log's list query (``listed_feedback``) and the Inbox's best matches.
-Imports nothing of Hedwig's but models.
+first. Also owns the log's list query (``listed_feedback``), its pages and its total, each
+bounded by the page, not by the records (``list_page``: COUNT_CAP, keyset cursors), and the
+Inbox's best matches. Imports nothing of Hedwig's but models.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -51,13 +53,122 @@ POSTGRES_CONFIG = "hedwig_words"  # 0015: words stemmed as English, none dropped
 BACKING_BOOST, BACKING_HALF = 0.2, 3.0
 
 
-# The list's orders besides the search's own: each newest-first among equals.
-SORT_ORDERS = {
-    "newest": (Feedback.created_at.desc(), Feedback.id.desc()),
-    "customers": (Feedback.customer_count.desc(), Feedback.id.desc()),
-    "companies": (Feedback.company_count.desc(), Feedback.id.desc()),
-    "revenue": (Feedback.monthly_spend.desc(), Feedback.id.desc()),
+PER_PAGE = 50
+COUNT_CAP = 10_000  # the list counts this many records, then says "10,000+"
+
+# The list's orders besides the search's own: a column, highest first, then the newest id
+# first among equals. Each has a (column, id) index, so a page after a cursor (a record's
+# column and id) reads its own rows, however deep (keyset_page).
+SORT_KEYS = {
+    "newest": Feedback.created_at,
+    "customers": Feedback.customer_count,
+    "companies": Feedback.company_count,
+    "revenue": Feedback.monthly_spend,
 }
+SORT_ORDERS = {name: (key.desc(), Feedback.id.desc()) for name, key in SORT_KEYS.items()}
+
+
+@dataclass
+class ListPage:
+    """A page of the list: its records; the list's total, counted up to COUNT_CAP + 1; its
+    number and the count of pages when pages are numbered (a ranked search, an old ?page=
+    link), else None; whether pages come before and after it; and whether those are reached
+    by cursor (``keyset``) or by number."""
+
+    records: list[Feedback]
+    total: int
+    number: int | None = None
+    pages: int | None = None
+    has_previous: bool = False
+    has_next: bool = False
+    keyset: bool = True
+
+
+Cursor = tuple[Any, int]  # a record's sort column and its id: where a keyset page starts
+
+
+def list_page(
+    filters: dict[str, Any],
+    number: int | None = None,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+    *loading: Any,
+) -> ListPage:
+    """The list's page: a ranked search's by number (within its first COUNT_CAP matches);
+    any other by keyset, after or before a cursor (an old numbered link still works). Its
+    records are read with the ``loading`` options given (what the page shows beside them)."""
+    if filters["q"] and filters["sort"] in (None, "best"):
+        return ranked_page(filters, number or 1, loading)
+    return keyset_page(filters, number, after, before, loading)
+
+
+def ranked_page(filters: dict[str, Any], number: int, loading: tuple[Any, ...] = ()) -> ListPage:
+    """Page ``number`` of a search, best match first. The search reads no further than the
+    page (``reach``), so its cost grows with the page's number, up to COUNT_CAP matches."""
+    offset = (number - 1) * PER_PAGE
+    statement = listed_feedback(**filters, reach=offset + PER_PAGE).options(*loading)
+    records = list(db.session.scalars(statement.limit(PER_PAGE).offset(offset)))
+    total = search_count(filters["q"], listed_feedback(**filters | {"q": ""}))
+    pages = max(1, -(-min(total, COUNT_CAP) // PER_PAGE))
+    return ListPage(records, total, number, pages, number > 1, number < pages, keyset=False)
+
+
+def keyset_page(
+    filters: dict[str, Any],
+    number: int | None,
+    after: Cursor | None,
+    before: Cursor | None,
+    loading: tuple[Any, ...] = (),
+) -> ListPage:
+    """A page of a list in a SORT_ORDERS order: the records after ``after``, or before
+    ``before``, or (an old link) at page ``number``'s offset, or the first page."""
+    statement = listed_feedback(**filters)
+    column = SORT_KEYS.get(filters["sort"] or "newest", Feedback.created_at)
+    total = capped_count(statement)
+    statement = statement.options(*loading)
+    if before is not None:
+        # Read back up from the cursor; what reaches the top is the first page, in full.
+        rows = rows_past(statement, column, before, PER_PAGE + 1, upward=True)
+        if len(rows) > PER_PAGE:
+            return ListPage(rows[PER_PAGE - 1 :: -1], total, has_previous=True, has_next=True)
+    elif after is not None or (number or 1) > 1:
+        if after is not None:
+            rows = rows_past(statement, column, after, PER_PAGE + 1)
+        else:
+            offset = (number or 1) * PER_PAGE - PER_PAGE
+            rows = list(db.session.scalars(statement.limit(PER_PAGE + 1).offset(offset)))
+        return ListPage(rows[:PER_PAGE], total, has_previous=True, has_next=len(rows) > PER_PAGE)
+    rows = list(db.session.scalars(statement.limit(PER_PAGE + 1)))
+    return ListPage(rows[:PER_PAGE], total, has_next=len(rows) > PER_PAGE)
+
+
+def rows_past(
+    statement: Select, column: Any, cursor: Cursor, limit: int, upward: bool = False
+) -> list[Feedback]:
+    """Up to ``limit`` of the statement's records past ``cursor``, in the list's order (or,
+    ``upward``, back towards its top): those tied with it on ``column`` first, then those
+    past its value. Two reads, each from a seek on the (column, id) index: SQLite seeks a
+    row value by its first column alone, and would read a whole run of ties to pass them."""
+    value, record_id = cursor
+    if upward:
+        order = (column, Feedback.id)
+        tied, rest = and_(column == value, Feedback.id > record_id), column > value
+    else:
+        order = (column.desc(), Feedback.id.desc())
+        tied, rest = and_(column == value, Feedback.id < record_id), column < value
+    ordered = statement.order_by(None).order_by(*order)
+    rows = list(db.session.scalars(ordered.where(tied).limit(limit)))
+    if len(rows) < limit:
+        rows += db.session.scalars(ordered.where(rest).limit(limit - len(rows)))
+    return rows
+
+
+def capped_count(statement: Select) -> int:
+    """How many rows ``statement`` has, counted up to COUNT_CAP + 1: a page view reads at most
+    that many index entries, however long the list."""
+    counted = statement.with_only_columns(literal(1), maintain_column_froms=True)
+    counted = counted.order_by(None).limit(COUNT_CAP + 1).subquery()
+    return db.session.scalar(select(func.count()).select_from(counted))
 
 
 def listed_feedback(
@@ -66,11 +177,13 @@ def listed_feedback(
     status: str | None = None,
     importance: str | None = None,
     plan: str | None = None,
+    reach: int | None = None,
 ) -> Select:
     """The list, as the page and the CSV show it: narrowed by the search, the status, the
     importance (records with a piece of evidence of it) and the plan (records with a customer
     of a company on it), and sorted, best match first when searching, else newest first (or
-    by SORT_ORDERS: most customers, companies or monthly spend first)."""
+    by SORT_ORDERS: most customers, companies or monthly spend first). A ranked search lists
+    ``reach`` matches at most (the page's end): the CSV lists them all."""
     statement = select(Feedback)
     if status:
         statement = statement.where(Feedback.status == status)
@@ -80,7 +193,7 @@ def listed_feedback(
     if plan:
         statement = statement.where(Feedback.id.in_(backed_on_plan(plan)))
     if q:
-        statement = search(statement, q, ranked=sort in (None, "best"))
+        statement = search(statement, q, ranked=sort in (None, "best"), reach=reach)
     if sort in SORT_ORDERS:
         statement = statement.order_by(None).order_by(*SORT_ORDERS[sort])
     elif not q:  # a search keeps its own order, best match first
@@ -138,10 +251,12 @@ def search(
     ranked: bool = True,
     any_word: bool = False,
     window_only: bool = False,
+    reach: int | None = None,
 ) -> Select:
     """Narrow a Feedback statement to records with all of q's words (or any, with
     ``any_word``), best match first when ``ranked``; ``window_only`` keeps only the newest
-    SEARCH_WINDOW matches, for a few best ones at a bounded cost."""
+    SEARCH_WINDOW matches, for a few best ones at a bounded cost; ``reach`` (a page's end)
+    lists no more than that many older matches after them."""
     words = search_words(q)
     if not words:
         return statement.where(literal(False))
@@ -156,18 +271,26 @@ def search(
         .limit(SEARCH_WINDOW)
         .cte("search_window")
     )
-    if window_only:
+    # Unfiltered, the window holds every match or SEARCH_WINDOW of them: a page within it
+    # needs no older match (on SQLite, each read of the index expands each prefix again).
+    within_window = reach is not None and reach <= SEARCH_WINDOW
+    if window_only or (within_window and statement.whereclause is None):
         return statement.join(window, window.c.id == Feedback.id).order_by(
             backed_score(window.c.score), Feedback.id.desc()
         )
     # The window's matches best first, then the older matches, newest first: those below the
-    # window's oldest id, so that each is listed once and none is scored.
+    # window's oldest id, so that each is listed once and none is scored; the statement's
+    # filters narrow them before ``reach`` cuts them, so that a page reads only up to its end.
     older = (
-        select(key.label("id"), null().label("score"))
-        .select_from(source)
+        narrowed(select(key.label("id")).select_from(source), statement, source, key)
         .where(matching, key < select(func.min(window.c.id)).scalar_subquery())
+        .order_by(key.desc())
+        .limit(reach)
+        .subquery()
     )
-    found = union_all(select(window.c.id, window.c.score), older).subquery()
+    found = union_all(
+        select(window.c.id, window.c.score), select(older.c.id, null().label("score"))
+    ).subquery()
     return statement.join(found, found.c.id == Feedback.id).order_by(
         found.c.score.is_(None),
         backed_score(found.c.score),
@@ -175,14 +298,29 @@ def search(
     )
 
 
-def search_count(q: str) -> int:
-    """How many records have all of q's words, counted in the search index alone: no record
-    is read, and the ranking is not run again (as db.paginate's own count would run it)."""
+def narrowed(found: Select, statement: Select, source: Any, key: Any) -> Select:
+    """Ids read from the search index, narrowed by a Feedback statement's filters when it has
+    any. SQLite reads each match's record in a subquery, not a join: joined, its planner may
+    walk the records and ask the full-text index once per record."""
+    if statement.whereclause is None:
+        return found
+    if source is Feedback.__table__:  # PostgreSQL: the index is the records' own column
+        return found.where(statement.whereclause)
+    return found.where(select(literal(1)).where(Feedback.id == key, statement.whereclause).exists())
+
+
+def search_count(q: str, statement: Select | None = None) -> int:
+    """How many records (of ``statement``'s) have all of q's words, counted in the search
+    index up to COUNT_CAP + 1: read in the index's order, a record read beside each match
+    only when a filter needs it, and the ranking not run again."""
     words = search_words(q)
     if not words:
         return 0
-    source, _, matching, _ = search_index(words)
-    return db.session.scalar(select(func.count()).select_from(source).where(matching))
+    source, key, matching, _ = search_index(words)
+    found = select(key).select_from(source).where(matching)
+    if statement is not None:
+        found = narrowed(found, statement, source, key)
+    return capped_count(found)
 
 
 def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, Any, Any]:
