@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, insert, select
 
 from conftest import (
     CONVERSATION_ID,
@@ -262,7 +262,10 @@ def test_a_long_list_counts_to_10000_and_says_so(app: Flask, signed_in: FlaskCli
         db.session.execute(insert(Feedback), rows)
         db.session.commit()
     add_feedback(app, 1, title="Import")
-    assert "10,000+ records" in page_text(signed_in.get("/"))
+    listing = page_text(signed_in.get("/"))
+    assert "10,000+ records" in listing
+    tabs = re.findall(r'>([\w ]+)<span class="tab-count">([\d,+]+)</span>', listing)
+    assert tabs[:3] == [("All", "10,000+"), ("Open", "10,000+"), ("Planned", "0")]
     assert "10,000+ records open" in page_text(signed_in.get("/?status=open"))
     page = page_text(signed_in.get("/?q=export"))
     assert "10,000+ records matching “export”" in page
@@ -1483,15 +1486,16 @@ def test_the_status_counts_read_the_status_index_alone(app: Flask) -> None:
     if not is_sqlite(app):
         pytest.skip("the plan is SQLite's to show; PostgreSQL's depends on its statistics")
     with app.app_context():
-        captured: list[str] = []
-        listener = lambda *args: captured.append(args[2])  # noqa: E731
+        captured: list[tuple[str, Any]] = []
+        listener = lambda *args: captured.append((args[2], args[3]))  # noqa: E731
         event.listen(db.engine, "before_cursor_execute", listener)
         try:
             status_counts()
         finally:
             event.remove(db.engine, "before_cursor_execute", listener)
-        (statement,) = captured
-        plan = db.session.execute(text(f"EXPLAIN QUERY PLAN {statement}")).all()
+        ((statement, parameters),) = captured
+        explain = f"EXPLAIN QUERY PLAN {statement}"
+        plan = db.session.connection().exec_driver_sql(explain, parameters).all()
     assert any("COVERING INDEX ix_feedback_status" in row[-1] for row in plan), plan
 
 

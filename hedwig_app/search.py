@@ -278,9 +278,8 @@ def search(
         return statement.join(window, window.c.id == Feedback.id).order_by(
             backed_score(window.c.score), Feedback.id.desc()
         )
-    # The window's matches best first, then the older matches, newest first: those below the
-    # window's oldest id, so that each is listed once and none is scored; the statement's
-    # filters narrow them before ``reach`` cuts them, so that a page reads only up to its end.
+    # Then the older matches, newest first: below the window's oldest id (each listed once,
+    # none scored), narrowed by the filters before ``reach`` cuts them at the page's end.
     older = (
         narrowed(select(key.label("id")).select_from(source), statement, source, key)
         .where(matching, key < select(func.min(window.c.id)).scalar_subquery())
