@@ -32,6 +32,7 @@ from werkzeug import Request, Response
 
 import hedwig
 import models
+from hedwig_app import search
 from hedwig_app.auth import add_user
 from hedwig_app.database import MIGRATIONS
 from hedwig_app.records import add_evidence, merge_records, refresh_backing
@@ -249,6 +250,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
         pytest.skip(POSTGRES_HINT)
     empty_postgres(POSTGRES_URL)
     return POSTGRES_URL
+
+
+@pytest.fixture(params=["bm25", "window"])
+def weighing(request: pytest.FixtureRequest, database_url: str, monkeypatch: Any) -> str:
+    """SQLite ranks a search with bm25() while its words have few matches between them, and
+    past search.BM25_READS weighs the newest matches word by word: a ranking test holds for
+    both. PostgreSQL ranks one way."""
+    if request.param == "window":
+        if not database_url.startswith("sqlite"):
+            pytest.skip("PostgreSQL ranks with ts_rank alone")
+        monkeypatch.setattr(search, "BM25_READS", 0)
+    return request.param
 
 
 @pytest.fixture

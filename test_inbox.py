@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import insert
 
 from conftest import (
     CLIENT_SECRET,
@@ -44,6 +45,7 @@ from hedwig_app.canvases import COUNT_CAP
 from hedwig_app.inbox import verify_canvas_signature
 from hedwig_app.preview import canvas_markdown
 from hedwig_app.records import add_evidence, refresh_backing
+from hedwig_app.search import SEARCH_WINDOW
 from models import Feedback, IntercomConnection, db
 
 # --- The Inbox app (Canvas Kit) -------------------------------------------------------------------
@@ -867,6 +869,7 @@ def test_a_subject_that_says_nothing_is_passed_over_for_the_message(
     assert component(inbox.find(payload), "query")["value"] == prefill
 
 
+@pytest.mark.usefixtures("weighing")
 def test_the_find_canvas_offers_a_title_match_before_a_popular_match_in_customers_words(
     canvas_app: Flask, inbox: Inbox
 ) -> None:
@@ -885,6 +888,20 @@ def test_the_find_canvas_offers_a_title_match_before_a_popular_match_in_customer
         "Export to PDF",
         "Slow reports",
     ]
+
+
+def test_the_find_canvas_finds_its_workspaces_record_behind_another_workspaces_newer_ones(
+    canvas_app: Flask, inbox: Inbox
+) -> None:
+    # The newest matches are read after the workspace is chosen, not before.
+    add_feedback(canvas_app, title="Export to PDF", workspace_id=WORKSPACE_ID)
+    with canvas_app.app_context():
+        elsewhere = {"workspace_id": "another-workspace", "source": "web"}
+        rows = [{"title": f"Export {n}", **elsewhere} for n in range(SEARCH_WINDOW + 1)]
+        db.session.execute(insert(Feedback), rows)
+        db.session.commit()
+    find = inbox.click("query", inbox.find(), {"query": "export"})
+    assert [item["title"] for item in component_list(find)["items"]] == ["Export to PDF"]
 
 
 def test_at_most_five_matches_show(canvas_app: Flask, inbox: Inbox) -> None:

@@ -281,6 +281,7 @@ def test_a_long_list_counts_to_10000_and_says_so(app: Flask, signed_in: FlaskCli
     assert "0 records done matching “export”" in page_text(signed_in.get("/?q=export&status=done"))
 
 
+@pytest.mark.usefixtures("weighing")
 def test_a_search_pages_past_its_ranked_window_listing_each_match_once(
     app: Flask, signed_in: FlaskClient
 ) -> None:
@@ -690,6 +691,7 @@ def searched(client: FlaskClient, q: str) -> list[str]:
     return re.findall(r'href="/feedback/\d+">([^<]+)</a>', page)
 
 
+@pytest.mark.usefixtures("weighing")
 def test_search_finds_words_in_any_order_and_by_prefix(app: Flask, signed_in: FlaskClient) -> None:
     add_feedback(app, title="CSV export crashes the reports page")
     add_feedback(app, title="Dark mode")
@@ -704,6 +706,7 @@ def test_search_folds_accents_both_ways(app: Flask, signed_in: FlaskClient) -> N
     assert searched(signed_in, "résumé") == ["Resume where I left off"]
 
 
+@pytest.mark.usefixtures("weighing")
 def test_search_ranks_the_title_then_the_details_then_the_customers_words(
     app: Flask, signed_in: FlaskClient
 ) -> None:
@@ -713,6 +716,7 @@ def test_search_ranks_the_title_then_the_details_then_the_customers_words(
     assert searched(signed_in, "pdf") == ["Export to PDF", "Reports page", "Slow page"]
 
 
+@pytest.mark.usefixtures("weighing")
 def test_search_finds_each_form_of_a_word_both_ways_still_by_prefix(
     app: Flask, signed_in: FlaskClient
 ) -> None:
@@ -732,6 +736,7 @@ def test_search_finds_each_form_of_a_word_both_ways_still_by_prefix(
     assert searched(signed_in, "who is") == ["Who is online"]  # only common words: kept
 
 
+@pytest.mark.usefixtures("weighing")
 def test_a_title_match_outranks_a_popular_match_in_the_customers_words(
     app: Flask, signed_in: FlaskClient
 ) -> None:
@@ -741,6 +746,7 @@ def test_a_title_match_outranks_a_popular_match_in_the_customers_words(
     assert searched(signed_in, "sso") == ["SSO with Okta", "Login page"]
 
 
+@pytest.mark.usefixtures("weighing")
 def test_among_equal_matches_records_more_customers_back_come_first(
     app: Flask, signed_in: FlaskClient
 ) -> None:

@@ -26,6 +26,7 @@ FLOORS = {
 }
 
 
+@pytest.mark.usefixtures("weighing")
 def test_find_canvas_shows_the_record_customers_mean_before_and_after_typing(
     database_url: str, tmp_path: Any
 ) -> None:

@@ -1,21 +1,25 @@
 """Search: the database's own full-text index (SQLite FTS5, PostgreSQL tsvector), behind one
-function. People type words, never query syntax: each word found in any order, by prefix, in
-any of its forms ("exported" finds "exports"), accents folded; a match in the title ranks above
-one in the details, and that above one in the customers' words (names, emails, quotes); among
-equals, records more customers back come first. Ranking reads the newest SEARCH_WINDOW matches,
-so a word that is in every record costs what a rare one does; older matches follow, newest
-first. Also owns the log's list query (``listed_feedback``), its pages and its total, each
-bounded by the page, not by the records (``list_page``: COUNT_CAP, keyset cursors), and the
-Inbox's best matches. Imports nothing of Hedwig's but models.
+function. People type words, never query syntax: each word found in any order, in any of its
+forms ("exported" finds "exports"), by prefix ("expo" finds "export"), accents folded; a
+match in the title ranks above one in the details, and that above one in the customers' words
+(names, emails, quotes); among equals, records more customers back come first. Ranking reads
+the newest SEARCH_WINDOW matches of the list's filters, so a word that is in every record costs
+what a rare one does; older matches follow, newest first. Also owns the log's list query
+(``listed_feedback``), its pages and its total, each bounded by the page, not by the records
+(``list_page``: COUNT_CAP, keyset cursors), and the Inbox's best matches. Imports nothing of
+Hedwig's but models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from flask import g, has_app_context
 from sqlalchemy import (
     Select,
     Text,
@@ -41,13 +45,19 @@ WORD = re.compile(r"[^\W_]+")
 FIND_LIMIT = 5
 PLANS_SHOWN = 20
 # How much a word weighs where it is found: in the title, the details, the customers' words.
-# SQLite: one bm25() per column, each weighed so heavily that BM25 saturates: a word there
-# counts by its rarity, once, however often it is said and however long the record (a record
-# many customers back has long customers' words, which one bm25() over the whole row would
-# hold against its title). PostgreSQL: ts_rank's weights of D, C, B and A in the same ratios
-# (0005 and 0015 weigh the title A, the details B, the customers' words C).
+# A word there counts by its rarity, once, however often it is said and however long the
+# record (a record many customers back has long customers' words, which one BM25 over the
+# whole row would hold against its title): BM25 with each column's weight saturated, which
+# gives a word its rarity times k1 + 1 (BM25_SATURATED). PostgreSQL: ts_rank's weights of D,
+# C, B and A in the same ratios (0005 and 0015 weigh the title A, the details B, the
+# customers' words C).
+COLUMNS = ("title", "description", "customers_text")
 WEIGHTS = (1.0, 0.4, 0.1)
-SATURATED = 1000.0
+SATURATED, BM25_SATURATED = 1000.0, 2.2
+RARITY_SAMPLE = 1000  # a word's newest matches that tell how rare it is
+# SQLite's bm25() reads every match of each word to weigh it: it may, when the words have this
+# many matches between them (a few milliseconds); past that the window is weighed word by word.
+BM25_READS = 100_000
 POSTGRES_WEIGHTS = f"'{{{WEIGHTS[2]}, {WEIGHTS[2]}, {WEIGHTS[1]}, {WEIGHTS[0]}}}'::real[]"
 POSTGRES_CONFIG = "hedwig_words"  # 0015: words stemmed as English, none dropped
 BACKING_BOOST, BACKING_HALF = 0.2, 3.0
@@ -257,33 +267,27 @@ def search(
     ``any_word``), best match first when ``ranked``; ``window_only`` keeps only the newest
     SEARCH_WINDOW matches, for a few best ones at a bounded cost; ``reach`` (a page's end)
     lists no more than that many older matches after them."""
-    words = search_words(q)
-    if not words:
+    index = search_index(search_words(q), any_word)
+    if index is None:
         return statement.where(literal(False))
-    source, key, matching, score = search_index(words, any_word)
     if not ranked:
-        return statement.where(Feedback.id.in_(select(key).select_from(source).where(matching)))
-    window = (
-        select(key.label("id"), score.label("score"))
-        .select_from(source)
-        .where(matching)
-        .order_by(key.desc())
-        .limit(SEARCH_WINDOW)
-        .cte("search_window")
-    )
-    # Unfiltered, the window holds every match or SEARCH_WINDOW of them: a page within it
-    # needs no older match (on SQLite, each read of the index expands each prefix again).
-    within_window = reach is not None and reach <= SEARCH_WINDOW
-    if window_only or (within_window and statement.whereclause is None):
+        found = select(index.key).select_from(index.source).where(index.matching)
+        return statement.where(Feedback.id.in_(found))
+    window, oldest = index.ranked_window(statement)
+    if window is None:
+        return statement.where(literal(False))
+    # The window holds the statement's newest SEARCH_WINDOW matches: a page within it needs
+    # no older one.
+    if window_only or (reach is not None and reach <= SEARCH_WINDOW):
         return statement.join(window, window.c.id == Feedback.id).order_by(
             backed_score(window.c.score), Feedback.id.desc()
         )
     # Then the older matches, newest first: below the window's oldest id (each listed once,
     # none scored), narrowed by the filters before ``reach`` cuts them at the page's end.
     older = (
-        narrowed(select(key.label("id")).select_from(source), statement, source, key)
-        .where(matching, key < select(func.min(window.c.id)).scalar_subquery())
-        .order_by(key.desc())
+        narrowed(select(index.key.label("id")).select_from(index.source), statement, index)
+        .where(index.matching, index.key < oldest)
+        .order_by(index.key.desc())
         .limit(reach)
         .subquery()
     )
@@ -297,46 +301,183 @@ def search(
     )
 
 
-def narrowed(found: Select, statement: Select, source: Any, key: Any) -> Select:
+def narrowed(found: Select, statement: Select, index: SearchIndex) -> Select:
     """Ids read from the search index, narrowed by a Feedback statement's filters when it has
     any. SQLite reads each match's record in a subquery, not a join: joined, its planner may
     walk the records and ask the full-text index once per record."""
     if statement.whereclause is None:
         return found
-    if source is Feedback.__table__:  # PostgreSQL: the index is the records' own column
+    if index.source is Feedback.__table__:  # PostgreSQL: the index is the records' own column
         return found.where(statement.whereclause)
-    return found.where(select(literal(1)).where(Feedback.id == key, statement.whereclause).exists())
+    inside = select(literal(1)).where(Feedback.id == index.key, statement.whereclause)
+    return found.where(inside.exists())
 
 
 def search_count(q: str, statement: Select | None = None) -> int:
     """How many records (of ``statement``'s) have all of q's words, counted in the search
     index up to COUNT_CAP + 1: read in the index's order, a record read beside each match
     only when a filter needs it, and the ranking not run again."""
-    words = search_words(q)
-    if not words:
+    index = search_index(search_words(q))
+    if index is None:
         return 0
-    source, key, matching, _ = search_index(words)
-    found = select(key).select_from(source).where(matching)
+    found = select(index.key).select_from(index.source).where(index.matching)
     if statement is not None:
-        found = narrowed(found, statement, source, key)
+        found = narrowed(found, statement, index)
     return capped_count(found)
 
 
-def search_index(words: list[str], any_word: bool = False) -> tuple[Any, Any, Any, Any]:
-    """Where the database keeps its full-text index, the record id there, the condition for
-    the words (all of them, or any), and each match's score (lower is better)."""
+@dataclass(frozen=True)
+class SearchIndex:
+    """Where the database keeps its full-text index (``source``), the record id there
+    (``key``), the condition for the words (``matching``), and how it ranks a statement's
+    newest matches (``ranked_window``)."""
+
+    source: Any
+    key: Any
+    matching: Any
+    terms: tuple[Term, ...] = ()  # SQLite's: the words as asked for
+    every_word: bool = True
+    postgres_query: Any = None  # PostgreSQL's: the words as a tsquery
+
+    def ranked_window(self, statement: Select) -> tuple[Any, Any]:
+        """The statement's newest SEARCH_WINDOW matches with their scores (lower is better),
+        as a selectable of (id, score), and the oldest id among them; (None, None) when
+        nothing matches."""
+        newest = narrowed(
+            select(self.key.label("id")).select_from(self.source).where(self.matching),
+            statement,
+            self,
+        ).order_by(self.key.desc())
+        if self.source is Feedback.__table__:
+            vector = literal_column("feedback.search_vector")
+            score = -func.ts_rank(literal_column(POSTGRES_WEIGHTS), vector, self.postgres_query)
+            window = newest.add_columns(score.label("score")).limit(SEARCH_WINDOW).cte()
+            return window, select(func.min(window.c.id)).scalar_subquery()
+        if sum(term.matches for term in self.terms) <= BM25_READS:
+            window = newest.add_columns(SQLITE_SCORE.label("score")).limit(SEARCH_WINDOW).cte()
+            return window, select(func.min(window.c.id)).scalar_subquery()
+        window = newest.limit(SEARCH_WINDOW).subquery()
+        oldest = db.session.scalar(select(func.min(window.c.id)))
+        if oldest is None:
+            return None, None
+        return self.sqlite_scores(oldest), oldest
+
+    def sqlite_scores(self, oldest: int) -> Any:
+        """SQLite: each match from ``oldest`` on, scored as SQLITE_SCORE scores it (each
+        word's rarity times k1 + 1, times its column's weight, for each column that holds it),
+        with no read of the words' older matches: each column is asked for each word among
+        the window's ids alone, and the rarity comes from the word's newest matches."""
+        found_with = "" if not self.every_word or len(self.terms) == 1 else f" AND ({self.query})"
+        held = union_all(
+            *(
+                select(
+                    self.key.label("id"),
+                    literal(BM25_SATURATED * weight * term.rarity).label("weight"),
+                )
+                .select_from(self.source)
+                .where(
+                    match(f"{{{column}}} : {term.phrase}{found_with}"),
+                    self.key >= oldest,
+                )
+                for term in self.terms
+                for column, weight in zip(COLUMNS, WEIGHTS, strict=True)
+            )
+        ).subquery()
+        score = (-func.sum(held.c.weight)).label("score")
+        return select(held.c.id, score).group_by(held.c.id).subquery()
+
+    @property
+    def query(self) -> str:
+        """SQLite: the words as one MATCH expression."""
+        return (" " if self.every_word else " OR ").join(term.phrase for term in self.terms)
+
+
+@dataclass(frozen=True)
+class Term:
+    """SQLite: a word as the index is asked for it (``phrase``: whole, in any of its forms,
+    when the index holds it so, else as the start of longer words) and how rare it is
+    (``rarity``: bm25's inverse document frequency)."""
+
+    phrase: str
+    rarity: float
+    matches: int  # how many records hold it: counted to RARITY_SAMPLE, then estimated
+
+
+def search_index(words: list[str], any_word: bool = False) -> SearchIndex | None:
+    """The database's full-text index, asked for these words (all, or any); None when no
+    word was given, or on SQLite when no record holds (all of) them."""
+    if not words:
+        return None
     if db.session.get_bind().dialect.name == "sqlite":
-        joiner = " OR " if any_word else " "
-        matching = literal_column("feedback_search").op("MATCH")(
-            joiner.join(f'"{word}"*' for word in words)
-        )
-        return SEARCH_INDEX, SEARCH_INDEX.c.rowid, matching, SQLITE_SCORE
+        terms = sqlite_terms(words)
+        found = [terms[word] for word in words if terms[word] is not None]
+        if not found or (len(found) < len(words) and not any_word):
+            return None
+        index = SearchIndex(SEARCH_INDEX, SEARCH_INDEX.c.rowid, None, tuple(found), not any_word)
+        return dataclasses.replace(index, matching=match(index.query))
     query = functools.reduce(
         lambda left, right: left.op("||" if any_word else "&&")(right), map(word_query, words)
     )
     vector = literal_column("feedback.search_vector")
-    score = -func.ts_rank(literal_column(POSTGRES_WEIGHTS), vector, query)  # as bm25
-    return Feedback.__table__, Feedback.id, vector.op("@@")(query), score
+    return SearchIndex(
+        Feedback.__table__, Feedback.id, vector.op("@@")(query), postgres_query=query
+    )
+
+
+def match(expression: str) -> Any:
+    return literal_column("feedback_search").op("MATCH")(expression)
+
+
+def sqlite_terms(words: list[str]) -> dict[str, Term | None]:
+    """SQLite: each word as the index will be asked for it, and how rare it is; None for a
+    word no record holds, whole or as the start of a longer one. A word held whole is asked
+    for whole (in all its forms, as the index stems them: "exported" finds "exports"): FTS5
+    reads a whole word's matches newest first and stops at the page, where it would read
+    every match of a prefix first. A word it does not hold is asked for as a prefix ("expo"
+    finds "export"). Remembered for the request: a list page counts and ranks the same words."""
+    known: dict[str, Term | None] = g.setdefault("search_terms", {}) if has_app_context() else {}
+    asked = [word for word in words if word not in known]
+    if asked:
+        newest = select(func.max(Feedback.id)).scalar_subquery()
+        counted = newest_matches({word: f'"{word}"' for word in asked}, newest)
+        partial = [word for word in asked if not counted[word][0]]
+        if partial:
+            counted |= newest_matches({word: f'"{word}"*' for word in partial}, newest)
+        for word in asked:
+            matches, oldest, top = counted[word]
+            phrase = f'"{word}"' if word not in partial else f'"{word}"*'
+            known[word] = Term(phrase, *rarity(matches, oldest, top)) if matches else None
+    return {word: known[word] for word in words}
+
+
+def newest_matches(phrases: dict[str, str], newest: Any) -> dict[str, tuple[int, int, int]]:
+    """SQLite: for each phrase, how many of its newest RARITY_SAMPLE matches there are, the
+    oldest id among them, and the newest record's id: one statement for them all."""
+    counts = union_all(
+        *(
+            select(literal(n), func.count(), func.min(sample.c.rowid), newest).select_from(sample)
+            for n, sample in enumerate(
+                select(SEARCH_INDEX.c.rowid)
+                .where(match(phrase))
+                .order_by(SEARCH_INDEX.c.rowid.desc())
+                .limit(RARITY_SAMPLE)
+                .subquery()
+                for phrase in phrases.values()
+            )
+        )
+    )
+    words = list(phrases)
+    return {words[n]: (count, oldest, top) for n, count, oldest, top in db.session.execute(counts)}
+
+
+def rarity(matches: int, oldest: int, newest: int) -> tuple[float, int]:
+    """bm25's inverse document frequency of a word in ``matches`` of the log's ``newest``
+    records (its ids, a count that deletions only round up), and those matches. A word
+    matched more than RARITY_SAMPLE times is counted as often as in its newest RARITY_SAMPLE
+    matches, which span the ids from ``oldest`` to ``newest``."""
+    if matches >= RARITY_SAMPLE:
+        matches = min(newest, RARITY_SAMPLE * newest // (newest - oldest + 1))
+    return max(1e-6, math.log((newest - matches + 0.5) / (matches + 0.5))), matches
 
 
 def backed_score(score: Any) -> Any:
@@ -349,7 +490,8 @@ def backed_score(score: Any) -> Any:
     return case((score.is_not(None), score * BACKING))
 
 
-# Built once: search() runs for every find canvas and list page.
+# Built once: search() runs for every find canvas and list page. Each column's bm25() with
+# its weight saturated (SATURATED), times the column's weight.
 SQLITE_SCORE = literal_column(
     " + ".join(
         f"{weight} * bm25(feedback_search, "
