@@ -39,7 +39,7 @@ from hedwig_app.log import CSV_COLUMNS
 from hedwig_app.records import add_evidence, refresh_backing
 from hedwig_app.search import SEARCH_MAX, best_matches, listed_feedback, search_words
 from hedwig_app.status import status_counts
-from models import DESCRIPTION_MAX, Company, ContactCompany, Feedback, db, utcnow
+from models import DESCRIPTION_MAX, Company, ContactCompany, Evidence, Feedback, db, utcnow
 
 # --- The feedback log -----------------------------------------------------------------------------
 
@@ -279,6 +279,29 @@ def test_a_long_list_counts_to_10000_and_says_so(app: Flask, signed_in: FlaskCli
     )
     assert "1 record matching “import”" in page_text(signed_in.get("/?q=import"))
     assert "0 records done matching “export”" in page_text(signed_in.get("/?q=export&status=done"))
+
+
+def test_a_list_filtered_by_its_evidence_counts_to_1000_and_says_so(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    # Each record is checked beside the index: the count stops sooner than the plain list's.
+    with app.app_context():
+        records = [{"title": f"Blocked {n}", "source": "web"} for n in range(1_001)]
+        db.session.execute(insert(Feedback), records)
+        ids = db.session.scalars(select(Feedback.id).order_by(Feedback.id)).all()
+        pieces = [{"feedback_id": n, "importance": "blocker"} for n in ids]
+        db.session.execute(insert(Evidence), pieces)
+        db.session.commit()
+    (wanted,) = add_feedback(app, title="Nice one", importance="nice_to_have")
+    blockers = page_text(signed_in.get("/?importance=blocker"))
+    assert "1,000+ records with evidence marked blocker" in blockers
+    assert listed_ids_of(blockers) == list(reversed(ids))[:50]  # newest first, a page
+    nice = page_text(signed_in.get("/?importance=nice_to_have"))
+    assert "1 record with evidence marked nice to have" in nice
+    assert listed_ids_of(nice) == [wanted]
+    searched_page = page_text(signed_in.get("/?q=blocked&importance=blocker"))
+    assert "1,000+ records with evidence marked blocker matching “blocked”" in searched_page
+    assert "1,002 records" in page_text(signed_in.get("/"))  # the plain list counts on
 
 
 @pytest.mark.usefixtures("weighing")

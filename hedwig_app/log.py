@@ -107,7 +107,7 @@ def index() -> str:
     return render_template(
         "index.html",
         listed=listed,
-        total=f"{COUNT_CAP:,}+" if listed.total > COUNT_CAP else f"{listed.total:,}",
+        total=f"{listed.cap:,}+" if listed.total > listed.cap else f"{listed.total:,}",
         count_cap=COUNT_CAP,
         previous_url=list_url(**page_link(listed, sort, -1)) if listed.has_previous else None,
         next_url=list_url(**page_link(listed, sort, 1)) if listed.has_next else None,

@@ -65,6 +65,9 @@ BACKING_BOOST, BACKING_HALF = 0.2, 3.0
 
 PER_PAGE = 50
 COUNT_CAP = 10_000  # the list counts this many records, then says "10,000+"
+# ...or this many, when each is checked beside the index (its evidence's importance or plan,
+# a search's filters), reading more rows per record counted.
+CHECKED_COUNT_CAP = 1_000
 
 # The list's orders besides the search's own: a column, highest first, then the newest id
 # first among equals. Each has a (column, id) index, so a page after a cursor (a record's
@@ -80,13 +83,14 @@ SORT_ORDERS = {name: (key.desc(), Feedback.id.desc()) for name, key in SORT_KEYS
 
 @dataclass
 class ListPage:
-    """A page of the list: its records; the list's total, counted up to COUNT_CAP + 1; its
+    """A page of the list: its records; the list's total, counted up to ``cap`` + 1; its
     number and the count of pages when pages are numbered (a ranked search, an old ?page=
     link), else None; whether pages come before and after it; and whether those are reached
     by cursor (``keyset``) or by number."""
 
     records: list[Feedback]
     total: int
+    cap: int
     number: int | None = None
     pages: int | None = None
     has_previous: bool = False
@@ -116,11 +120,14 @@ def ranked_page(filters: dict[str, Any], number: int, loading: tuple[Any, ...] =
     """Page ``number`` of a search, best match first. The search reads no further than the
     page (``reach``), so its cost grows with the page's number, up to COUNT_CAP matches."""
     offset = (number - 1) * PER_PAGE
-    statement = listed_feedback(**filters, reach=offset + PER_PAGE).options(*loading)
-    records = list(db.session.scalars(statement.limit(PER_PAGE).offset(offset)))
-    total = search_count(filters["q"], listed_feedback(**filters | {"q": ""}))
-    pages = max(1, -(-min(total, COUNT_CAP) // PER_PAGE))
-    return ListPage(records, total, number, pages, number > 1, number < pages, keyset=False)
+    statement = listed_feedback(**filters, reach=offset + PER_PAGE + 1).options(*loading)
+    records = list(db.session.scalars(statement.limit(PER_PAGE + 1).offset(offset)))
+    filtered = listed_feedback(**filters | {"q": ""})
+    cap = COUNT_CAP if filtered.whereclause is None else CHECKED_COUNT_CAP
+    total = search_count(filters["q"], filtered, cap)
+    pages = max(number, -(-min(total, cap) // PER_PAGE))
+    has_next = len(records) > PER_PAGE and number < COUNT_CAP // PER_PAGE
+    return ListPage(records[:PER_PAGE], total, cap, number, pages, number > 1, has_next, False)
 
 
 def keyset_page(
@@ -134,22 +141,26 @@ def keyset_page(
     ``before``, or (an old link) at page ``number``'s offset, or the first page."""
     statement = listed_feedback(**filters)
     column = SORT_KEYS.get(filters["sort"] or "newest", Feedback.created_at)
-    total = capped_count(statement)
+    checked = filters["q"] or filters["importance"] or filters["plan"]
+    cap = CHECKED_COUNT_CAP if checked else COUNT_CAP
+    total = capped_count(statement, cap)
     statement = statement.options(*loading)
     if before is not None:
         # Read back up from the cursor; what reaches the top is the first page, in full.
         rows = rows_past(statement, column, before, PER_PAGE + 1, upward=True)
         if len(rows) > PER_PAGE:
-            return ListPage(rows[PER_PAGE - 1 :: -1], total, has_previous=True, has_next=True)
+            return ListPage(rows[PER_PAGE - 1 :: -1], total, cap, has_previous=True, has_next=True)
     elif after is not None or (number or 1) > 1:
         if after is not None:
             rows = rows_past(statement, column, after, PER_PAGE + 1)
         else:
             offset = (number or 1) * PER_PAGE - PER_PAGE
             rows = list(db.session.scalars(statement.limit(PER_PAGE + 1).offset(offset)))
-        return ListPage(rows[:PER_PAGE], total, has_previous=True, has_next=len(rows) > PER_PAGE)
+        return ListPage(
+            rows[:PER_PAGE], total, cap, has_previous=True, has_next=len(rows) > PER_PAGE
+        )
     rows = list(db.session.scalars(statement.limit(PER_PAGE + 1)))
-    return ListPage(rows[:PER_PAGE], total, has_next=len(rows) > PER_PAGE)
+    return ListPage(rows[:PER_PAGE], total, cap, has_next=len(rows) > PER_PAGE)
 
 
 def rows_past(
@@ -173,11 +184,11 @@ def rows_past(
     return rows
 
 
-def capped_count(statement: Select) -> int:
-    """How many rows ``statement`` has, counted up to COUNT_CAP + 1: a page view reads at most
+def capped_count(statement: Select, cap: int = COUNT_CAP) -> int:
+    """How many rows ``statement`` has, counted up to ``cap`` + 1: a page view reads at most
     that many index entries, however long the list."""
     counted = statement.with_only_columns(literal(1), maintain_column_froms=True)
-    counted = counted.order_by(None).limit(COUNT_CAP + 1).subquery()
+    counted = counted.order_by(None).limit(cap + 1).subquery()
     return db.session.scalar(select(func.count()).select_from(counted))
 
 
@@ -197,11 +208,18 @@ def listed_feedback(
     statement = select(Feedback)
     if status:
         statement = statement.where(Feedback.status == status)
+    # Each record is asked about its own evidence (ix_evidence_feedback holds what is asked),
+    # so a page reads the records in its order until it is full, however many match.
     if importance:
-        levelled = select(Evidence.feedback_id).where(Evidence.importance == importance)
-        statement = statement.where(Feedback.id.in_(levelled))
+        levelled = (
+            select(literal(1))
+            .select_from(Evidence)
+            .where(Evidence.feedback_id == Feedback.id, Evidence.importance == importance)
+            .correlate(Feedback)  # the CSV reads evidence too: this is each record's own
+        )
+        statement = statement.where(levelled.exists())
     if plan:
-        statement = statement.where(Feedback.id.in_(backed_on_plan(plan)))
+        statement = statement.where(backed_on_plan(plan).exists())
     if q:
         statement = search(statement, q, ranked=sort in (None, "best"), reach=reach)
     if sort in SORT_ORDERS:
@@ -212,10 +230,11 @@ def listed_feedback(
 
 
 def backed_on_plan(plan: str) -> Select:
-    """The ids of records with a customer whose company is on ``plan``: evidence, its
+    """Whether a record has a customer whose company is on ``plan``: its evidence, each one's
     contact's company (on the contact in its workspace), the company's plan."""
     return (
-        select(Evidence.feedback_id)
+        select(literal(1))
+        .select_from(Evidence)
         .join(
             ContactCompany,
             and_(
@@ -224,7 +243,8 @@ def backed_on_plan(plan: str) -> Select:
             ),
         )
         .join(Company, Company.id == ContactCompany.company_id)
-        .where(Company.plan == plan)
+        .where(Evidence.feedback_id == Feedback.id, Company.plan == plan)
+        .correlate(Feedback)
     )
 
 
@@ -313,17 +333,17 @@ def narrowed(found: Select, statement: Select, index: SearchIndex) -> Select:
     return found.where(inside.exists())
 
 
-def search_count(q: str, statement: Select | None = None) -> int:
+def search_count(q: str, statement: Select | None = None, cap: int = COUNT_CAP) -> int:
     """How many records (of ``statement``'s) have all of q's words, counted in the search
-    index up to COUNT_CAP + 1: read in the index's order, a record read beside each match
-    only when a filter needs it, and the ranking not run again."""
+    index up to ``cap`` + 1: read in the index's order, a record read beside each match only
+    when a filter needs it, and the ranking not run again."""
     index = search_index(search_words(q))
     if index is None:
         return 0
     found = select(index.key).select_from(index.source).where(index.matching)
     if statement is not None:
         found = narrowed(found, statement, index)
-    return capped_count(found)
+    return capped_count(found, cap)
 
 
 @dataclass(frozen=True)

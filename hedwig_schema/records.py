@@ -208,8 +208,11 @@ class Evidence(db.Model):
         UniqueConstraint(
             "feedback_id", "workspace_id", "conversation_id", name="uq_evidence_conversation"
         ),
-        # A record's evidence, newest first.
-        Index("ix_evidence_feedback", "feedback_id", "id"),
+        # A record's evidence, newest first; and, from the index alone, whether a record has
+        # evidence of an importance or from a contact (the list's filters, search.py).
+        Index(
+            "ix_evidence_feedback", "feedback_id", "id", "importance", "workspace_id", "contact_id"
+        ),
         # The demand page: a window's evidence, read from the index alone (demand.py).
         Index("ix_evidence_window", "created_at", "feedback_id", "customer_key"),
         # The first canvas: what this conversation backs, and this customer's other records.
