@@ -241,7 +241,7 @@ def test_bad_input_is_refused_with_each_field_s_message_and_nothing_written(
     response = api(client, owner, "POST", "/records", json={"title": "", "customer_email": "x"})
     assert response.status_code == 422
     assert set(response.json["error"]["fields"]) == {"title", "customer_email"}
-    for body in (b"not json", b"[1]"):
+    for body in (b"not json", b"[1]", b"[" * 100_000, b"\xff{}"):  # nested past the limit
         response = api(client, owner, "POST", "/records", data=body)
         assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
     response = api(client, owner, "POST", "/records", json={"title": ["a list"]})

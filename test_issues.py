@@ -520,7 +520,7 @@ def test_a_delivery_too_large_or_not_json_is_refused(hooked: Flask, endpoint: st
     response = deliver(hooked, b"{not json")
     assert (response.status_code, response.json) == (
         400,
-        {"error": "The delivery's body is not JSON."},
+        {"error": "The delivery's body is not a JSON object."},
     )
     assert deliver(hooked, b"[1, 2]").status_code == 400
 

@@ -30,6 +30,7 @@ from hedwig_app.plumbing import (
     clean_text,
     external_url,
     json_error,
+    json_object,
     read_body,
 )
 from hedwig_app.records import (
@@ -447,12 +448,9 @@ def openapi() -> Any:
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or 400 (not JSON, not an object) or 413 (too large)."""
-    try:
-        body = json.loads(g.raw_body)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("The body is not JSON.", status=400) from None
-    if not isinstance(body, dict):
-        raise Invalid("The body is a JSON object.", status=400)
+    body = json_object(g.raw_body)
+    if body is None:
+        raise Invalid("The body is not a JSON object.", status=400)
     return body
 
 

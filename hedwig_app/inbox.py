@@ -43,6 +43,7 @@ from hedwig_app.plumbing import (
     field,
     id_number,
     id_or_none,
+    json_object,
     read_body,
     signed_by_intercom,
     text_or_none,
@@ -105,12 +106,9 @@ def read_canvas_request() -> dict[str, Any]:
     # The signature comes first: nothing of an unverified body is parsed or trusted.
     if not verify_canvas_signature(body, request.headers.get("X-Body-Signature"), secret):
         abort(401, "The request's X-Body-Signature does not match its body.")
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        abort(400, "The request body is not JSON.")
-    if not isinstance(payload, dict):
-        abort(400, "The request body must be a JSON object.")
+    payload = json_object(body)
+    if payload is None:
+        abort(400, "The request body is not a JSON object.")
     return payload
 
 

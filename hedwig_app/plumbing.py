@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -109,6 +110,17 @@ def read_body(limit: int) -> bytes:
     if size > limit:
         abort(413, too_large)
     return b"".join(chunks)
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A request's body as the JSON object it must be, or None: not UTF-8, not JSON, nested
+    deeper than the parser goes (RecursionError: "[[[[…" is a few bytes a level), or JSON but
+    not an object."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 class Refused(Exception):

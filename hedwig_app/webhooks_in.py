@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from hedwig_app.database import begin_write, lock_rows
 from hedwig_app.issues import github_key, linear_key
 from hedwig_app.outbox import wake_sender
-from hedwig_app.plumbing import field, read_body, signed_webhook, text_or_none
+from hedwig_app.plumbing import field, json_object, read_body, signed_webhook, text_or_none
 from hedwig_app.replies import add_replies, reply_templates
 from hedwig_app.status import NOTIFY_BY_DEFAULT, set_status
 from hedwig_app.webhooks_out import announce, status_data
@@ -58,7 +57,7 @@ def github_webhook() -> tuple[dict[str, Any], int]:
     event = request.headers.get("X-GitHub-Event", "")
     if event == "ping":
         return {"ok": "pong"}, 200
-    moved = github_moved(event, json_object(body))
+    moved = github_moved(event, delivered_object(body))
     return answer("github", request.headers.get("X-GitHub-Delivery"), body, moved)
 
 
@@ -66,7 +65,7 @@ def github_webhook() -> tuple[dict[str, Any], int]:
 @signed_webhook
 def linear_webhook() -> tuple[dict[str, Any], int]:
     body = signed_body("LINEAR_WEBHOOK_SECRET", "Linear-Signature")
-    payload = json_object(body)
+    payload = delivered_object(body)
     signed_at = payload.get("webhookTimestamp")
     if (
         isinstance(signed_at, bool)
@@ -97,13 +96,10 @@ def signed_body(setting: str, header: str, prefix: str = "") -> bytes:
     return body
 
 
-def json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        abort(400, "The delivery's body is not JSON.")
-    if not isinstance(payload, dict):
-        abort(400, "The delivery's body must be a JSON object.")
+def delivered_object(body: bytes) -> dict[str, Any]:
+    payload = json_object(body)
+    if payload is None:
+        abort(400, "The delivery's body is not a JSON object.")
     return payload
 
 
