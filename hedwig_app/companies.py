@@ -20,10 +20,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, literal, or_, select, update
+from sqlalchemy import literal, or_, select, update
 
 from hedwig_app.database import claim_first, upsert_insert
-from hedwig_app.intercom import IntercomError, call_intercom, call_seconds, refuse_connection
+from hedwig_app.intercom import (
+    IntercomError,
+    call_intercom,
+    call_seconds,
+    due_for_intercom,
+    refuse_connection,
+    seconds_until_due,
+)
 from hedwig_app.plumbing import id_or_none, text_or_none
 from hedwig_app.records import THE_CONTACT, reweigh_records
 from models import (
@@ -61,7 +68,7 @@ def read_companies(limit: int | None = None, wait_max: float = 0) -> Counter[str
         if asked is not None:
             outcomes[read_or_fail(asked)] += 1
             continue
-        wait = seconds_until_next_read()
+        wait = seconds_until_due(ContactCompany)
         if wait is None or wait > wait_max:
             break
         time.sleep(wait)
@@ -71,36 +78,7 @@ def read_companies(limit: int | None = None, wait_max: float = 0) -> Counter[str
 def claim_next_read() -> ContactCompany | None:
     """The next contact whose company is due, claimed by this reader with one UPDATE."""
     now = utcnow()
-    return claim_first(ContactCompany, due_reads(now), now, "reading")
-
-
-def due_reads(now: datetime) -> Select:
-    """Pending reads whose time has come, except those waiting for a reconnect."""
-    return (
-        select(ContactCompany.id)
-        .outerjoin(
-            IntercomConnection, IntercomConnection.workspace_id == ContactCompany.workspace_id
-        )
-        .where(
-            ContactCompany.state == "pending",
-            ContactCompany.next_attempt_at <= now,
-            IntercomConnection.refused_at.is_(None),
-        )
-        .order_by(ContactCompany.next_attempt_at, ContactCompany.id)
-    )
-
-
-def seconds_until_next_read() -> float | None:
-    """How long until a pending read comes due (None: none will, without a reconnect)."""
-    future = db.session.scalar(
-        select(func.min(ContactCompany.next_attempt_at))
-        .outerjoin(
-            IntercomConnection, IntercomConnection.workspace_id == ContactCompany.workspace_id
-        )
-        .where(ContactCompany.state == "pending", IntercomConnection.refused_at.is_(None))
-    )
-    db.session.rollback()
-    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+    return claim_first(ContactCompany, due_for_intercom(ContactCompany, now), now, "reading")
 
 
 def read_or_fail(asked: ContactCompany) -> str:

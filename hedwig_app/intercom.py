@@ -16,16 +16,18 @@ import threading
 import time
 import unicodedata
 from contextvars import ContextVar, Token
+from datetime import datetime
 from typing import Any
 
 import requests
 import urllib3
 from flask import current_app
 from requests.adapters import HTTPAdapter
+from sqlalchemy import Select, func, select
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hedwig_app.plumbing import clean_text, id_or_none, text_or_none
-from models import EMAIL_MAX, PREVIEW_WORKSPACE_ID, REGION_MAX, IntercomConnection, utcnow
+from models import EMAIL_MAX, PREVIEW_WORKSPACE_ID, REGION_MAX, IntercomConnection, db, utcnow
 
 INTERCOM_API_VERSION = "2.11"
 INTERCOM_ANSWER_MAX = 1024 * 1024  # bytes: Hedwig reads small JSON answers, or none
@@ -433,6 +435,33 @@ def refuse_connection(connection: IntercomConnection, reason: str) -> None:
         current_app.logger.warning(
             "Intercom workspace %s needs reconnecting: %s", connection.workspace_id, reason
         )
+
+
+def due_for_intercom(outbox: Any, now: datetime) -> Select:
+    """An outbox's pending rows (notes, company reads) whose time has come, soonest first,
+    except those whose workspace waits for a reconnect (refuse_connection)."""
+    return (
+        select(outbox.id)
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == outbox.workspace_id)
+        .where(
+            outbox.state == "pending",
+            outbox.next_attempt_at <= now,
+            IntercomConnection.refused_at.is_(None),
+        )
+        .order_by(outbox.next_attempt_at, outbox.id)
+    )
+
+
+def seconds_until_due(outbox: Any) -> float | None:
+    """How long until an outbox's pending row comes due (None: none will, without a
+    reconnect). Ends the sender's read transaction."""
+    future = db.session.scalar(
+        select(func.min(outbox.next_attempt_at))
+        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == outbox.workspace_id)
+        .where(outbox.state == "pending", IntercomConnection.refused_at.is_(None))
+    )
+    db.session.rollback()
+    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
 
 
 def revoke_token(connection: IntercomConnection) -> str | None:

@@ -18,19 +18,21 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import select, update
 
-from hedwig_app.companies import read_companies, seconds_until_next_read
+from hedwig_app.companies import read_companies
 from hedwig_app.database import claim_first
 from hedwig_app.intercom import (
     IntercomError,
     call_seconds,
+    due_for_intercom,
     intercom_response,
     refuse_connection,
+    seconds_until_due,
 )
 from hedwig_app.status import waiting_for_reconnect
 from hedwig_app.webhooks_out import seconds_until_next_delivery, send_webhooks
-from models import IntercomConnection, Note, db, utcnow
+from models import ContactCompany, IntercomConnection, Note, db, utcnow
 
 NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
 RETRY_DELAYS = (30, 60, 120, 240)  # seconds before the 2nd, 3rd, 4th and 5th try
@@ -49,7 +51,7 @@ def send_notes(wait_max: float = 0) -> Counter[str]:
         if note is not None:
             outcomes[deliver_or_fail(note)] += 1
             continue
-        wait = seconds_until_next_note()
+        wait = seconds_until_due(Note)
         if wait is None or wait > wait_max:
             return outcomes
         time.sleep(wait)
@@ -59,32 +61,7 @@ def claim_next_note() -> Note | None:
     """The next due note, claimed by this sender: the UPDATE that moves it from pending to
     sending is one statement, so of two senders only one moves it."""
     now = utcnow()
-    return claim_first(Note, due_notes(now), now, "sending")
-
-
-def due_notes(now: datetime) -> Select:
-    """Pending notes whose time has come, except those waiting for a reconnect."""
-    return (
-        select(Note.id)
-        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
-        .where(
-            Note.state == "pending",
-            Note.next_attempt_at <= now,
-            IntercomConnection.refused_at.is_(None),
-        )
-        .order_by(Note.next_attempt_at, Note.id)
-    )
-
-
-def seconds_until_next_note() -> float | None:
-    """How long until a pending note comes due (None: none will, without a reconnect)."""
-    future = db.session.scalar(
-        select(func.min(Note.next_attempt_at))
-        .outerjoin(IntercomConnection, IntercomConnection.workspace_id == Note.workspace_id)
-        .where(Note.state == "pending", IntercomConnection.refused_at.is_(None))
-    )
-    db.session.rollback()
-    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+    return claim_first(Note, due_for_intercom(Note, now), now, "sending")
 
 
 def deliver_or_fail(note: Note) -> str:
@@ -280,8 +257,8 @@ def wake_sender_if_asked() -> None:
 
 def seconds_until_next_due() -> float | None:
     """How long until a note, a company read or a webhook comes due (None: none will)."""
-    waits = (seconds_until_next_note(), seconds_until_next_read(), seconds_until_next_delivery())
-    waits = [wait for wait in waits if wait is not None]
+    waits = (seconds_until_due(Note), seconds_until_due(ContactCompany))
+    waits = [wait for wait in (*waits, seconds_until_next_delivery()) if wait is not None]
     return min(waits, default=None)
 
 
