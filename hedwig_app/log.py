@@ -102,7 +102,12 @@ def index() -> str:
         abort(404, "There is no such page of the feedback log.")
     sort = filters["sort"] if filters["sort"] in SORT_KEYS else "newest"
     after, before = (list_cursor(name, sort) for name in ("after", "before"))
-    listed = list_page(filters, page, after, before, selectinload(Feedback.issue_links))
+    counts = status_counts()
+    by_status_alone = not (filters["q"] or filters["importance"] or filters["plan"])
+    total = counts[filters["status"] or None] if by_status_alone else None
+    listed = list_page(
+        filters, page, after, before, selectinload(Feedback.issue_links), total=total
+    )
     list_url = functools.partial(filtered_url, "log.index", filters)
     return render_template(
         "index.html",
@@ -112,7 +117,7 @@ def index() -> str:
         previous_url=list_url(**page_link(listed, sort, -1)) if listed.has_previous else None,
         next_url=list_url(**page_link(listed, sort, 1)) if listed.has_next else None,
         plans=company_plans(),
-        status_counts=status_counts(),
+        status_counts=counts,
         list_url=list_url,
         csv_url=filtered_url("log.export_csv", filters),
         **filters,

@@ -107,13 +107,16 @@ def list_page(
     after: Cursor | None = None,
     before: Cursor | None = None,
     *loading: Any,
+    total: int | None = None,
 ) -> ListPage:
     """The list's page: a ranked search's by number (within its first COUNT_CAP matches);
     any other by keyset, after or before a cursor (an old numbered link still works). Its
-    records are read with the ``loading`` options given (what the page shows beside them)."""
+    records are read with the ``loading`` options given (what the page shows beside them);
+    its ``total``, when the caller counted it already (a status tab's count), is not counted
+    again."""
     if filters["q"] and filters["sort"] in (None, "best"):
         return ranked_page(filters, number or 1, loading)
-    return keyset_page(filters, number, after, before, loading)
+    return keyset_page(filters, number, after, before, loading, total)
 
 
 def ranked_page(filters: dict[str, Any], number: int, loading: tuple[Any, ...] = ()) -> ListPage:
@@ -136,6 +139,7 @@ def keyset_page(
     after: Cursor | None,
     before: Cursor | None,
     loading: tuple[Any, ...] = (),
+    total: int | None = None,
 ) -> ListPage:
     """A page of a list in a SORT_ORDERS order: the records after ``after``, or before
     ``before``, or (an old link) at page ``number``'s offset, or the first page."""
@@ -143,7 +147,7 @@ def keyset_page(
     column = SORT_KEYS.get(filters["sort"] or "newest", Feedback.created_at)
     checked = filters["q"] or filters["importance"] or filters["plan"]
     cap = CHECKED_COUNT_CAP if checked else COUNT_CAP
-    total = capped_count(statement, cap)
+    total = capped_count(statement, cap) if total is None else total
     statement = statement.options(*loading)
     if before is not None:
         # Read back up from the cursor; what reaches the top is the first page, in full.
