@@ -31,7 +31,7 @@ from conftest import (
     wait_for_sender,
 )
 from hedwig_app import companies
-from models import Company, ContactCompany, IntercomConnection, db
+from models import Company, ContactCompany, IntercomConnection, db, utcnow
 
 ACME = {
     "type": "company",
@@ -101,6 +101,38 @@ def test_a_save_reads_the_customers_company_after_it_and_weighs_the_record(
     (request, _), *_ = httpserver.log
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["Intercom-Version"]
+
+
+def test_a_wake_that_finds_nothing_due_asks_the_database_once(
+    canvas_app: Flask, httpserver: HTTPServer
+) -> None:
+    """While a workspace waits for a reconnect, each save still asks for its customer's
+    company (read after the reconnect); the sender it wakes sees in one statement that
+    nothing is due, where it asked each outbox apart, and looked for abandoned claims, at
+    every wake (12 statements, on the web process's connection pool)."""
+    httpserver.expect_request(companies_path(), method="GET").respond_with_json(listed(ACME))
+    inbox = Inbox(canvas_app)
+    inbox.save("Export to CSV")
+    wait_for_sender(canvas_app)  # the first wake looks for abandoned claims, and reads
+    with canvas_app.app_context():
+        connection = db.session.scalar(select(IntercomConnection))
+        connection.refused_at = utcnow()
+        db.session.commit()
+        engine = db.engine
+    asked_by_sender: list[str] = []
+
+    def count(*args: Any) -> None:
+        if threading.current_thread().name == "hedwig-notes":
+            asked_by_sender.append(args[2])
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        inbox.save("Dark mode", payload=customer("contact-2", "2002", "dana@acme.example"))
+        wait_for_sender(canvas_app)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    assert len(asked_by_sender) == 1, asked_by_sender
+    assert [row.state for row in asked(canvas_app)] == ["read", "pending"]
 
 
 def test_the_inbox_never_waits_for_the_read(held_app: Flask, httpserver: HTTPServer) -> None:

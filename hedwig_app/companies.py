@@ -28,6 +28,7 @@ from hedwig_app.intercom import (
     call_intercom,
     call_seconds,
     due_for_intercom,
+    next_due_at,
     refuse_connection,
     seconds_until_due,
 )
@@ -57,18 +58,23 @@ PREVIEW_COMPANIES = (
 )
 
 
-def read_companies(limit: int | None = None, wait_max: float = 0) -> Counter[str]:
+def read_companies(
+    limit: int | None = None, wait_max: float = 0, release: bool = True
+) -> Counter[str]:
     """Read the contacts' companies that are due (at most ``limit``), waiting up to
-    ``wait_max`` seconds for one coming due (after a 429): how many ended read, failed, or
-    waiting (for later, or for a reconnect)."""
+    ``wait_max`` seconds for one coming due (after a 429), first releasing abandoned claims
+    with ``release``: how many ended read, failed, or waiting (for later, or a reconnect)."""
     outcomes: Counter[str] = Counter()
-    release_abandoned_reads()
+    if release:
+        release_abandoned_reads()
     while limit is None or outcomes.total() < limit:
         asked = claim_next_read()
         if asked is not None:
             outcomes[read_or_fail(asked)] += 1
             continue
-        wait = seconds_until_due(ContactCompany)
+        if not wait_max:
+            break
+        wait = seconds_until_due(next_due_at(ContactCompany))
         if wait is None or wait > wait_max:
             break
         time.sleep(wait)

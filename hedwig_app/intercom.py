@@ -452,16 +452,22 @@ def due_for_intercom(outbox: Any, now: datetime) -> Select:
     )
 
 
-def seconds_until_due(outbox: Any) -> float | None:
-    """How long until an outbox's pending row comes due (None: none will, without a
-    reconnect). Ends the sender's read transaction."""
-    future = db.session.scalar(
+def next_due_at(outbox: Any) -> Any:
+    """When an outbox's next pending row comes due (NULL: none will, without a reconnect)."""
+    return (
         select(func.min(outbox.next_attempt_at))
         .outerjoin(IntercomConnection, IntercomConnection.workspace_id == outbox.workspace_id)
         .where(outbox.state == "pending", IntercomConnection.refused_at.is_(None))
+        .scalar_subquery()
     )
+
+
+def seconds_until_due(*due_at: Any) -> float | None:
+    """How long until the first of these (next_due_at()s) comes due, read in one statement
+    (None: none will). Ends the sender's read transaction."""
+    times = [time for time in db.session.execute(select(*due_at)).one() if time is not None]
     db.session.rollback()
-    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+    return None if not times else max(0.0, (min(times) - utcnow()).total_seconds())
 
 
 def revoke_token(connection: IntercomConnection) -> str | None:

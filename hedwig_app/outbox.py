@@ -27,11 +27,12 @@ from hedwig_app.intercom import (
     call_seconds,
     due_for_intercom,
     intercom_response,
+    next_due_at,
     refuse_connection,
     seconds_until_due,
 )
 from hedwig_app.status import waiting_for_reconnect
-from hedwig_app.webhooks_out import seconds_until_next_delivery, send_webhooks
+from hedwig_app.webhooks_out import next_delivery_at, send_webhooks
 from models import ContactCompany, IntercomConnection, Note, db, utcnow
 
 NOTE_ATTEMPTS = 5  # tries of a note Intercom fails on (5xx, timeouts), then it has failed
@@ -40,18 +41,22 @@ RATE_LIMIT_WAIT = 10  # seconds, when a 429 says neither Retry-After nor X-RateL
 SENDER_WAIT_MAX = 60  # seconds a sender waits for a note coming due, before leaving it
 
 
-def send_notes(wait_max: float = 0) -> Counter[str]:
-    """Send every note that is due, waiting up to ``wait_max`` seconds for one coming due;
-    how many ended sent, failed, waiting (for later, or for a reconnect), or deleted (their
-    record deleted while they were being sent)."""
+def send_notes(wait_max: float = 0, release: bool = True) -> Counter[str]:
+    """Send every note that is due, waiting up to ``wait_max`` seconds for one coming due
+    (first releasing abandoned claims, with ``release``); how many ended sent, failed,
+    waiting (for later, or for a reconnect), or deleted (their record deleted while they were
+    being sent)."""
     outcomes: Counter[str] = Counter()
-    release_abandoned_notes()
+    if release:
+        release_abandoned_notes()
     while True:
         note = claim_next_note()
         if note is not None:
             outcomes[deliver_or_fail(note)] += 1
             continue
-        wait = seconds_until_due(Note)
+        if not wait_max:
+            return outcomes
+        wait = seconds_until_due(next_due_at(Note))
         if wait is None or wait > wait_max:
             return outcomes
         time.sleep(wait)
@@ -256,10 +261,9 @@ def wake_sender_if_asked() -> None:
 
 
 def seconds_until_next_due() -> float | None:
-    """How long until a note, a company read or a webhook comes due (None: none will)."""
-    waits = (seconds_until_due(Note), seconds_until_due(ContactCompany))
-    waits = [wait for wait in (*waits, seconds_until_next_delivery()) if wait is not None]
-    return min(waits, default=None)
+    """How long until a note, a company read or a webhook comes due (None: none will), read
+    in one statement."""
+    return seconds_until_due(next_due_at(Note), next_due_at(ContactCompany), next_delivery_at())
 
 
 class NoteSender:
@@ -268,6 +272,9 @@ class NoteSender:
     new evidence wakes it again)."""
 
     IDLE_MAX = 10 * 60  # seconds: a note due later than that is left to the next wake
+    # Seconds between two looks for claims a stopped process left: at the first wake, then
+    # at most this often (a claim is abandoned only minutes after it was made), not at each.
+    RELEASE_EVERY = 60
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -275,6 +282,7 @@ class NoteSender:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.stopped = False
+        self.released_at: float | None = None
 
     def wake(self) -> None:
         with self.lock:
@@ -288,10 +296,7 @@ class NoteSender:
             while True:
                 self.woken.clear()
                 try:
-                    send_notes()
-                    read_companies()
-                    send_webhooks()
-                    wait = seconds_until_next_due()
+                    wait = self.send_what_is_due()
                 except Exception:  # a database gone away: the next wake, or a timer, goes on
                     current_app.logger.exception("Sending notes stopped")
                     db.session.rollback()
@@ -304,6 +309,27 @@ class NoteSender:
                         self.thread = None
                         return
                 self.woken.wait(wait if wait is not None else None)
+
+    def send_what_is_due(self) -> float | None:
+        """Send the notes, read the companies and send the webhooks that are due, if any is
+        (one statement tells, when none is: a wake after a save often finds nothing to do, its
+        read waiting for a reconnect); how long until the next comes due."""
+        release = self.release_due()
+        wait = None if release else seconds_until_next_due()
+        if release or wait == 0:
+            send_notes(release=release)
+            read_companies(release=release)
+            send_webhooks(release=release)
+            wait = seconds_until_next_due()
+        return wait
+
+    def release_due(self) -> bool:
+        """Whether this wake looks for abandoned claims (RELEASE_EVERY)."""
+        now = time.monotonic()
+        if self.released_at is not None and now - self.released_at < self.RELEASE_EVERY:
+            return False
+        self.released_at = now
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
         """End the thread once it is done with what it is doing (the tests do, after each)."""

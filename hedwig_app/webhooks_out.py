@@ -218,11 +218,13 @@ def add_endpoint(
 # Sending
 
 
-def send_webhooks(retry_now: bool = False) -> Counter[str]:
-    """Send every due delivery (``retry_now``: every pending one, due or not); how many ended
-    sent, failed, or waiting to be tried again."""
+def send_webhooks(retry_now: bool = False, release: bool = True) -> Counter[str]:
+    """Send every due delivery (``retry_now``: every pending one, due or not), first
+    releasing abandoned claims with ``release``; how many ended sent, failed, or waiting to be
+    tried again."""
     outcomes: Counter[str] = Counter()
-    release_abandoned_deliveries()
+    if release:
+        release_abandoned_deliveries()
     if retry_now:
         db.session.execute(
             update(OutgoingDelivery)
@@ -267,14 +269,10 @@ def claim_next_delivery() -> OutgoingDelivery | None:
     return claim_first(OutgoingDelivery, due, now, "sending")
 
 
-def seconds_until_next_delivery() -> float | None:
-    future = db.session.scalar(
-        select(func.min(OutgoingDelivery.next_attempt_at)).where(
-            OutgoingDelivery.state == "pending"
-        )
-    )
-    db.session.rollback()
-    return None if future is None else max(0.0, (future - utcnow()).total_seconds())
+def next_delivery_at() -> Any:
+    """When the next pending delivery comes due (NULL: none is pending)."""
+    pending = OutgoingDelivery.state == "pending"
+    return select(func.min(OutgoingDelivery.next_attempt_at)).where(pending).scalar_subquery()
 
 
 def release_abandoned_deliveries() -> None:
