@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, g, request
-from sqlalchemy import and_, case, delete, or_, update
+from sqlalchemy import case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -47,7 +47,14 @@ from hedwig_app.records import (
     workspace_names,
 )
 from hedwig_app.replies import add_replies, reply_error
-from hedwig_app.search import SORT_ORDERS, listed_feedback
+from hedwig_app.search import (
+    SORT_KEYS,
+    SORT_ORDERS,
+    SORT_VALUE_LARGEST,
+    Cursor,
+    listed_feedback,
+    rows_past,
+)
 from hedwig_app.status import (
     NOTIFY_BY_DEFAULT,
     set_status,
@@ -247,13 +254,13 @@ def list_records() -> Any:
     cursor = read_cursor(request.args.get("cursor"))
     keyed = filters["sort"] in SORT_ORDERS or not filters["q"]
     sort = filters["sort"] if filters["sort"] in SORT_ORDERS else "newest"
-    if keyed:
-        statement = after_cursor(statement, sort, cursor)
-    else:  # a search's own ranking has no key to continue from: its cursor is an offset
-        statement = statement.offset(cursor.get("offset", 0) if cursor else 0)
     # Each record's issues in one more query, not one each.
     statement = statement.options(selectinload(Feedback.issue_links))
-    records = list(db.session.scalars(statement.limit(limit + 1)))
+    if keyed and cursor:  # past the cursor's record, from a seek on the sort's index
+        records = rows_past(statement, SORT_KEYS[sort], sort_cursor(sort, cursor), limit + 1)
+    else:  # a search's own ranking has no key to continue from: its cursor is an offset
+        offset = cursor.get("offset", 0) if cursor and not keyed else 0
+        records = list(db.session.scalars(statement.limit(limit + 1).offset(offset)))
     more = len(records) > limit
     records = records[:limit]
     next_url = None
@@ -266,14 +273,6 @@ def list_records() -> Any:
         args = {name: value for name, value in request.args.items() if name != "cursor"}
         next_url = external_url("api.list_records", **args, cursor=write_cursor(position))
     return {"records": [record_json(record) for record in records], "next": next_url}
-
-
-SORT_KEYS = {
-    "newest": Feedback.created_at,
-    "customers": Feedback.customer_count,
-    "companies": Feedback.company_count,
-    "revenue": Feedback.monthly_spend,
-}
 
 
 def list_filters() -> dict[str, Any]:
@@ -316,12 +315,16 @@ def read_cursor(value: str | None) -> dict[str, Any] | None:
     if not value:
         return None
     try:
-        cursor = json.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
-    except (ValueError, TypeError):
+        cursor = json_object(base64.urlsafe_b64decode(value.encode() + b"=="))
+    except ValueError:  # not base64
         cursor = None
-    if not isinstance(cursor, dict):
-        raise Invalid("This cursor is not one Hedwig made.", {"cursor": "Not understood."}, 400)
+    if cursor is None:
+        raise damaged_cursor()
     return cursor
+
+
+def damaged_cursor() -> Invalid:
+    return Invalid("This cursor is not one Hedwig made.", {"cursor": "Not understood."}, 400)
 
 
 def write_cursor(position: Mapping[str, Any]) -> str:
@@ -333,22 +336,20 @@ def sort_value(record: Feedback, sort: str) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def after_cursor(statement: Any, sort: str, cursor: Mapping[str, Any] | None) -> Any:
-    """The records after the cursor's, in the sort's order (its key, then id, descending)."""
-    if not cursor:
-        return statement
-    column, key, last_id = SORT_KEYS[sort], cursor.get("key"), cursor.get("id")
+def sort_cursor(sort: str, cursor: Mapping[str, Any]) -> Cursor:
+    """The cursor's record, as the sort orders it: its sort value and id; 400 if it is not a
+    value that sort's column holds."""
+    key, last_id = cursor.get("key"), cursor.get("id")
     try:
         if sort == "newest":
             key = datetime.fromisoformat(key)
-        elif not isinstance(key, int):
+        elif type(key) is not int or not 0 <= key <= SORT_VALUE_LARGEST:
             raise TypeError
-        if not isinstance(last_id, int) or not 0 < last_id <= ID_LARGEST:
+        if type(last_id) is not int or not 0 < last_id <= ID_LARGEST:
             raise TypeError
     except (TypeError, ValueError):
-        message = "This cursor is not one Hedwig made."
-        raise Invalid(message, {"cursor": "Not understood."}, 400) from None
-    return statement.where(or_(column < key, and_(column == key, Feedback.id < last_id)))
+        raise damaged_cursor() from None
+    return key, last_id
 
 
 def record_json(record: Feedback) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from hedwig_app.search import (
     PER_PAGE,
     SEARCH_MAX,
     SORT_KEYS,
+    SORT_VALUE_LARGEST,
     Cursor,
     ListPage,
     company_plans,
@@ -82,7 +83,6 @@ from models import (
 
 feedback_log = Blueprint("log", __name__)
 PAGE_MAX = 1_000_000
-SORT_VALUE_LARGEST = 2**63 - 1  # a count or monthly spend in a cursor: what a BIGINT keeps
 SORTS = ("best", "newest", "customers", "companies", "revenue")
 
 

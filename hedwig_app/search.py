@@ -99,6 +99,7 @@ class ListPage:
 
 
 Cursor = tuple[Any, int]  # a record's sort column and its id: where a keyset page starts
+SORT_VALUE_LARGEST = 2**63 - 1  # a count or monthly spend in a cursor: what a BIGINT keeps
 
 
 def list_page(
