@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, has_app_context
+from flask import has_request_context, request
 from sqlalchemy import (
     Select,
     Text,
@@ -460,7 +460,8 @@ def sqlite_terms(words: list[str]) -> dict[str, Term | None]:
     reads a whole word's matches newest first and stops at the page, where it would read
     every match of a prefix first. A word it does not hold is asked for as a prefix ("expo"
     finds "export"). Remembered for the request: a list page counts and ranks the same words."""
-    known: dict[str, Term | None] = g.setdefault("search_terms", {}) if has_app_context() else {}
+    asking = request.environ if has_request_context() else {}
+    known: dict[str, Term | None] = asking.setdefault("hedwig.search_terms", {})
     asked = [word for word in words if word not in known]
     if asked:
         newest = select(func.max(Feedback.id)).scalar_subquery()
