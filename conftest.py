@@ -202,26 +202,52 @@ HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
 
 def empty_postgres(url: str, fresh: bool = False) -> None:
-    """An empty database, as fast as it can be had: its tables emptied when a test left the
-    schema whole at the newest migration, else (or when ``fresh``) no schema at all, which
-    the app's start migrates."""
+    """An empty database, as fast as it can be had: its rows deleted and its ids started again
+    at 1 when a test left the schema whole at the newest migration, else (or when ``fresh``) no
+    schema at all, which the app's start migrates. DELETE, not TRUNCATE: on tables this small
+    TRUNCATE costs a tenth of a second a test (new files for every table and index)."""
     if url == POSTGRES_URL:
         create_worker_database()
-    engine = sqlalchemy.create_engine(url)
-    tables = ", ".join(table.name for table in db.metadata.sorted_tables)
     try:
         if fresh:
             raise LookupError("a fresh schema asked for")
-        with engine.begin() as connection:
-            version = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
-            if version.scalar() != HEAD:
-                raise LookupError("not at the newest migration")
-            connection.execute(sqlalchemy.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        with postgres_engine(url).begin() as connection:
+            delete_every_row(connection)
     except (sqlalchemy.exc.SQLAlchemyError, LookupError):
-        with engine.begin() as connection:
+        with postgres_engine(url).begin() as connection:
             connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
             connection.execute(sqlalchemy.text("CREATE SCHEMA public"))
-    engine.dispose()
+
+
+@functools.cache
+def postgres_engine(url: str) -> sqlalchemy.Engine:
+    """One engine a database for the whole session: its idle connection holds no lock."""
+    return sqlalchemy.create_engine(url)
+
+
+def delete_every_row(connection: sqlalchemy.Connection) -> None:
+    """Every row of every table but alembic_version, children first, and every sequence a
+    test used started again, as TRUNCATE … RESTART IDENTITY would. LookupError when the schema
+    is not the models' at the newest migration."""
+    version = connection.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+    tables = set(
+        connection.scalars(
+            sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        )
+    )
+    models_tables = {table.name for table in db.metadata.sorted_tables}
+    if version != HEAD or tables != models_tables | {"alembic_version"}:
+        raise LookupError("not the newest migration's schema")
+    for table in reversed(db.metadata.sorted_tables):
+        connection.execute(table.delete())
+    used = connection.scalars(
+        sqlalchemy.text(
+            "SELECT sequencename FROM pg_sequences "
+            "WHERE schemaname = 'public' AND last_value IS NOT NULL"
+        )
+    )
+    for sequence in used.all():
+        connection.execute(sqlalchemy.text(f'ALTER SEQUENCE "{sequence}" RESTART'))
 
 
 @functools.cache
