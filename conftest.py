@@ -29,6 +29,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select
 from werkzeug import Request, Response
+from werkzeug.routing import Rule
 
 import hedwig
 import models
@@ -162,6 +163,31 @@ class SharedTemplateCode(jinja2.BytecodeCache):
 
 
 shared_template_code = SharedTemplateCode()
+
+
+# Each app binds its sixty-odd URL rules, and werkzeug writes and compiles two Python functions
+# for each (the URL builders): a third of an app's start, repeated for every test. The builder
+# is a pure function of the rule's parsed parts and defaults, so the tests' apps share them.
+compile_builder = getattr(Rule, "_compile_builder", None)  # werkzeug's, not public: may go
+shared_builders: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+def shared_builder(rule: Rule, append_unknown: bool = True) -> Callable[..., Any]:
+    defaults = sorted(repr(item) for item in (rule.defaults or {}).items())
+    key = (rule.rule, tuple(rule._trace), tuple(defaults), append_unknown)
+    if key not in shared_builders:
+        shared_builders[key] = compile_builder(rule, append_unknown)
+    return shared_builders[key]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def share_url_builders() -> Iterator[None]:
+    if compile_builder is None:
+        yield
+        return
+    Rule._compile_builder = shared_builder
+    yield
+    Rule._compile_builder = compile_builder
 
 
 def make_app(tmp_path: Any, **overrides: Any) -> Flask:
