@@ -61,54 +61,88 @@ SERIAL = pytest.mark.xdist_group("serial")
 GUNICORN_WORKERS = 2  # processes that race each other for the database, as in production
 
 
-@pytest.fixture
-def served(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Flask, Path]]:
-    """Hedwig under gunicorn with several (GUNICORN_WORKERS) workers on loopback, the fixture
-    workspace connected."""
-    app = make_app(tmp_path, DATABASE_URL=database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET)
-    connect_workspace(app)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "HEDWIG_INSTANCE_PATH": str(tmp_path / "instance"),
-        "HEDWIG_SECRET_KEY": SECRET_KEY,
-        "HEDWIG_DATABASE_URL": database_url,
-        "HEDWIG_INTERCOM_CLIENT_SECRET": CLIENT_SECRET,
-        "HEDWIG_BASE_URL": "https://hedwig.example",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            str(GUNICORN_WORKERS),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--error-logfile",
-            str(log),
-            "--capture-output",
-            "hedwig:create_app()",
-        ],
-        cwd=Path(__file__).parent,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Gunicorn:
+    """Hedwig under gunicorn with several (GUNICORN_WORKERS) workers on loopback, its instance
+    folder in ``folder``, on the database at ``database_url``."""
+
+    def __init__(self, folder: Path, database_url: str) -> None:
+        self.folder, self.database_url = folder, database_url
+        self.log = folder / "gunicorn.log"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "HEDWIG_INSTANCE_PATH": str(folder / "instance"),
+            "HEDWIG_SECRET_KEY": SECRET_KEY,
+            "HEDWIG_DATABASE_URL": database_url,
+            "HEDWIG_INTERCOM_CLIENT_SECRET": CLIENT_SECRET,
+            "HEDWIG_BASE_URL": "https://hedwig.example",
+        }
+        command = ["gunicorn", "--workers", str(GUNICORN_WORKERS), "--bind", f"127.0.0.1:{port}"]
+        command += ["--error-logfile", str(self.log), "--capture-output", "hedwig:create_app()"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *command], cwd=Path(__file__).parent, env=env
+        )
         for _ in range(300):  # until it answers (or gives up), never a fixed sleep
             try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
+                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    return
             except requests.RequestException:
-                assert server.poll() is None, log.read_text()
+                assert self.process.poll() is None, self.log.read_text()
                 time.sleep(0.1)
-        yield url, app, log
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class LogSince:
+    """The server's log from a test's start on: what that test made it write."""
+
+    def __init__(self, log: Path) -> None:
+        self.log, self.start = log, log.stat().st_size
+
+    def read_text(self) -> str:
+        with open(self.log, "rb") as file:
+            file.seek(self.start)
+            return file.read().decode()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Gunicorn]]:
+    """The module's gunicorns, one a database, each started by the first test that asks:
+    starting and stopping one takes seconds, so each test gets one whose tables are emptied."""
+    started: dict[str, Gunicorn] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def served(
+    database_url: str, servers: dict[str, Gunicorn], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Flask, LogSince]:
+    """Hedwig under gunicorn on this test's database, emptied, the fixture workspace connected;
+    its URL, an app on the same database and instance folder, and the server's log."""
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    server = servers.get(kind)
+    if server is None:
+        folder = tmp_path_factory.mktemp(f"gunicorn-{kind}")
+        if kind == "sqlite":
+            database_url = f"sqlite:///{folder / 'hedwig.db'}"
+        make_app(folder, DATABASE_URL=database_url)  # the SQLite file, migrated, before gunicorn
+        server = servers[kind] = Gunicorn(folder, database_url)
+    app = make_app(
+        server.folder, DATABASE_URL=server.database_url, INTERCOM_CLIENT_SECRET=CLIENT_SECRET
+    )
+    with app.app_context():  # PostgreSQL's were emptied by database_url; SQLite's are here
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+    connect_workspace(app)
+    return server.url, app, LogSince(server.log)
 
 
 def signed_post(url: str, payload: dict[str, Any]) -> requests.Response:
@@ -128,7 +162,7 @@ def submit_payload(nonce: str, title: str) -> dict[str, Any]:
 
 @SERIAL
 def test_fifty_parallel_submits_store_fifty_records(
-    served: tuple[str, Flask, Path],
+    served: tuple[str, Flask, LogSince],
 ) -> None:
     url, app, log = served
     payloads = [submit_payload(f"parallel-nonce-{n:04d}-xxxx", f"Parallel {n}") for n in range(50)]
@@ -145,7 +179,7 @@ def test_fifty_parallel_submits_store_fifty_records(
 
 @SERIAL
 def test_the_same_form_sent_in_parallel_stores_one_record(
-    served: tuple[str, Flask, Path],
+    served: tuple[str, Flask, LogSince],
 ) -> None:
     url, app, log = served
     payload = submit_payload("one-form-many-clicks-nonce", "Clicked many times")
@@ -172,7 +206,7 @@ def test_sqlite_connections_are_tuned_for_concurrent_workers(tmp_path: Any) -> N
 
 
 @SERIAL
-def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path]) -> None:
+def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, LogSince]) -> None:
     url, app, log = served
     browsers = []
     for _ in range(8):
@@ -208,7 +242,7 @@ def test_first_account_race_creates_exactly_one(served: tuple[str, Flask, Path])
 @SERIAL
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # backup is SQLite's
 def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
-    served: tuple[str, Flask, Path], tmp_path: Path
+    served: tuple[str, Flask, LogSince], tmp_path: Path
 ) -> None:
     url, app, log = served
     payloads = [submit_payload(f"racing-backup-nonce-{n:04d}", f"Racing {n}") for n in range(40)]
@@ -231,7 +265,7 @@ def test_submits_racing_a_backup_all_succeed_and_the_backup_is_consistent(
 
 @SERIAL
 def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
-    served: tuple[str, Flask, Path],
+    served: tuple[str, Flask, LogSince],
 ) -> None:
     url, app, _ = served
     result = app.test_cli_runner().invoke(
@@ -253,7 +287,7 @@ def test_the_printed_canvas_request_gets_a_canvas_from_a_running_hedwig(
 
 @SERIAL
 def test_fifty_wrong_passwords_at_once_are_checked_at_most_ten_times(
-    served: tuple[str, Flask, Path],
+    served: tuple[str, Flask, LogSince],
 ) -> None:
     url, app, log = served
     create_user(app)
