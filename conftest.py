@@ -192,18 +192,20 @@ def share_url_builders() -> Iterator[None]:
 
 def make_app(tmp_path: Any, **overrides: Any) -> Flask:
     config = config_for(tmp_path, **overrides)
-    database = Path(tmp_path, "hedwig.db")
-    if (
-        migrated_sqlite
-        and config["DATABASE_URL"] == f"sqlite:///{database}"
-        and not database.exists()
-    ):
-        database.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(migrated_sqlite, database)
+    start_migrated(tmp_path, config["DATABASE_URL"])
     app = hedwig.create_app(config)  # its start migrates the database, as `flask db upgrade` does
     app.jinja_env.bytecode_cache = shared_template_code
     created_apps.append(app)
     return app
+
+
+def start_migrated(tmp_path: Any, database_url: str | None) -> None:
+    """The test's SQLite file (hedwig.db in ``tmp_path``), when ``database_url`` names it and
+    it does not exist yet, as a copy of the one migrated for the session."""
+    database = Path(tmp_path, "hedwig.db")
+    if migrated_sqlite and database_url == f"sqlite:///{database}" and not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(migrated_sqlite, database)
 
 
 def is_sqlite(app: Flask) -> bool:

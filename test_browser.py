@@ -20,7 +20,14 @@ from pytest_httpserver import HTTPServer
 from werkzeug.serving import make_server
 
 import hedwig
-from conftest import PASSWORD, SECRET_KEY, WORKSPACE_ID, connect_workspace, wait_for_sender
+from conftest import (
+    PASSWORD,
+    SECRET_KEY,
+    WORKSPACE_ID,
+    connect_workspace,
+    start_migrated,
+    wait_for_sender,
+)
 from hedwig_app.auth import add_user
 from hedwig_app.issues import link_issue, read_issue_url
 from hedwig_app.records import add_evidence, refresh_backing
@@ -64,11 +71,13 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Any]]]:
     servers = []
 
     def start(**settings: Any) -> tuple[str, Any]:
+        database_url = f"sqlite:///{tmp_path / 'hedwig.db'}"
+        start_migrated(tmp_path, database_url)  # not migrated afresh for each test
         app = hedwig.create_app(
             {
                 "INSTANCE_PATH": str(tmp_path / "instance"),
                 "SECRET_KEY": SECRET_KEY,
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'hedwig.db'}",
+                "DATABASE_URL": database_url,
                 **settings,
             }
         )
