@@ -760,6 +760,22 @@ def test_search_finds_each_form_of_a_word_both_ways_still_by_prefix(
 
 
 @pytest.mark.usefixtures("weighing")
+def test_a_word_the_log_holds_whole_is_not_taken_as_the_start_of_longer_ones(
+    app: Flask, signed_in: FlaskClient
+) -> None:
+    # Asked for whole, a word's matches are read in order, and the database knows how many.
+    add_feedback(app, title="Time zones in reports")
+    add_feedback(app, title="Timeout on large uploads")
+    for q in ("time", "times", "TIME"):
+        assert searched(signed_in, q) == ["Time zones in reports"], q
+    assert searched(signed_in, "timeo") == ["Timeout on large uploads"]  # held whole by none
+    both = {"Time zones in reports", "Timeout on large uploads"}
+    assert set(searched(signed_in, "tim")) == both
+    with app.app_context():
+        assert [record.title for record in best_matches("time", None)] == ["Time zones in reports"]
+
+
+@pytest.mark.usefixtures("weighing")
 def test_a_title_match_outranks_a_popular_match_in_the_customers_words(
     app: Flask, signed_in: FlaskClient
 ) -> None:

@@ -440,13 +440,34 @@ def search_index(words: list[str], any_word: bool = False) -> SearchIndex | None
             return None
         index = SearchIndex(SEARCH_INDEX, SEARCH_INDEX.c.rowid, None, tuple(found), not any_word)
         return dataclasses.replace(index, matching=match(index.query))
+    whole = postgres_whole(words)
     query = functools.reduce(
-        lambda left, right: left.op("||" if any_word else "&&")(right), map(word_query, words)
+        lambda left, right: left.op("||" if any_word else "&&")(right),
+        (word_query(word, whole[word]) for word in words),
     )
     vector = literal_column("feedback.search_vector")
     return SearchIndex(
         Feedback.__table__, Feedback.id, vector.op("@@")(query), postgres_query=query
     )
+
+
+def postgres_whole(words: list[str]) -> dict[str, bool]:
+    """PostgreSQL: whether the index holds each word whole (in any of its forms, as it stems
+    them). A word held whole is asked for whole, as on SQLite (``sqlite_terms``): the
+    column's statistics tell PostgreSQL how many records hold it, where it guesses at a
+    prefix. A word it does not hold is asked for as the start of longer words ("expo" finds
+    "export"). Each EXISTS reads a rare word's few index entries or a common one's first
+    records, as the statistics say. Remembered for the request."""
+    known: dict[str, bool] = g.setdefault("search_whole", {}) if has_app_context() else {}
+    asked = [word for word in words if word not in known]
+    if asked:
+        vector = literal_column("feedback.search_vector")
+        held = (
+            select(Feedback.id).where(vector.op("@@")(word_query(word, whole=True))).exists()
+            for word in asked
+        )
+        known |= zip(asked, db.session.execute(select(*held)).one(), strict=True)
+    return {word: known[word] for word in words}
 
 
 def match(expression: str) -> Any:
@@ -529,16 +550,16 @@ SQLITE_SCORE = literal_column(
 BACKING = 1.0 + BACKING_BOOST * Feedback.customer_count / (Feedback.customer_count + BACKING_HALF)
 
 
-def word_query(word: str) -> Any:
+def word_query(word: str, whole: bool = False) -> Any:
     """PostgreSQL: a word's tsquery, the word folded as the index folds it (hedwig_fold: accents
-    off, lower case, split at all but letters and digits), each part a prefix, stemmed by the
-    index's own configuration ("exported" is 'export':*): "1\u2474" is '1':* & '1':*, as
-    unaccent makes U+2474 "(1)". Only letters, digits and spaces are left, so nothing becomes
-    tsquery syntax; nothing left is the empty query, which && and || skip. Each function is
-    immutable: the planner makes the query once, not once per row."""
+    off, lower case, split at all but letters and digits), each part a prefix (or ``whole``),
+    stemmed by the index's own configuration ("exported" is 'export':*): "1\u2474" is '1':* &
+    '1':*, as unaccent makes U+2474 "(1)". Only letters, digits and spaces are left, so nothing
+    becomes tsquery syntax; nothing left is the empty query, which && and || skip. Each
+    function is immutable: the planner makes the query once, not once per row."""
     folded = func.btrim(func.hedwig_fold(literal(word, Text)))
-    terms = func.replace(func.regexp_replace(folded, r"(\S+)", r"\1:*", "g"), " ", " & ")
-    return func.to_tsquery(POSTGRES_CONFIG, terms)
+    parts = folded if whole else func.regexp_replace(folded, r"(\S+)", r"\1:*", "g")
+    return func.to_tsquery(POSTGRES_CONFIG, func.replace(parts, " ", " & "))
 
 
 def search_words(q: str) -> list[str]:
