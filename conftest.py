@@ -309,12 +309,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 @pytest.fixture(params=["bm25", "window"])
 def weighing(request: pytest.FixtureRequest, database_url: str, monkeypatch: Any) -> str:
     """SQLite ranks a search with bm25() while its words have few matches between them, and
-    past search.BM25_READS weighs the newest matches word by word: a ranking test holds for
-    both. PostgreSQL ranks one way."""
-    if request.param == "window":
-        if not database_url.startswith("sqlite"):
-            pytest.skip("PostgreSQL ranks with ts_rank alone")
-        monkeypatch.setattr(search, "BM25_READS", 0)
+    past search.BM25_READS weighs the newest matches word by word. PostgreSQL reads a search's
+    matches from its GIN index while they are few among the newest records, and past that
+    (search.ORDERED_READS) reads the records newest first: here "bm25" reads from the index,
+    "window" newest first. A ranking test holds for each way."""
+    if database_url.startswith("sqlite"):
+        if request.param == "window":
+            monkeypatch.setattr(search, "BM25_READS", 0)
+    else:
+        monkeypatch.setattr(search, "ORDERED_READS", 0 if request.param == "bm25" else 10**9)
     return request.param
 
 

@@ -4,10 +4,12 @@ forms ("exported" finds "exports"), by prefix ("expo" finds "export"), accents f
 match in the title ranks above one in the details, and that above one in the customers' words
 (names, emails, quotes); among equals, records more customers back come first. Ranking reads
 the newest SEARCH_WINDOW matches of the list's filters, so a word that is in every record costs
-what a rare one does; older matches follow, newest first. Also owns the log's list query
-(``listed_feedback``), its pages and its total, each bounded by the page, not by the records
-(``list_page``: COUNT_CAP, keyset cursors), and the Inbox's best matches. Imports nothing of
-Hedwig's but models.
+what a rare one does; older matches follow, newest first. PostgreSQL's GIN index gives a
+word's every match, in no order: there a search reads the records newest first while its words
+are common among the newest, and else the index's matches once (``postgres_window``). Also
+owns the log's list query (``listed_feedback``), its pages and its total, each bounded by the
+page, not by the records (``list_page``: COUNT_CAP, keyset cursors), and the Inbox's best
+matches. Imports nothing of Hedwig's but models.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import (
     and_,
     case,
     column,
+    exists,
     func,
     literal,
     literal_column,
@@ -41,6 +44,7 @@ SEARCH_MAX = 200  # characters: what people type in a search box, not a pasted e
 SEARCH_WINDOW = 500
 SEARCH_WORDS_MAX = 12
 SEARCH_INDEX = table("feedback_search", column("rowid"))
+RANKED = table("feedback", column("id"), column("search_vector")).alias("ranked")  # PostgreSQL
 WORD = re.compile(r"[^\W_]+")
 FIND_LIMIT = 5
 PLANS_SHOWN = 20
@@ -60,6 +64,11 @@ RARITY_SAMPLE = 1000  # a word's newest matches that tell how rare it is
 BM25_READS = 100_000
 POSTGRES_WEIGHTS = f"'{{{WEIGHTS[2]}, {WEIGHTS[2]}, {WEIGHTS[1]}, {WEIGHTS[0]}}}'::real[]"
 POSTGRES_CONFIG = "hedwig_words"  # 0015: words stemmed as English, none dropped
+# PostgreSQL's GIN index gives a word's every match, in no order, each read from its record: a
+# search reads the records newest first instead (asking each one, and stopping at what it
+# wants) when the newest PROBE_RECORDS records say that costs at most ORDERED_READS records.
+PROBE_RECORDS = 1000
+ORDERED_READS = 20_000
 BACKING_BOOST, BACKING_HALF = 0.2, 3.0
 
 
@@ -296,6 +305,8 @@ def search(
     if index is None:
         return statement.where(literal(False))
     if not ranked:
+        if index.source is Feedback.__table__:  # a list a page at a time, counted to 1,000
+            return statement.where(index.postgres_matching(statement, CHECKED_COUNT_CAP + 1))
         found = select(index.key).select_from(index.source).where(index.matching)
         return statement.where(Feedback.id.in_(found))
     window, oldest = index.ranked_window(statement)
@@ -309,13 +320,15 @@ def search(
         )
     # Then the older matches, newest first: below the window's oldest id (each listed once,
     # none scored), narrowed by the filters before ``reach`` cuts them at the page's end.
-    older = (
-        narrowed(select(index.key.label("id")).select_from(index.source), statement, index)
-        .where(index.matching, index.key < oldest)
-        .order_by(index.key.desc())
-        .limit(reach)
-        .subquery()
-    )
+    if index.source is Feedback.__table__:
+        older = index.postgres_newest(statement, reach or COUNT_CAP, below=oldest)
+    else:
+        older = (
+            narrowed(select(index.key.label("id")).select_from(index.source), statement, index)
+            .where(index.matching, index.key < oldest)
+            .order_by(index.key.desc())
+        )
+    older = older.limit(reach).subquery()
     found = union_all(
         select(window.c.id, window.c.score), select(older.c.id, null().label("score"))
     ).subquery()
@@ -345,6 +358,14 @@ def search_count(q: str, statement: Select | None = None, cap: int = COUNT_CAP) 
     index = search_index(search_words(q))
     if index is None:
         return 0
+    if index.source is Feedback.__table__:
+        filtered = select(Feedback) if statement is None else statement
+        read = g.get("search_found", {}) if has_app_context() else {}
+        key = filters_key(index, filtered)
+        if key in read:  # read from the GIN index with the window
+            return min(read[key], cap + 1)
+        found = index.postgres_newest(filtered, cap + 1, in_order=False).limit(cap + 1)
+        return db.session.scalar(select(func.count()).select_from(found.subquery()))
     found = select(index.key).select_from(index.source).where(index.matching)
     if statement is not None:
         found = narrowed(found, statement, index)
@@ -363,21 +384,19 @@ class SearchIndex:
     terms: tuple[Term, ...] = ()  # SQLite's: the words as asked for
     every_word: bool = True
     postgres_query: Any = None  # PostgreSQL's: the words as a tsquery
+    words: tuple[tuple[str, bool], ...] = ()  # PostgreSQL's: each word, and whether it is whole
 
     def ranked_window(self, statement: Select) -> tuple[Any, Any]:
         """The statement's newest SEARCH_WINDOW matches with their scores (lower is better),
         as a selectable of (id, score), and the oldest id among them; (None, None) when
         nothing matches."""
+        if self.source is Feedback.__table__:
+            return self.postgres_window(statement)
         newest = narrowed(
             select(self.key.label("id")).select_from(self.source).where(self.matching),
             statement,
             self,
         ).order_by(self.key.desc())
-        if self.source is Feedback.__table__:
-            vector = literal_column("feedback.search_vector")
-            score = -func.ts_rank(literal_column(POSTGRES_WEIGHTS), vector, self.postgres_query)
-            window = newest.add_columns(score.label("score")).limit(SEARCH_WINDOW).cte()
-            return window, select(func.min(window.c.id)).scalar_subquery()
         if sum(term.matches for term in self.terms) <= BM25_READS:
             window = newest.add_columns(SQLITE_SCORE.label("score")).limit(SEARCH_WINDOW).cte()
             return window, select(func.min(window.c.id)).scalar_subquery()
@@ -416,6 +435,95 @@ class SearchIndex:
         """SQLite: the words as one MATCH expression."""
         return (" " if self.every_word else " OR ").join(term.phrase for term in self.terms)
 
+    def postgres_window(self, statement: Select) -> tuple[Any, Any]:
+        """PostgreSQL: ``ranked_window``, scored by ts_rank once the window is chosen. Read
+        newest first when its words are common among the newest records; else from the GIN
+        index, which gives every match (each read from its record, in no order): read once,
+        for the window's ids and, beside them, their count, which ``search_count`` takes."""
+        score = -func.ts_rank(
+            literal_column(POSTGRES_WEIGHTS), RANKED.c.search_vector, self.postgres_query
+        )
+        if self.reads_newest_first(statement, SEARCH_WINDOW):
+            ids = self.postgres_newest(statement, SEARCH_WINDOW).limit(SEARCH_WINDOW).subquery()
+            window = select(ids.c.id, score.label("score")).select_from(ids)
+            window = window.join(RANKED, RANKED.c.id == ids.c.id).cte()
+            return window, select(func.min(window.c.id)).scalar_subquery()
+        matches = self.gin_matches(statement)
+        total = select(func.count()).select_from(matches).scalar_subquery()
+        newest = select(matches.c.id, total).order_by(matches.c.id.desc()).limit(SEARCH_WINDOW)
+        rows = db.session.execute(newest).all()
+        found: dict[Any, int] = g.setdefault("search_found", {}) if has_app_context() else {}
+        found[filters_key(self, statement)] = rows[0][1] if rows else 0
+        if not rows:
+            return None, None
+        chosen = RANKED.c.id.in_([row.id for row in rows])
+        return select(RANKED.c.id, score.label("score")).where(chosen).cte(), rows[-1].id
+
+    def postgres_newest(
+        self, statement: Select, wanted: int, below: Any = None, in_order: bool = True
+    ) -> Select:
+        """PostgreSQL: the ids ("id") of the statement's matches (below id ``below``), newest
+        first, read the cheaper way for ``wanted`` of them (``reads_newest_first``): the
+        records newest first, each asked for the words (ts_match_vq, the function behind @@,
+        which no index serves), stopping there; or every match from the GIN index, sorted
+        (not ``in_order``: a count's, unsorted). The index's matches are a materialized CTE,
+        planned for all its rows: under ORDER BY id LIMIT, PostgreSQL would guess at a
+        prefix's matches (2% of the records, whatever they are) and may walk every record."""
+        newest_first = self.reads_newest_first(statement, wanted)
+        if below is not None:
+            statement = statement.where(Feedback.id < below)
+        if newest_first:
+            asked = func.ts_match_vq(literal_column("feedback.search_vector"), self.postgres_query)
+            found = select(Feedback.id.label("id")).where(asked)
+            return narrowed(found, statement, self).order_by(Feedback.id.desc())
+        matches = self.gin_matches(statement)
+        found = select(matches.c.id)
+        return found.order_by(matches.c.id.desc()) if in_order else found
+
+    def gin_matches(self, statement: Select) -> Any:
+        """PostgreSQL: the statement's matches' ids, from the GIN index: a materialized CTE,
+        planned for all its rows (see ``postgres_newest``)."""
+        found = select(Feedback.id.label("id")).where(self.matching)
+        return narrowed(found, statement, self).cte().prefix_with("MATERIALIZED")
+
+    def postgres_matching(self, statement: Select, wanted: int) -> Any:
+        """PostgreSQL: the condition for the words on a statement that reads its records in
+        an order of its own (most customers first, ...), for ``wanted`` of them: each record
+        asked, when the words are common enough (``reads_newest_first``), else among the GIN
+        index's matches (a materialized CTE: see ``postgres_newest``)."""
+        if self.reads_newest_first(statement, wanted):
+            return func.ts_match_vq(literal_column("feedback.search_vector"), self.postgres_query)
+        return Feedback.id.in_(select(self.gin_matches(select(Feedback)).c.id))
+
+    def reads_newest_first(self, statement: Select, wanted: int) -> bool:
+        """PostgreSQL: whether ``wanted`` of the statement's matches come within ORDERED_READS
+        of its records read newest first, as its matches among the newest PROBE_RECORDS say."""
+        return newest_hits(self, statement) * ORDERED_READS >= wanted * PROBE_RECORDS
+
+
+def filters_key(index: SearchIndex, statement: Select) -> tuple[Any, ...]:
+    """PostgreSQL: the words and the statement's filters, as a key to what a request
+    remembers of them: a list page ranks and counts the same words and filters."""
+    where = statement.whereclause
+    asked = None if where is None else where.compile(dialect=db.session.get_bind().dialect)
+    return (index.words, index.every_word, str(asked), repr(asked.params if asked else None))
+
+
+def newest_hits(index: SearchIndex, statement: Select) -> int:
+    """PostgreSQL: how many of the newest PROBE_RECORDS records have the words and pass the
+    statement's filters (read newest first: a millisecond, however long the log)."""
+    where, key = statement.whereclause, filters_key(index, statement)
+    known: dict[Any, int] = g.setdefault("search_hits", {}) if has_app_context() else {}
+    if key not in known:
+        vector = literal_column("feedback.search_vector").label("vector")
+        newest = select(Feedback.id, vector).order_by(Feedback.id.desc()).limit(PROBE_RECORDS)
+        newest = newest.subquery("newest")
+        hits = select(func.count()).where(func.ts_match_vq(newest.c.vector, index.postgres_query))
+        if where is not None:  # each record's own row, beside it
+            hits = hits.where(exists().where(Feedback.id == newest.c.id, where))
+        known[key] = db.session.scalar(hits)
+    return known[key]
+
 
 @dataclass(frozen=True)
 class Term:
@@ -447,7 +555,12 @@ def search_index(words: list[str], any_word: bool = False) -> SearchIndex | None
     )
     vector = literal_column("feedback.search_vector")
     return SearchIndex(
-        Feedback.__table__, Feedback.id, vector.op("@@")(query), postgres_query=query
+        Feedback.__table__,
+        Feedback.id,
+        vector.op("@@")(query),
+        every_word=not any_word,
+        postgres_query=query,
+        words=tuple((word, whole[word]) for word in words),
     )
 
 
@@ -570,69 +683,15 @@ def search_words(q: str) -> list[str]:
     return list(dict.fromkeys(telling or words))[:SEARCH_WORDS_MAX]
 
 
+# fmt: off
 STOPWORDS = frozenset(
     [
-        "a",
-        "about",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "could",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "hello",
-        "hi",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "please",
-        "so",
-        "that",
-        "the",
-        "their",
-        "them",
-        "there",
-        "they",
-        "this",
-        "to",
-        "us",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
+        "a", "about", "an", "and", "any", "are", "as", "at", "be", "but", "by", "can",
+        "could", "do", "does", "for", "from", "had", "has", "have", "hello", "hi", "how",
+        "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on",
+        "or", "our", "please", "so", "that", "the", "their", "them", "there", "they",
+        "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who",
+        "will", "with", "would", "you", "your",
     ]
 )
+# fmt: on
