@@ -268,8 +268,9 @@ def test_a_long_list_counts_to_10000_and_says_so(app: Flask, signed_in: FlaskCli
     assert tabs[:3] == [("All", "10,000+"), ("Open", "10,000+"), ("Planned", "0")]
     assert "10,000+ records open" in page_text(signed_in.get("/?status=open"))
     page = page_text(signed_in.get("/?q=export"))
-    assert "10,000+ records matching “export”" in page
-    assert "Page 1 of 200+" in page
+    counted, pages = ("10,000+", "200+") if is_sqlite(app) else ("1,000+", "20+")  # see below
+    assert f"{counted} records matching “export”" in page
+    assert f"Page 1 of {pages}" in page
     last = page_text(signed_in.get("/?q=export&page=200"))
     assert len(listed_ids_of(last)) == 50 and 'rel="next"' not in last
     response = signed_in.get("/?q=export&page=201")
@@ -302,6 +303,10 @@ def test_a_list_filtered_by_its_evidence_counts_to_1000_and_says_so(
     searched_page = page_text(signed_in.get("/?q=blocked&importance=blocker"))
     assert "1,000+ records with evidence marked blocker matching “blocked”" in searched_page
     assert "1,002 records" in page_text(signed_in.get("/"))  # the plain list counts on
+    # PostgreSQL reads each match's record to count it (its GIN index holds no ids), as a
+    # filter does: any search counts to 1,000 there. SQLite's counts in its index.
+    counted = "1,001" if is_sqlite(app) else "1,000+"
+    assert f"{counted} records matching “blocked”" in page_text(signed_in.get("/?q=blocked"))
 
 
 @pytest.mark.usefixtures("weighing")
