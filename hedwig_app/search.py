@@ -666,6 +666,7 @@ SQLITE_SCORE = literal_column(
 BACKING = 1.0 + BACKING_BOOST * Feedback.customer_count / (Feedback.customer_count + BACKING_HALF)
 
 
+@functools.lru_cache(maxsize=4096)  # built once: a find canvas asks each word three times
 def word_query(word: str, whole: bool = False) -> Any:
     """PostgreSQL: a word's tsquery, the word folded as the index folds it (hedwig_fold: accents
     off, lower case, split at all but letters and digits), each part a prefix (or ``whole``),
