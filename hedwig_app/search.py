@@ -363,7 +363,7 @@ def search_count(q: str, statement: Select | None = None, cap: int = COUNT_CAP) 
         return 0
     if index.source is Feedback.__table__:
         filtered = select(Feedback) if statement is None else statement
-        read = g.get("search_found", {}) if has_app_context() else {}
+        read = remembered("search_found")
         key = filters_key(index, filtered)
         if key in read:  # read from the GIN index with the window
             return min(read[key], cap + 1)
@@ -455,7 +455,7 @@ class SearchIndex:
         total = select(func.count()).select_from(matches).scalar_subquery()
         newest = select(matches.c.id, total).order_by(matches.c.id.desc()).limit(SEARCH_WINDOW)
         rows = db.session.execute(newest).all()
-        found: dict[Any, int] = g.setdefault("search_found", {}) if has_app_context() else {}
+        found: dict[Any, int] = remembered("search_found")
         found[filters_key(self, statement)] = rows[0][1] if rows else 0
         if not rows:
             return None, None
@@ -506,7 +506,7 @@ class SearchIndex:
 
 def filters_key(index: SearchIndex, statement: Select) -> tuple[Any, ...]:
     """PostgreSQL: the words and the statement's filters, as a key to what a request
-    remembers of them: a list page ranks and counts the same words and filters."""
+    remembers of them (a list page ranks and counts the same ones)."""
     where = statement.whereclause
     asked = None if where is None else where.compile(dialect=db.session.get_bind().dialect)
     return (index.words, index.every_word, str(asked), repr(asked.params if asked else None))
@@ -516,7 +516,7 @@ def newest_hits(index: SearchIndex, statement: Select) -> int:
     """PostgreSQL: how many of the newest PROBE_RECORDS records have the words and pass the
     statement's filters (read newest first: a millisecond, however long the log)."""
     where, key = statement.whereclause, filters_key(index, statement)
-    known: dict[Any, int] = g.setdefault("search_hits", {}) if has_app_context() else {}
+    known: dict[Any, int] = remembered("search_hits")
     if key not in known:
         vector = literal_column("feedback.search_vector").label("vector")
         newest = select(Feedback.id, vector).order_by(Feedback.id.desc()).limit(PROBE_RECORDS)
@@ -574,7 +574,7 @@ def postgres_whole(words: list[str]) -> dict[str, bool]:
     prefix. A word it does not hold is asked for as the start of longer words ("expo" finds
     "export"). Each EXISTS reads a rare word's few index entries or a common one's first
     records, as the statistics say. Remembered for the request."""
-    known: dict[str, bool] = g.setdefault("search_whole", {}) if has_app_context() else {}
+    known: dict[str, bool] = remembered("search_whole")
     asked = [word for word in words if word not in known]
     if asked:
         vector = literal_column("feedback.search_vector")
@@ -586,7 +586,12 @@ def postgres_whole(words: list[str]) -> dict[str, bool]:
     return {word: known[word] for word in words}
 
 
-def match(expression: str) -> Any:
+def remembered(name: str) -> dict[Any, Any]:
+    """What the request being answered remembers under ``name`` (nothing, outside one)."""
+    return request.environ.setdefault(f"hedwig.{name}", {}) if has_request_context() else {}
+
+
+def match(expression: str) -> Any:  # SQLite
     return literal_column("feedback_search").op("MATCH")(expression)
 
 
@@ -597,8 +602,7 @@ def sqlite_terms(words: list[str]) -> dict[str, Term | None]:
     reads a whole word's matches newest first and stops at the page, where it would read
     every match of a prefix first. A word it does not hold is asked for as a prefix ("expo"
     finds "export"). Remembered for the request: a list page counts and ranks the same words."""
-    asking = request.environ if has_request_context() else {}
-    known: dict[str, Term | None] = asking.setdefault("hedwig.search_terms", {})
+    known: dict[str, Term | None] = remembered("search_terms")
     asked = [word for word in words if word not in known]
     if asked:
         newest = select(func.max(Feedback.id)).scalar_subquery()
@@ -687,15 +691,8 @@ def search_words(q: str) -> list[str]:
     return list(dict.fromkeys(telling or words))[:SEARCH_WORDS_MAX]
 
 
-# fmt: off
 STOPWORDS = frozenset(
-    [
-        "a", "about", "an", "and", "any", "are", "as", "at", "be", "but", "by", "can",
-        "could", "do", "does", "for", "from", "had", "has", "have", "hello", "hi", "how",
-        "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on",
-        "or", "our", "please", "so", "that", "the", "their", "them", "there", "they",
-        "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who",
-        "will", "with", "would", "you", "your",
-    ]
+    """a about an and any are as at be but by can could do does for from had has have hello hi
+    how i if in into is it its me my no not of on or our please so that the their them there
+    they this to us was we were what when where which who will with would you your""".split()  # noqa: SIM905
 )
-# fmt: on
