@@ -476,7 +476,7 @@ class SearchIndex:
         if below is not None:
             statement = statement.where(Feedback.id < below)
         if newest_first:
-            asked = func.ts_match_vq(literal_column("feedback.search_vector"), self.postgres_query)
+            asked = func.ts_match_vq(literal_column("feedback.search_vector"), self.query_once)
             found = select(Feedback.id.label("id")).where(asked)
             return narrowed(found, statement, self).order_by(Feedback.id.desc())
         matches = self.gin_matches(statement)
@@ -490,13 +490,16 @@ class SearchIndex:
         return narrowed(found, statement, self).cte().prefix_with("MATERIALIZED")
 
     def postgres_matching(self, statement: Select, wanted: int) -> Any:
-        """PostgreSQL: the condition for the words on a statement that reads its records in
-        an order of its own (most customers first, ...), for ``wanted`` of them: each record
-        asked, when the words are common enough (``reads_newest_first``), else among the GIN
-        index's matches (a materialized CTE: see ``postgres_newest``)."""
+        """PostgreSQL: the words' condition on a statement in an order of its own (most
+        customers first, ...), for ``wanted`` records: each record asked when the words are
+        common enough (``reads_newest_first``), else among the GIN index's matches."""
         if self.reads_newest_first(statement, wanted):
-            return func.ts_match_vq(literal_column("feedback.search_vector"), self.postgres_query)
+            return func.ts_match_vq(literal_column("feedback.search_vector"), self.query_once)
         return Feedback.id.in_(select(self.gin_matches(select(Feedback)).c.id))
+
+    @property
+    def query_once(self) -> Any:  # PostgreSQL: as an expression, made again for each record
+        return select(self.postgres_query).scalar_subquery()
 
     def reads_newest_first(self, statement: Select, wanted: int) -> bool:
         """PostgreSQL: whether ``wanted`` of the statement's matches come within ORDERED_READS
@@ -505,8 +508,7 @@ class SearchIndex:
 
 
 def filters_key(index: SearchIndex, statement: Select) -> tuple[Any, ...]:
-    """PostgreSQL: the words and the statement's filters, as a key to what a request
-    remembers of them (a list page ranks and counts the same ones)."""
+    """PostgreSQL: the words and the filters, as the key to what a request remembers."""
     where = statement.whereclause
     asked = None if where is None else where.compile(dialect=db.session.get_bind().dialect)
     return (index.words, index.every_word, str(asked), repr(asked.params if asked else None))
@@ -521,7 +523,7 @@ def newest_hits(index: SearchIndex, statement: Select) -> int:
         vector = literal_column("feedback.search_vector").label("vector")
         newest = select(Feedback.id, vector).order_by(Feedback.id.desc()).limit(PROBE_RECORDS)
         newest = newest.subquery("newest")
-        hits = select(func.count()).where(func.ts_match_vq(newest.c.vector, index.postgres_query))
+        hits = select(func.count()).where(func.ts_match_vq(newest.c.vector, index.query_once))
         if where is not None:  # each record's own row, beside it
             hits = hits.where(exists().where(Feedback.id == newest.c.id, where))
         known[key] = db.session.scalar(hits)
